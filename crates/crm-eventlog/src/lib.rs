@@ -1,0 +1,53 @@
+//! The append-only CRM event log, on sled.
+//!
+//! Every state change of the CRM is an event appended to a stream (`lead-<id>`,
+//! `customer-<id>`, ...). The log gives each committed event a global position that is
+//! gapless and commit-ordered, checks optimistic-concurrency expectations per stream,
+//! deduplicates re-sent event ids, and acknowledges an append only after a real durability
+//! barrier (sled flush plus `fdatasync` of its data file).
+//!
+//! Invariants this crate keeps:
+//! - positions start at 1 and have no gaps; readers never see an unacknowledged event;
+//! - an append is all-or-nothing, across every stream it names;
+//! - every stored event is framed with a format byte, schema version and CRC32, and a damaged
+//!   record is reported as [`Error::Corruption`] at its position, never decoded as garbage.
+//!
+//! ```
+//! use crm_eventlog::{Config, EventStore, ExpectedVersion, Metadata, NewEvent, SledEventStore};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), crm_eventlog::Error> {
+//! let dir = std::env::temp_dir().join(format!("crm-eventlog-doctest-{}", std::process::id()));
+//! let store = SledEventStore::open(Config::new(&dir))?;
+//! let event = NewEvent {
+//!     id: uuid::Uuid::now_v7(),
+//!     event_type: "LeadCaptured".into(),
+//!     schema_version: 1,
+//!     metadata: Metadata { actor: "user-1".into(), ..Metadata::default() },
+//!     payload: b"{}".to_vec(),
+//! };
+//! let appended = store.append("lead-1", ExpectedVersion::NoStream, vec![event]).await?;
+//! assert_eq!(appended.first_position, 1);
+//! assert_eq!(store.read_all(1, 10).await?.len(), 1);
+//! store.close();
+//! # drop(store);
+//! # let _ = std::fs::remove_dir_all(&dir);
+//! # Ok(())
+//! # }
+//! ```
+
+mod codec;
+mod error;
+mod keys;
+mod sled_store;
+mod store;
+mod types;
+
+pub use error::{Error, Result};
+pub use sled_store::{
+    Config, SledEventStore, Stats, MAX_EVENTS_PER_APPEND, MAX_NAME_LEN, MAX_PAYLOAD_LEN, MAX_STREAM_ID_LEN,
+};
+pub use store::EventStore;
+pub use types::{
+    AppendResult, Direction, Durability, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamAppend,
+};

@@ -1,0 +1,891 @@
+//! The sled implementation of [`EventStore`]: one writer thread, one durability thread.
+//!
+//! Appends travel over a channel to the writer thread, which drains every waiting request
+//! into one group, checks expectations and idempotency, assigns gapless positions and applies
+//! the group as one atomic sled `Batch`. It then hands the group to the sync thread and goes on
+//! gathering the next group while the sync thread runs the durability barrier (sled `flush`,
+//! then `fdatasync` of sled's data file), publishes the new committed head and acknowledges
+//! every request of the groups it covered. Readers never see past the committed head.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use futures::stream::{BoxStream, StreamExt};
+use tokio::sync::{oneshot, watch};
+use uuid::Uuid;
+
+use crate::codec::{write_frame, EncodedEvent, Frames};
+use crate::keys::{self, StreamEntry};
+use crate::{
+    AppendResult, Direction, Durability, Error, EventStore, ExpectedVersion, RecordedEvent, Result, StreamAppend,
+};
+
+/// Longest accepted stream id, in bytes.
+pub const MAX_STREAM_ID_LEN: usize = 256;
+/// Most events accepted in one append (across all streams of an `append_many`).
+pub const MAX_EVENTS_PER_APPEND: usize = 1000;
+/// Largest accepted event payload, in bytes.
+pub const MAX_PAYLOAD_LEN: usize = 1024 * 1024;
+/// Longest accepted event type or metadata field, in bytes.
+pub const MAX_NAME_LEN: usize = 1024;
+
+/// sled's segment size. sled writes values larger than a quarter segment to separate blob
+/// files that it never fsyncs; 8 MiB segments keep every frame (payload <= 1 MiB) inline in
+/// the data file that the barrier syncs.
+const SEGMENT_SIZE: usize = 8 * 1024 * 1024;
+/// A log chunk is closed once it reaches this size; a single larger frame gets its own chunk.
+const CHUNK_TARGET: usize = 64 * 1024;
+
+/// Settings of a [`SledEventStore`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Directory of the sled database; created if missing.
+    pub path: PathBuf,
+    /// sled's page cache size in bytes.
+    pub cache_capacity: u64,
+    /// Most events the writer puts into one group commit.
+    pub max_group_events: usize,
+}
+
+impl Config {
+    /// Defaults for a store at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Config { path: path.into(), cache_capacity: 512 * 1024 * 1024, max_group_events: 16 * 1024 }
+    }
+}
+
+/// Counters for benchmarks and status pages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Group commits applied by the writer.
+    pub groups: u64,
+    /// Durability barriers run (each one sled flush, plus one fdatasync when durable).
+    pub barriers: u64,
+    /// `fdatasync` calls among them.
+    pub fdatasyncs: u64,
+}
+
+type Reply = oneshot::Sender<Result<Vec<AppendResult>>>;
+
+struct Request {
+    appends: Vec<PreparedAppend>,
+    durability: Durability,
+    reply: Reply,
+}
+
+struct PreparedAppend {
+    stream: String,
+    expected: ExpectedVersion,
+    events: Vec<EncodedEvent>,
+}
+
+struct SyncJob {
+    head: u64,
+    wrote: bool,
+    durable: bool,
+    replies: Vec<(Reply, Result<Vec<AppendResult>>)>,
+}
+
+/// The sled-backed event store. Cheap to clone; all clones share one writer.
+#[derive(Clone)]
+pub struct SledEventStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    tree: sled::Db,
+    shared: Arc<Shared>,
+    requests: RwLock<Option<mpsc::Sender<Request>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// State shared with the writer and sync threads. Kept apart from `Inner` (whose drop joins
+/// those threads) so that the threads never hold the last reference to `Inner`.
+struct Shared {
+    committed: AtomicU64,
+    head_tx: watch::Sender<u64>,
+    closed: AtomicBool,
+    failed: Mutex<Option<String>>,
+    groups: AtomicU64,
+    barriers: AtomicU64,
+    fdatasyncs: AtomicU64,
+}
+
+impl std::ops::Deref for Inner {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+impl SledEventStore {
+    /// Opens (or creates) the store in `config.path` and starts its writer.
+    pub fn open(config: Config) -> Result<Self> {
+        std::fs::create_dir_all(&config.path)?;
+        let db = open_sled(&config)?;
+        // The data file and its directory entry must be durable before the first barrier.
+        File::open(&config.path)?.sync_all()?;
+        let data_file = File::open(config.path.join("db"))?;
+        let head = recover_head(&db)?;
+        let (head_tx, _) = watch::channel(head);
+        let (req_tx, req_rx) = mpsc::channel::<Request>();
+        let (sync_tx, sync_rx) = mpsc::sync_channel::<SyncJob>(1);
+        let shared = Arc::new(Shared {
+            committed: AtomicU64::new(head),
+            head_tx,
+            closed: AtomicBool::new(false),
+            failed: Mutex::new(None),
+            groups: AtomicU64::new(0),
+            barriers: AtomicU64::new(0),
+            fdatasyncs: AtomicU64::new(0),
+        });
+        let inner = Arc::new(Inner {
+            path: config.path.clone(),
+            tree: db.clone(),
+            shared: shared.clone(),
+            requests: RwLock::new(Some(req_tx)),
+            threads: Mutex::new(Vec::new()),
+        });
+        let writer = Writer {
+            shared: shared.clone(),
+            tree: db.clone(),
+            head,
+            versions: HashMap::new(),
+            max_group_events: config.max_group_events.max(1),
+        };
+        let w = std::thread::Builder::new()
+            .name("crm-eventlog-writer".into())
+            .spawn(move || writer.run(req_rx, sync_tx))?;
+        let s = std::thread::Builder::new()
+            .name("crm-eventlog-sync".into())
+            .spawn(move || sync_loop(db, data_file, shared, sync_rx))?;
+        inner.threads.lock().expect("threads lock").extend([w, s]);
+        tracing::info!(path = %config.path.display(), head, "event log opened");
+        Ok(SledEventStore { inner })
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// A receiver of the committed head, updated after every durability barrier.
+    pub fn watch_head(&self) -> watch::Receiver<u64> {
+        self.inner.head_tx.subscribe()
+    }
+
+    /// Group-commit counters since open.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            groups: self.inner.groups.load(Ordering::Relaxed),
+            barriers: self.inner.barriers.load(Ordering::Relaxed),
+            fdatasyncs: self.inner.fdatasyncs.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops accepting appends, waits until every accepted append is acknowledged, flushes
+    /// and ends live subscriptions. Idempotent.
+    pub fn close(&self) {
+        self.inner.close();
+    }
+
+    /// Synchronous version of [`EventStore::read_all`].
+    pub fn read_all_blocking(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
+        self.inner.read_all(from, limit)
+    }
+
+    /// Synchronous version of [`EventStore::read_stream`].
+    pub fn read_stream_blocking(
+        &self,
+        stream: &str,
+        from: Option<u64>,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        self.inner.read_stream(stream, from, direction, limit)
+    }
+
+    /// The committed head, without a round trip through the async runtime.
+    pub fn committed_head(&self) -> u64 {
+        self.inner.committed.load(Ordering::Acquire)
+    }
+
+    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Inner) -> Result<T> + Send + 'static) -> Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| Error::Storage(format!("read task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl EventStore for SledEventStore {
+    async fn append_many(&self, appends: Vec<StreamAppend>, durability: Durability) -> Result<Vec<AppendResult>> {
+        validate(&appends)?;
+        if let Some(reason) = self.inner.failed.lock().expect("failed lock").clone() {
+            return Err(Error::Unavailable(reason));
+        }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64);
+        let appends = appends
+            .into_iter()
+            .map(|a| PreparedAppend {
+                events: a.events.into_iter().map(|e| EncodedEvent::encode(&a.stream, e, now)).collect(),
+                stream: a.stream,
+                expected: a.expected,
+            })
+            .collect();
+        let (reply, rx) = oneshot::channel();
+        {
+            let guard = self.inner.requests.read().expect("requests lock");
+            let sender = guard.as_ref().ok_or_else(|| Error::Unavailable("event store is closed".into()))?;
+            sender
+                .send(Request { appends, durability, reply })
+                .map_err(|_| Error::Unavailable("event store writer stopped".into()))?;
+        }
+        rx.await.map_err(|_| Error::Unavailable("event store writer stopped before acknowledging".into()))?
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from: Option<u64>,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let stream = stream.to_owned();
+        self.blocking(move |inner| inner.read_stream(&stream, from, direction, limit)).await
+    }
+
+    async fn read_all(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
+        self.blocking(move |inner| inner.read_all(from, limit)).await
+    }
+
+    async fn head(&self) -> Result<u64> {
+        Ok(self.committed_head())
+    }
+
+    async fn stream_version(&self, stream: &str) -> Result<Option<u64>> {
+        let stream = stream.to_owned();
+        self.blocking(move |inner| inner.stream_version(&stream)).await
+    }
+
+    fn subscribe_all(&self, from: u64) -> BoxStream<'static, Result<RecordedEvent>> {
+        struct State {
+            inner: Arc<Inner>,
+            rx: watch::Receiver<u64>,
+            next: u64,
+            buf: VecDeque<RecordedEvent>,
+            done: bool,
+        }
+        let state = State {
+            rx: self.inner.head_tx.subscribe(),
+            inner: self.inner.clone(),
+            next: from.max(1),
+            buf: VecDeque::new(),
+            done: false,
+        };
+        futures::stream::unfold(state, |mut st| async move {
+            loop {
+                if st.done {
+                    return None;
+                }
+                if let Some(e) = st.buf.pop_front() {
+                    return Some((Ok(e), st));
+                }
+                if st.inner.closed.load(Ordering::Acquire) {
+                    st.done = true;
+                    return Some((Err(Error::Unavailable("event store closed".into())), st));
+                }
+                let committed = *st.rx.borrow_and_update();
+                if st.next <= committed {
+                    let inner = st.inner.clone();
+                    let next = st.next;
+                    let read = tokio::task::spawn_blocking(move || inner.read_all(next, 1024)).await;
+                    match read {
+                        Ok(Ok(events)) => {
+                            if let Some(last) = events.last() {
+                                st.next = last.position + 1;
+                            }
+                            st.buf.extend(events);
+                        }
+                        Ok(Err(e)) => {
+                            st.done = true;
+                            return Some((Err(e), st));
+                        }
+                        Err(e) => {
+                            st.done = true;
+                            return Some((Err(Error::Storage(format!("read task failed: {e}"))), st));
+                        }
+                    }
+                    continue;
+                }
+                if st.rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+        .boxed()
+    }
+}
+
+fn validate(appends: &[StreamAppend]) -> Result<()> {
+    let invalid = |field: String, rule: &str| Error::InvalidArgument { field, rule: rule.to_owned() };
+    if appends.is_empty() {
+        return Err(invalid("appends".into(), "must name at least one stream"));
+    }
+    let total: usize = appends.iter().map(|a| a.events.len()).sum();
+    if total > MAX_EVENTS_PER_APPEND {
+        return Err(Error::TooLarge { field: "events".into(), limit: MAX_EVENTS_PER_APPEND, actual: total });
+    }
+    let mut streams = std::collections::HashSet::new();
+    let mut ids = std::collections::HashSet::new();
+    for a in appends {
+        if a.stream.is_empty() {
+            return Err(invalid("stream".into(), "must not be empty"));
+        }
+        if a.stream.len() > MAX_STREAM_ID_LEN {
+            return Err(invalid(
+                "stream".into(),
+                &format!("must be at most {MAX_STREAM_ID_LEN} bytes, got {}", a.stream.len()),
+            ));
+        }
+        if a.stream.chars().any(char::is_control) {
+            return Err(invalid("stream".into(), "must not contain control characters"));
+        }
+        if !streams.insert(a.stream.as_str()) {
+            return Err(invalid("stream".into(), &format!("`{}` appears twice in one append", a.stream)));
+        }
+        if a.events.is_empty() {
+            return Err(invalid("events".into(), "must contain at least one event"));
+        }
+        for (i, e) in a.events.iter().enumerate() {
+            if e.payload.len() > MAX_PAYLOAD_LEN {
+                return Err(Error::TooLarge {
+                    field: format!("events[{i}].payload"),
+                    limit: MAX_PAYLOAD_LEN,
+                    actual: e.payload.len(),
+                });
+            }
+            if e.event_type.is_empty() || e.event_type.len() > MAX_NAME_LEN {
+                return Err(invalid(format!("events[{i}].event_type"), &format!("must be 1 to {MAX_NAME_LEN} bytes")));
+            }
+            for (name, value) in [("actor", &e.metadata.actor), ("source", &e.metadata.source)] {
+                if value.len() > MAX_NAME_LEN {
+                    return Err(invalid(
+                        format!("events[{i}].metadata.{name}"),
+                        &format!("must be at most {MAX_NAME_LEN} bytes"),
+                    ));
+                }
+            }
+            if e.id.is_nil() {
+                return Err(invalid(format!("events[{i}].id"), "must not be the nil uuid"));
+            }
+            if !ids.insert(e.id) {
+                return Err(invalid(format!("events[{i}].id"), &format!("{} appears twice in one append", e.id)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Opens sled, waiting briefly for a previous handle in this process to release its file lock
+/// (sled's I/O threads may hold the data file for a moment after the last `Db` is dropped).
+fn open_sled(config: &Config) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let opened = sled::Config::new()
+            .path(&config.path)
+            .segment_size(SEGMENT_SIZE)
+            .cache_capacity(config.cache_capacity)
+            .open();
+        match opened {
+            Err(sled::Error::Io(e)) if is_lock_error(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(sled::Error::Io(e)) if is_lock_error(&e) => {
+                return Err(Error::Unavailable(format!(
+                    "data directory {} is locked by another process (is a server already running?): {e}",
+                    config.path.display()
+                )))
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+fn is_lock_error(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
+}
+
+/// The position of the last event in the log (committed or not; after a restart everything
+/// sled recovered counts as committed).
+fn recover_head(tree: &sled::Db) -> Result<u64> {
+    let Some(last) = tree.range(keys::log_key(0)..=keys::log_key(u64::MAX)).next_back() else {
+        return Ok(0);
+    };
+    let (k, v) = last?;
+    let first = keys::log_key_position(&k).ok_or_else(|| Error::Storage("malformed log key".into()))?;
+    let mut head = first - 1;
+    for frame in Frames::new(&v, first) {
+        head = frame?.position;
+    }
+    Ok(head)
+}
+
+impl Inner {
+    fn close(&self) {
+        let sender = self.requests.write().expect("requests lock").take();
+        if sender.is_none() {
+            return;
+        }
+        drop(sender);
+        let threads = std::mem::take(&mut *self.threads.lock().expect("threads lock"));
+        for t in threads {
+            let _ = t.join();
+        }
+        if let Err(e) = self.tree.flush() {
+            tracing::error!(error = %e, "final flush failed");
+        }
+        self.closed.store(true, Ordering::Release);
+        self.head_tx.send_modify(|_| {});
+        tracing::info!(head = self.committed.load(Ordering::Acquire), "event log closed");
+    }
+
+    fn read_all(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
+        let upper = self.committed.load(Ordering::Acquire);
+        let from = from.max(1);
+        let mut out = Vec::new();
+        if from > upper || limit == 0 {
+            return Ok(out);
+        }
+        out.reserve(limit.min((upper - from + 1) as usize).min(4096));
+        let start = match self.tree.range(keys::log_key(0)..=keys::log_key(from)).next_back() {
+            Some(item) => item?.0,
+            None => keys::log_key(from).as_slice().into(),
+        };
+        for item in self.tree.range(start..=keys::log_key(upper).as_slice().into()) {
+            let (k, v) = item?;
+            let first = keys::log_key_position(&k).ok_or_else(|| Error::Storage("malformed log key".into()))?;
+            for frame in Frames::new(&v, first) {
+                let frame = frame?;
+                if frame.position < from {
+                    continue;
+                }
+                if frame.position > upper {
+                    return Ok(out);
+                }
+                out.push(frame.decode()?);
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads the events at `entry`'s positions, calling `f` for each.
+    fn read_entry(&self, entry: &StreamEntry, out: &mut Vec<RecordedEvent>) -> Result<()> {
+        read_positions(&self.tree, entry.first_position, entry.last_position(), out)
+    }
+
+    fn read_stream(
+        &self,
+        stream: &str,
+        from: Option<u64>,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let upper = self.committed.load(Ordering::Acquire);
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let prefix = keys::stream_prefix(stream);
+        match direction {
+            Direction::Forwards => {
+                let from = from.unwrap_or(0);
+                let start = match self.tree.range(prefix.clone()..=keys::stream_key(stream, from)).next_back() {
+                    Some(item) => item?.0.to_vec(),
+                    None => keys::stream_key(stream, from),
+                };
+                for item in self.tree.range(start..=keys::stream_key(stream, u64::MAX)) {
+                    let (k, v) = item?;
+                    let entry = parse_entry(&k, &v)?;
+                    if entry.first_position > upper || out.len() >= limit {
+                        break;
+                    }
+                    let mut events = Vec::with_capacity(entry.count as usize);
+                    self.read_entry(&entry, &mut events)?;
+                    for e in events.into_iter().filter(|e| e.version >= from) {
+                        if out.len() >= limit {
+                            return Ok(out);
+                        }
+                        out.push(e);
+                    }
+                }
+            }
+            Direction::Backwards => {
+                let from = from.unwrap_or(u64::MAX);
+                for item in self.tree.range(prefix..=keys::stream_key(stream, from)).rev() {
+                    let (k, v) = item?;
+                    let entry = parse_entry(&k, &v)?;
+                    if out.len() >= limit {
+                        break;
+                    }
+                    if entry.first_position > upper {
+                        continue;
+                    }
+                    let mut events = Vec::with_capacity(entry.count as usize);
+                    self.read_entry(&entry, &mut events)?;
+                    for e in events.into_iter().rev().filter(|e| e.version <= from) {
+                        if out.len() >= limit {
+                            return Ok(out);
+                        }
+                        out.push(e);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn stream_version(&self, stream: &str) -> Result<Option<u64>> {
+        let upper = self.committed.load(Ordering::Acquire);
+        for item in self.tree.scan_prefix(keys::stream_prefix(stream)).rev() {
+            let (k, v) = item?;
+            let entry = parse_entry(&k, &v)?;
+            if entry.last_position() <= upper {
+                return Ok(Some(entry.last_version()));
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn parse_entry(k: &[u8], v: &[u8]) -> Result<StreamEntry> {
+    StreamEntry::parse(k, v).ok_or_else(|| Error::Storage("malformed stream index entry".into()))
+}
+
+/// Reads the events at positions `first..=last` (which may span chunks) into `out`.
+fn read_positions(tree: &sled::Db, first: u64, last: u64, out: &mut Vec<RecordedEvent>) -> Result<()> {
+    let start = match tree.range(keys::log_key(0)..=keys::log_key(first)).next_back() {
+        Some(item) => item?.0,
+        None => return Err(Error::Corruption { position: first, detail: "indexed event missing from the log".into() }),
+    };
+    for item in tree.range(start..=keys::log_key(last).as_slice().into()) {
+        let (k, v) = item?;
+        let chunk_first = keys::log_key_position(&k).ok_or_else(|| Error::Storage("malformed log key".into()))?;
+        for frame in Frames::new(&v, chunk_first) {
+            let frame = frame?;
+            if frame.position < first {
+                continue;
+            }
+            if frame.position > last {
+                return Ok(());
+            }
+            out.push(frame.decode()?);
+        }
+    }
+    Ok(())
+}
+
+/// What the writer knows about an event id it has seen.
+#[derive(Clone)]
+struct KnownId {
+    position: u64,
+    stream: String,
+    version: u64,
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    tree: sled::Db,
+    /// Position of the last event applied to sled (may be ahead of the committed head).
+    head: u64,
+    /// Last version of streams the writer has touched or looked up.
+    versions: HashMap<String, u64>,
+    max_group_events: usize,
+}
+
+enum Plan {
+    Duplicate(Vec<AppendResult>),
+    New(Vec<Option<u64>>),
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Request>, sync_tx: mpsc::SyncSender<SyncJob>) {
+        while let Ok(first) = rx.recv() {
+            let mut events = first.appends.iter().map(|a| a.events.len()).sum::<usize>();
+            let mut group = vec![first];
+            while events < self.max_group_events {
+                match rx.try_recv() {
+                    Ok(r) => {
+                        events += r.appends.iter().map(|a| a.events.len()).sum::<usize>();
+                        group.push(r);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let job = self.process(group);
+            if sync_tx.send(job).is_err() {
+                break;
+            }
+        }
+    }
+
+    fn failed(&self) -> Option<String> {
+        self.shared.failed.lock().expect("failed lock").clone()
+    }
+
+    fn process(&mut self, group: Vec<Request>) -> SyncJob {
+        if let Some(reason) = self.failed() {
+            let replies = group.into_iter().map(|r| (r.reply, Err(Error::Unavailable(reason.clone())))).collect();
+            return SyncJob { head: self.head, wrote: false, durable: false, replies };
+        }
+        let mut batch = sled::Batch::default();
+        let mut next = self.head + 1;
+        let mut chunk: Vec<u8> = Vec::new();
+        let mut chunk_start = next;
+        let mut overlay: HashMap<String, u64> = HashMap::new();
+        let mut pending: HashMap<Uuid, KnownId> = HashMap::new();
+        let mut replies = Vec::with_capacity(group.len());
+        let mut durable = false;
+        let mut wrote = false;
+
+        for req in group {
+            let plan = self.plan(&req, &overlay, &pending);
+            let outcome = match plan {
+                Err(e) => Err(e),
+                Ok(Plan::Duplicate(results)) => Ok(results),
+                Ok(Plan::New(currents)) => {
+                    let mut results = Vec::with_capacity(req.appends.len());
+                    for (append, current) in req.appends.iter().zip(currents) {
+                        let first_version = current.map_or(0, |v| v + 1);
+                        let first_position = next;
+                        for (i, event) in append.events.iter().enumerate() {
+                            if !chunk.is_empty() && chunk.len() + event.frame_len() > CHUNK_TARGET {
+                                batch.insert(&keys::log_key(chunk_start), std::mem::take(&mut chunk));
+                                chunk_start = next;
+                            }
+                            let version = first_version + i as u64;
+                            write_frame(&mut chunk, event, version);
+                            batch.insert(&keys::id_key(&event.id), &next.to_be_bytes());
+                            pending
+                                .insert(event.id, KnownId { position: next, stream: append.stream.clone(), version });
+                            next += 1;
+                        }
+                        let count = append.events.len() as u32;
+                        let entry = StreamEntry { first_version, first_position, count };
+                        batch.insert(keys::stream_key(&append.stream, first_version), &entry.value());
+                        overlay.insert(append.stream.clone(), entry.last_version());
+                        results.push(AppendResult {
+                            first_position,
+                            last_position: entry.last_position(),
+                            last_version: entry.last_version(),
+                            deduplicated: false,
+                        });
+                    }
+                    wrote = true;
+                    durable |= req.durability == Durability::Durable;
+                    Ok(results)
+                }
+            };
+            replies.push((req.reply, outcome));
+        }
+        if !chunk.is_empty() {
+            batch.insert(&keys::log_key(chunk_start), chunk);
+        }
+        if wrote {
+            if let Err(e) = self.tree.apply_batch(batch) {
+                tracing::error!(error = %e, "applying a group commit failed; nothing of it was written");
+                let replies = replies
+                    .into_iter()
+                    .map(|(r, _)| (r, Err(Error::Storage(format!("group commit failed: {e}")))))
+                    .collect();
+                return SyncJob { head: self.head, wrote: false, durable: false, replies };
+            }
+            self.head = next - 1;
+            if self.versions.len() > 1_000_000 {
+                self.versions.clear();
+            }
+            self.versions.extend(overlay);
+            self.shared.groups.fetch_add(1, Ordering::Relaxed);
+        }
+        SyncJob { head: self.head, wrote, durable, replies }
+    }
+
+    fn plan(
+        &mut self,
+        req: &Request,
+        overlay: &HashMap<String, u64>,
+        pending: &HashMap<Uuid, KnownId>,
+    ) -> Result<Plan> {
+        // Idempotency: all ids known -> the original result; some known -> refused.
+        let mut known: Vec<Option<KnownId>> = Vec::new();
+        for append in &req.appends {
+            for event in &append.events {
+                let hit = match pending.get(&event.id) {
+                    Some(k) => Some(k.clone()),
+                    None => self.lookup_id(&event.id)?,
+                };
+                known.push(hit);
+            }
+        }
+        if known.iter().any(Option::is_some) {
+            return self.duplicate_result(req, known).map(Plan::Duplicate);
+        }
+        let mut currents = Vec::with_capacity(req.appends.len());
+        for append in &req.appends {
+            let current = match overlay.get(&append.stream) {
+                Some(v) => Some(*v),
+                None => self.current_version(&append.stream)?,
+            };
+            if !append.expected.accepts(current) {
+                return Err(Error::WrongExpectedVersion {
+                    stream: append.stream.clone(),
+                    expected: append.expected,
+                    current,
+                });
+            }
+            currents.push(current);
+        }
+        Ok(Plan::New(currents))
+    }
+
+    fn duplicate_result(&self, req: &Request, known: Vec<Option<KnownId>>) -> Result<Vec<AppendResult>> {
+        let mut known = known.into_iter();
+        let mut results = Vec::with_capacity(req.appends.len());
+        for append in &req.appends {
+            let mut hits: Vec<KnownId> = Vec::with_capacity(append.events.len());
+            for event in &append.events {
+                match known.next().flatten() {
+                    Some(k) if k.stream == append.stream => hits.push(k),
+                    Some(k) => {
+                        return Err(Error::IdempotencyConflict {
+                            event_id: event.id,
+                            detail: format!("it was appended to stream `{}`, not `{}`", k.stream, append.stream),
+                        })
+                    }
+                    None => {
+                        return Err(Error::IdempotencyConflict {
+                            event_id: event.id,
+                            detail: "the request mixes event ids appended before with new ones".into(),
+                        })
+                    }
+                }
+            }
+            let consecutive =
+                hits.windows(2).all(|w| w[1].position == w[0].position + 1 && w[1].version == w[0].version + 1);
+            if !consecutive {
+                return Err(Error::IdempotencyConflict {
+                    event_id: append.events[0].id,
+                    detail: "the event ids were appended before, but not together in this order".into(),
+                });
+            }
+            let (first, last) = (&hits[0], &hits[hits.len() - 1]);
+            results.push(AppendResult {
+                first_position: first.position,
+                last_position: last.position,
+                last_version: last.version,
+                deduplicated: true,
+            });
+        }
+        Ok(results)
+    }
+
+    fn lookup_id(&self, id: &Uuid) -> Result<Option<KnownId>> {
+        let Some(v) = self.tree.get(keys::id_key(id))? else {
+            return Ok(None);
+        };
+        let position =
+            u64::from_be_bytes(v.as_ref().try_into().map_err(|_| Error::Storage("malformed id index entry".into()))?);
+        let mut events = Vec::with_capacity(1);
+        read_positions(&self.tree, position, position, &mut events)?;
+        let event = events
+            .pop()
+            .ok_or_else(|| Error::Corruption { position, detail: "indexed event missing from the log".into() })?;
+        Ok(Some(KnownId { position, stream: event.stream, version: event.version }))
+    }
+
+    fn current_version(&mut self, stream: &str) -> Result<Option<u64>> {
+        if let Some(v) = self.versions.get(stream) {
+            return Ok(Some(*v));
+        }
+        let last = self.tree.scan_prefix(keys::stream_prefix(stream)).next_back();
+        let Some(item) = last else {
+            return Ok(None);
+        };
+        let (k, v) = item?;
+        let version = parse_entry(&k, &v)?.last_version();
+        self.versions.insert(stream.to_owned(), version);
+        Ok(Some(version))
+    }
+}
+
+fn sync_loop(db: sled::Db, data_file: File, shared: Arc<Shared>, rx: mpsc::Receiver<SyncJob>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while let Ok(j) = rx.try_recv() {
+            jobs.push(j);
+        }
+        let wrote = jobs.iter().any(|j| j.wrote);
+        let durable = jobs.iter().any(|j| j.wrote && j.durable);
+        let head = jobs.iter().map(|j| j.head).max().unwrap_or(0);
+        let barrier = if wrote {
+            db.flush().map_err(Error::from).and_then(|_| {
+                if durable {
+                    data_file.sync_data().map_err(Error::from)
+                } else {
+                    Ok(())
+                }
+            })
+        } else {
+            Ok(())
+        };
+        match barrier {
+            Ok(()) => {
+                if wrote {
+                    shared.barriers.fetch_add(1, Ordering::Relaxed);
+                    if durable {
+                        shared.fdatasyncs.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                shared.committed.fetch_max(head, Ordering::AcqRel);
+                shared.head_tx.send_if_modified(|h| {
+                    let changed = *h < head;
+                    *h = (*h).max(head);
+                    changed
+                });
+                for job in jobs {
+                    for (reply, outcome) in job.replies {
+                        let _ = reply.send(outcome);
+                    }
+                }
+            }
+            Err(e) => {
+                let reason = format!("durability barrier failed, the log stopped accepting writes: {e}");
+                tracing::error!(error = %e, "durability barrier failed");
+                *shared.failed.lock().expect("failed lock") = Some(reason.clone());
+                for job in jobs {
+                    for (reply, _) in job.replies {
+                        let _ = reply.send(Err(Error::Unavailable(reason.clone())));
+                    }
+                }
+            }
+        }
+    }
+}

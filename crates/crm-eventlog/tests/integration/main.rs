@@ -1,0 +1,9 @@
+//! Integration tests of the sled event log.
+
+mod concurrency;
+mod corruption;
+mod crash;
+mod limits;
+mod model;
+mod subscription;
+mod support;
