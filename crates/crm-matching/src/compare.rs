@@ -1,0 +1,433 @@
+//! Field-by-field comparison of two prepared records, the weighted score and its explanation.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{FieldModels, MatchConfig, Thresholds};
+use crate::prepare::{
+    PhoneClass, Prepared, PreparedAddress, PreparedCompany, PreparedEmail, PreparedName, PreparedPhone,
+};
+use crate::record::RecordKind;
+use crate::text::{dice, jaro_winkler, token_similarity};
+
+/// A compared field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Field {
+    Uscc,
+    Company,
+    Name,
+    Mobile,
+    Landline,
+    Email,
+    Address,
+    Postcode,
+    Region,
+    Industry,
+    BirthDate,
+    IdNumber,
+}
+
+impl Field {
+    pub const ALL: [Field; 12] = [
+        Field::Uscc,
+        Field::IdNumber,
+        Field::Company,
+        Field::Name,
+        Field::Mobile,
+        Field::Landline,
+        Field::Email,
+        Field::Address,
+        Field::Postcode,
+        Field::Region,
+        Field::Industry,
+        Field::BirthDate,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Field::Uscc => "uscc",
+            Field::Company => "company",
+            Field::Name => "name",
+            Field::Mobile => "mobile",
+            Field::Landline => "landline",
+            Field::Email => "email",
+            Field::Address => "address",
+            Field::Postcode => "postcode",
+            Field::Region => "region",
+            Field::Industry => "industry",
+            Field::BirthDate => "birth_date",
+            Field::IdNumber => "id_number",
+        }
+    }
+}
+
+/// How a field compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Agree,
+    Partial,
+    Disagree,
+    /// The rule says to ignore this difference (for example different industries when
+    /// `same_industry` is off).
+    Neutral,
+}
+
+/// One field's contribution to a score.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldScore {
+    pub field: Field,
+    pub outcome: Outcome,
+    /// Similarity of the two values, 0..=1.
+    pub similarity: f64,
+    /// Contribution to the total weight (log2 likelihood ratio).
+    pub weight: f64,
+    /// Why, in a few words: "same", "homophone", "1 edit", "same area code".
+    pub reason: &'static str,
+}
+
+/// Every compared field and its contribution; fields missing on either side are absent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Explanation {
+    pub fields: Vec<FieldScore>,
+}
+
+impl Explanation {
+    pub fn total(&self) -> f64 {
+        self.fields.iter().map(|f| f.weight).sum()
+    }
+
+    pub fn field(&self, field: Field) -> Option<&FieldScore> {
+        self.fields.iter().find(|f| f.field == field)
+    }
+}
+
+impl std::fmt::Display for Explanation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, s) in self.fields.iter().enumerate() {
+            if i > 0 {
+                write!(f, ", ")?;
+            }
+            write!(f, "{} {:+.1} ({})", s.field.as_str(), s.weight, s.reason)?;
+        }
+        Ok(())
+    }
+}
+
+/// What the rule concludes about a pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Duplicate,
+    Review,
+    Distinct,
+}
+
+/// The result of comparing two records.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MatchResult {
+    /// Sum of the field weights (log2 likelihood ratio).
+    pub weight: f64,
+    /// `weight` mapped to 0..1, 0.5 at the match threshold; for sorting and display.
+    pub score: f64,
+    pub decision: Decision,
+    pub explanation: Explanation,
+}
+
+/// Comparison of one field: an outcome with a partial-agreement factor.
+struct Cmp {
+    outcome: Outcome,
+    similarity: f64,
+    factor: f64,
+    reason: &'static str,
+}
+
+impl Cmp {
+    fn agree(reason: &'static str) -> Cmp {
+        Cmp { outcome: Outcome::Agree, similarity: 1.0, factor: 1.0, reason }
+    }
+    fn partial(similarity: f64, factor: f64, reason: &'static str) -> Cmp {
+        Cmp { outcome: Outcome::Partial, similarity, factor, reason }
+    }
+    fn disagree(similarity: f64, reason: &'static str) -> Cmp {
+        Cmp { outcome: Outcome::Disagree, similarity, factor: 0.0, reason }
+    }
+    fn neutral(similarity: f64, reason: &'static str) -> Cmp {
+        Cmp { outcome: Outcome::Neutral, similarity, factor: 0.0, reason }
+    }
+}
+
+fn chars(s: &str) -> usize {
+    s.chars().count()
+}
+
+fn names(a: &PreparedName, b: &PreparedName, t: &Thresholds) -> Cmp {
+    if a.text == b.text || (a.hanzi && b.hanzi && a.chars == b.chars) {
+        return Cmp::agree("same");
+    }
+    if a.hanzi && b.hanzi {
+        if a.pinyin == b.pinyin && !a.pinyin.is_empty() {
+            return Cmp::partial(0.9, 0.85, "homophone");
+        }
+        let edits = strsim::levenshtein(&a.chars, &b.chars);
+        let len = chars(&a.chars).max(chars(&b.chars));
+        let similarity = 1.0 - edits as f64 / len as f64;
+        // One edit of a two- or three-character name may as well be a relative: it earns little.
+        let tolerated = edits <= t.contact_name_max_edits && edits * 2 <= len;
+        return match (tolerated, edits, len) {
+            (true, 1, 2) => Cmp::partial(similarity, 0.3, "1 edit"),
+            (true, 1, 3) => Cmp::partial(similarity, 0.5, "1 edit"),
+            (true, 1, _) => Cmp::partial(similarity, 0.7, "1 edit"),
+            (true, _, _) => Cmp::partial(similarity, 0.35, "2 edits"),
+            _ => Cmp::disagree(similarity, "different"),
+        };
+    }
+    // Latin script on at least one side: tokens (pinyin tokens for a Hanzi name).
+    let s = token_similarity(&a.tokens, &b.tokens).max(jaro_winkler(&a.tokens.join(" "), &b.tokens.join(" ")));
+    if s >= 1.0 - 1e-12 {
+        return Cmp::partial(s, 0.95, "same tokens");
+    }
+    if s >= t.latin_name_similarity {
+        let factor = 0.25 + 0.65 * (s - t.latin_name_similarity) / (1.0 - t.latin_name_similarity);
+        return Cmp::partial(s, factor, "similar");
+    }
+    Cmp::disagree(s, "different")
+}
+
+fn companies(a: &PreparedCompany, b: &PreparedCompany, t: &Thresholds) -> Cmp {
+    let regions_differ = matches!((&a.region, &b.region), (Some(x), Some(y)) if x != y);
+    let (similarity, reason) = if a.normalized == b.normalized {
+        (1.0, "same name")
+    } else if a.stem == b.stem || (a.core == b.core && (a.industry.is_none() || b.industry.is_none())) {
+        (1.0, "same core")
+    } else if !a.tokens.is_empty() || !b.tokens.is_empty() {
+        (token_similarity(&a.tokens, &b.tokens).max(jaro_winkler(&a.stem, &b.stem)), "similar")
+    } else {
+        let edits = strsim::levenshtein(&a.stem, &b.stem);
+        let lev = 1.0 - edits as f64 / chars(&a.stem).max(chars(&b.stem)) as f64;
+        let jw = jaro_winkler(&a.stem, &b.stem);
+        let homophone = !a.core_pinyin.is_empty() && a.core_pinyin == b.core_pinyin && a.industry == b.industry;
+        if homophone {
+            (0.95, "homophone")
+        } else {
+            (lev.max(jw), "similar")
+        }
+    };
+    if similarity < t.company_similarity {
+        return Cmp::disagree(similarity, "different");
+    }
+    if regions_differ {
+        return Cmp::neutral(similarity, "same name, other region");
+    }
+    if similarity >= 1.0 {
+        return Cmp::agree(reason);
+    }
+    let factor = 0.3 + 0.6 * (similarity - t.company_similarity) / (1.0 - t.company_similarity).max(1e-9);
+    Cmp::partial(similarity, factor, reason)
+}
+
+fn phones(a: &[PreparedPhone], b: &[PreparedPhone], landline: bool, t: &Thresholds) -> Option<Cmp> {
+    let pick = |p: &&PreparedPhone| (p.class == PhoneClass::Landline) == landline;
+    let xs: Vec<&PreparedPhone> = a.iter().filter(pick).collect();
+    let ys: Vec<&PreparedPhone> = b.iter().filter(pick).collect();
+    if xs.is_empty() || ys.is_empty() {
+        return None;
+    }
+    if xs.iter().any(|x| ys.iter().any(|y| x.key == y.key)) {
+        return Some(Cmp::agree("same number"));
+    }
+    if !landline {
+        return Some(Cmp::disagree(0.0, "different numbers"));
+    }
+    let same_area = xs.iter().any(|x| x.area_code.is_some() && ys.iter().any(|y| y.area_code == x.area_code));
+    Some(if same_area {
+        Cmp::partial(0.5, 0.35, "same area code")
+    } else if t.same_landline_area_code {
+        Cmp::disagree(0.0, "other area code")
+    } else {
+        Cmp::neutral(0.0, "other area code (ignored)")
+    })
+}
+
+const PUBLIC_MAIL: &[&str] = &[
+    "qq.com",
+    "163.com",
+    "126.com",
+    "yeah.net",
+    "sina.com",
+    "sina.cn",
+    "sohu.com",
+    "foxmail.com",
+    "139.com",
+    "aliyun.com",
+    "gmail.com",
+    "outlook.com",
+    "hotmail.com",
+    "live.com",
+    "yahoo.com",
+    "icloud.com",
+    "me.com",
+    "gmx.de",
+    "web.de",
+    "mail.ru",
+    "proton.me",
+    "protonmail.com",
+];
+
+fn emails(a: &PreparedEmail, b: &PreparedEmail, company_pair: bool) -> Cmp {
+    if a.address == b.address {
+        return Cmp::agree("same address");
+    }
+    let local = jaro_winkler(&a.local, &b.local);
+    if a.domain == b.domain {
+        if local >= 0.92 {
+            return Cmp::partial(local, 0.5, "similar mailbox");
+        }
+        if company_pair && !PUBLIC_MAIL.contains(&a.domain.as_str()) {
+            return Cmp::partial(local, 0.35, "same company domain");
+        }
+    } else if a.local == b.local && chars(&a.local) >= 5 {
+        return Cmp::partial(local, 0.5, "same mailbox name");
+    }
+    Cmp::disagree(local, "different")
+}
+
+fn addresses(a: &PreparedAddress, b: &PreparedAddress) -> Cmp {
+    if a.folded == b.folded {
+        return Cmp::agree("same");
+    }
+    let digits = |x: &PreparedAddress| -> Vec<String> {
+        x.tokens.iter().filter(|t| t.chars().all(|c| c.is_ascii_digit())).cloned().collect()
+    };
+    let (da, db) = (digits(a), digits(b));
+    let all = dice(&a.tokens, &b.tokens);
+    let s = if da.is_empty() || db.is_empty() { all } else { 0.6 * all + 0.4 * dice(&da, &db) };
+    if s >= 0.6 {
+        Cmp::partial(s, (s - 0.6) / 0.4 * 0.9, "similar")
+    } else {
+        Cmp::disagree(s, "different")
+    }
+}
+
+fn birth_dates(a: u32, b: u32) -> Cmp {
+    if a == b {
+        return Cmp::agree("same");
+    }
+    let (sa, sb) = (format!("{a:08}"), format!("{b:08}"));
+    let differing = sa.bytes().zip(sb.bytes()).filter(|(x, y)| x != y).count();
+    let swapped = a / 10000 == b / 10000 && a % 100 == b / 100 % 100 && a / 100 % 100 == b % 100;
+    if differing == 1 || swapped {
+        return Cmp::partial(0.8, 0.5, if swapped { "day and month swapped" } else { "one digit" });
+    }
+    Cmp::disagree(0.0, "different")
+}
+
+fn codes(a: &str, b: &str, a_valid: bool, b_valid: bool) -> Cmp {
+    if a == b {
+        return Cmp::agree("same");
+    }
+    let edits = strsim::levenshtein(a, b);
+    let len = chars(a).max(chars(b)).max(1);
+    let similarity = 1.0 - edits as f64 / len as f64;
+    // Two valid codes that differ are two subjects; a typo breaks the checksum.
+    if edits <= 1 && !(a_valid && b_valid) {
+        return Cmp::partial(similarity, 0.6, "1 edit");
+    }
+    if edits == 2 && a.len() == b.len() && !(a_valid && b_valid) {
+        let mut x: Vec<char> = a.chars().collect();
+        let mut y: Vec<char> = b.chars().collect();
+        x.sort_unstable();
+        y.sort_unstable();
+        if x == y {
+            return Cmp::partial(similarity, 0.6, "transposed");
+        }
+    }
+    Cmp::disagree(similarity, "different")
+}
+
+fn equal_text(a: &str, b: &str) -> Cmp {
+    if a == b {
+        Cmp::agree("same")
+    } else {
+        Cmp::disagree(0.0, "different")
+    }
+}
+
+/// Compares two prepared records field by field. Symmetric: `compare(a, b)` and
+/// `compare(b, a)` have the same weight, and no record scores higher against any other
+/// record than against itself.
+pub fn compare(a: &Prepared, b: &Prepared, config: &MatchConfig) -> MatchResult {
+    let t = &config.thresholds;
+    let person_pair = a.kind == RecordKind::Person && b.kind == RecordKind::Person;
+    let mixed = a.kind != b.kind;
+    let models: &FieldModels = if person_pair { &config.persons } else { &config.companies };
+    let mut fields = Vec::with_capacity(8);
+    let mut push = |field: Field, cmp: Option<Cmp>| {
+        if let Some(c) = cmp {
+            // A company compared with a person trusts each field as little as the more
+            // cautious model does, so no record matches another better than itself.
+            let model = if mixed {
+                let (x, y) = (config.companies.get(field), config.persons.get(field));
+                if x.agreement() <= y.agreement() {
+                    x
+                } else {
+                    y
+                }
+            } else {
+                models.get(field)
+            };
+            let weight = match c.outcome {
+                Outcome::Agree => model.agreement(),
+                Outcome::Disagree => model.disagreement(),
+                Outcome::Partial => model.partial(c.factor),
+                Outcome::Neutral => 0.0,
+            };
+            fields.push(FieldScore { field, outcome: c.outcome, similarity: c.similarity, weight, reason: c.reason });
+        }
+    };
+    fn both<'x, T: ?Sized, R>(x: Option<&'x T>, y: Option<&'x T>, f: impl FnOnce(&'x T, &'x T) -> R) -> Option<R> {
+        Some(f(x?, y?))
+    }
+    push(
+        Field::Uscc,
+        both(a.uscc.as_ref(), b.uscc.as_ref(), |x, y| {
+            codes(&x.normalized, &y.normalized, x.checksum_ok, y.checksum_ok)
+        }),
+    );
+    push(
+        Field::IdNumber,
+        both(a.id_number.as_ref(), b.id_number.as_ref(), |x, y| {
+            codes(&x.normalized, &y.normalized, x.valid_cn, y.valid_cn)
+        }),
+    );
+    push(Field::Company, both(a.company.as_ref(), b.company.as_ref(), |x, y| companies(x, y, t)));
+    push(Field::Name, both(a.name.as_ref(), b.name.as_ref(), |x, y| names(x, y, t)));
+    push(Field::Mobile, phones(&a.phones, &b.phones, false, t));
+    push(Field::Landline, phones(&a.phones, &b.phones, true, t));
+    push(Field::Email, both(a.email.as_ref(), b.email.as_ref(), |x, y| emails(x, y, !person_pair)));
+    push(Field::Address, both(a.address.as_ref(), b.address.as_ref(), addresses));
+    push(Field::Postcode, both(a.postcode.as_deref(), b.postcode.as_deref(), equal_text));
+    push(Field::Region, both(a.region.as_deref(), b.region.as_deref(), equal_text));
+    push(
+        Field::Industry,
+        both(a.industry.as_deref(), b.industry.as_deref(), |x, y| {
+            if x == y || t.same_industry {
+                equal_text(x, y)
+            } else {
+                Cmp::neutral(0.0, "other industry (ignored)")
+            }
+        }),
+    );
+    push(Field::BirthDate, both(a.birth_date.as_ref(), b.birth_date.as_ref(), |x, y| birth_dates(*x, *y)));
+    let explanation = Explanation { fields };
+    let weight = explanation.total();
+    let decision = if weight >= t.match_weight {
+        Decision::Duplicate
+    } else if weight >= t.review_weight {
+        Decision::Review
+    } else {
+        Decision::Distinct
+    };
+    let score = 1.0 / (1.0 + (t.match_weight - weight).exp2());
+    MatchResult { weight, score, decision, explanation }
+}

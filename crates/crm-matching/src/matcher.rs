@@ -1,0 +1,102 @@
+//! The facade a service uses: an index of known customers plus the comparison rule.
+
+use serde::{Deserialize, Serialize};
+
+use crate::compare::{compare, Decision, MatchResult};
+use crate::config::MatchConfig;
+use crate::index::Index;
+use crate::keys::KeyKind;
+use crate::prepare::Prepared;
+use crate::record::Record;
+
+/// A known customer that matches an incoming record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Match {
+    pub id: String,
+    pub result: MatchResult,
+}
+
+/// A known customer that shares an exact key with an incoming record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Collision {
+    pub id: String,
+    pub key: KeyKind,
+}
+
+/// Known customers and the rule to match new records against them.
+pub struct Matcher {
+    config: MatchConfig,
+    index: Index,
+}
+
+impl Default for Matcher {
+    fn default() -> Self {
+        Matcher::new(MatchConfig::default())
+    }
+}
+
+impl Matcher {
+    pub fn new(config: MatchConfig) -> Matcher {
+        let index = Index::new(config.blocking.clone());
+        Matcher { config, index }
+    }
+
+    pub fn config(&self) -> &MatchConfig {
+        &self.config
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Adds or replaces a customer.
+    pub fn insert(&mut self, record: &Record) {
+        self.index.insert(Prepared::new(record));
+    }
+
+    pub fn insert_prepared(&mut self, prepared: Prepared) {
+        self.index.insert(prepared);
+    }
+
+    /// Removes a customer (merged away, erased); returns whether it was known.
+    pub fn remove(&mut self, id: &str) -> bool {
+        self.index.remove(id).is_some()
+    }
+
+    /// Known customers that are duplicates of `record` or worth a review, best first.
+    pub fn find(&self, record: &Record) -> Vec<Match> {
+        self.find_prepared(&Prepared::new(record))
+    }
+
+    pub fn find_prepared(&self, record: &Prepared) -> Vec<Match> {
+        let mut out: Vec<Match> = self
+            .index
+            .candidates(record)
+            .into_iter()
+            .map(|c| Match { id: c.prepared.id.clone(), result: compare(record, c.prepared, &self.config) })
+            .filter(|m| m.result.decision != Decision::Distinct)
+            .collect();
+        out.sort_by(|a, b| b.result.weight.total_cmp(&a.result.weight).then_with(|| a.id.cmp(&b.id)));
+        out
+    }
+
+    /// Known customers sharing an exact key (USCC, identity number, mobile, e-mail) with
+    /// `record`, for the refusal of a second customer with the same master key.
+    pub fn exact_collisions(&self, record: &Record) -> Vec<Collision> {
+        let prepared = Prepared::new(record);
+        self.index.exact_matches(&prepared).into_iter().map(|(p, key)| Collision { id: p.id.clone(), key }).collect()
+    }
+
+    /// Compares two records with this matcher's rule.
+    pub fn compare(&self, a: &Record, b: &Record) -> MatchResult {
+        compare(&Prepared::new(a), &Prepared::new(b), &self.config)
+    }
+}

@@ -1,0 +1,87 @@
+//! Full re-scan of a customer base: every record against the ones before it.
+
+use std::num::NonZeroUsize;
+
+use crate::compare::{compare, Decision};
+use crate::config::MatchConfig;
+use crate::index::Index;
+use crate::prepare::Prepared;
+use crate::record::Record;
+
+/// One compared pair, by position in the scanned slice (`a < b`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ComparedPair {
+    pub a: u32,
+    pub b: u32,
+    pub weight: f64,
+    pub decision: Decision,
+}
+
+/// Every pair the blocking let through, with its weight and decision.
+#[derive(Debug, Clone, Default)]
+pub struct Rescan {
+    pub records: usize,
+    pub compared: Vec<ComparedPair>,
+}
+
+impl Rescan {
+    pub fn duplicates(&self) -> impl Iterator<Item = &ComparedPair> {
+        self.compared.iter().filter(|p| p.decision == Decision::Duplicate)
+    }
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
+}
+
+/// Prepares records on all cores.
+pub fn prepare_all(records: &[Record]) -> Vec<Prepared> {
+    let chunk = records.len().div_ceil(threads()).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = records
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(Prepared::new).collect::<Vec<_>>()))
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("prepare thread panicked")).collect()
+    })
+}
+
+/// Re-scans `records`: indexes them all, then compares each with its candidates among the
+/// records before it, on all cores. Record ids must be unique.
+pub fn rescan(records: &[Record], config: &MatchConfig) -> Rescan {
+    rescan_prepared(prepare_all(records), config)
+}
+
+pub fn rescan_prepared(prepared: Vec<Prepared>, config: &MatchConfig) -> Rescan {
+    let records = prepared.len();
+    let mut index = Index::new(config.blocking.clone());
+    for p in prepared {
+        index.insert(p);
+    }
+    let index = &index;
+    let n = u32::try_from(records).expect("fewer than 2^32 records");
+    let workers = threads() as u32;
+    let compared = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    // Interleaved, so early (cheap) and late (expensive) records spread evenly.
+                    for b in (w..n).step_by(workers as usize) {
+                        let pb = index.prepared_at(b);
+                        for (a, _, _) in index.candidate_slots(pb, |slot| slot < b) {
+                            let result = compare(index.prepared_at(a), pb, config);
+                            out.push(ComparedPair { a, b, weight: result.weight, decision: result.decision });
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        let mut all: Vec<ComparedPair> =
+            handles.into_iter().flat_map(|h| h.join().expect("scan thread panicked")).collect();
+        all.sort_by_key(|p| (p.a, p.b));
+        all
+    });
+    Rescan { records, compared }
+}
