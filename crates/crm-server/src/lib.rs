@@ -1,0 +1,93 @@
+//! The CRM gRPC server: opens the event log, serves the `crm.v1` services with gRPC health and
+//! reflection, and shuts down cleanly (in-flight appends are acknowledged before exit).
+//!
+//! ```
+//! let config = crm_server::Config::default();
+//! assert_eq!(config.listen.to_string(), "127.0.0.1:50051");
+//! ```
+
+pub mod config;
+pub mod services;
+pub mod status;
+
+use std::future::Future;
+
+use anyhow::Context;
+use crm_eventlog::{SledEventStore, Stats};
+use crm_proto::v1 as pb;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use config::Config;
+
+/// How long open connections may take to drain after the log has closed on shutdown.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs the server until `shutdown` resolves, then closes the log (acknowledging every
+/// in-flight append and ending live subscriptions) and returns.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let log_dir = config.data_dir.join("eventlog");
+    let store = {
+        let dir = log_dir.clone();
+        tokio::task::spawn_blocking(move || SledEventStore::open(crm_eventlog::Config::new(dir)))
+            .await?
+            .with_context(|| format!("opening the event log in {}", log_dir.display()))?
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding the gRPC listener on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<pb::event_log_server::EventLogServer<services::eventlog::EventLogService<SledEventStore>>>()
+        .await;
+    health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crm_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building the reflection service")?;
+
+    let max = config.max_request_bytes;
+    let eventlog =
+        pb::event_log_server::EventLogServer::new(services::eventlog::EventLogService::new(store.clone(), None))
+            .max_decoding_message_size(max);
+
+    // On shutdown: mark NOT_SERVING, close the log (in-flight appends finish and are
+    // acknowledged, subscriptions end), then let tonic drain the connections.
+    // Clients that never read their GOAWAY get `SHUTDOWN_GRACE` before the process exits.
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
+    let closing = {
+        let store = store.clone();
+        let reporter = health_reporter.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutdown requested");
+            reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            let _ = tokio::task::spawn_blocking(move || store.close()).await;
+            let _ = closed_tx.send(());
+        }
+    };
+
+    println!("crm-server listening on {addr}");
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), head = store.committed_head(), "serving");
+    let serve = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(eventlog)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), closing);
+    let grace = async {
+        if closed_rx.await.is_ok() {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        served = serve => served.context("serving gRPC")?,
+        () = grace => tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections did not drain in time; exiting anyway"),
+    }
+    let Stats { groups, barriers, fdatasyncs } = store.stats();
+    tracing::info!(groups, barriers, fdatasyncs, head = store.committed_head(), "stopped");
+    Ok(())
+}

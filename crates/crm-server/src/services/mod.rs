@@ -1,0 +1,3 @@
+//! The tonic services.
+
+pub mod eventlog;

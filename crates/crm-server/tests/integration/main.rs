@@ -1,0 +1,4 @@
+//! End-to-end tests: the real `crm-server` binary on a loopback port, a real tonic client.
+
+mod eventlog;
+mod support;
