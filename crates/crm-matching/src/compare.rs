@@ -135,6 +135,7 @@ pub struct MatchResult {
 }
 
 /// Comparison of one field: an outcome with a partial-agreement factor.
+#[derive(Clone, Copy)]
 struct Cmp {
     outcome: Outcome,
     similarity: f64,
@@ -405,9 +406,17 @@ pub fn compare(a: &Prepared, b: &Prepared, config: &MatchConfig) -> MatchResult 
     push(Field::Mobile, phones(&a.phones, &b.phones, false, t));
     push(Field::Landline, phones(&a.phones, &b.phones, true, t));
     push(Field::Email, both(a.email.as_ref(), b.email.as_ref(), |x, y| emails(x, y, !person_pair)));
-    push(Field::Address, both(a.address.as_ref(), b.address.as_ref(), addresses));
-    push(Field::Postcode, both(a.postcode.as_deref(), b.postcode.as_deref(), equal_text));
-    push(Field::Region, both(a.region.as_deref(), b.region.as_deref(), equal_text));
+    // Region and postcode are implied by an address: when the addresses were compared, their
+    // agreement adds nothing (it would count the same evidence twice), their disagreement
+    // still counts.
+    let address = both(a.address.as_ref(), b.address.as_ref(), addresses);
+    let implied = |c: Cmp| match (&address, c.outcome) {
+        (Some(_), Outcome::Agree) => Cmp::neutral(1.0, "implied by address"),
+        _ => c,
+    };
+    push(Field::Address, address);
+    push(Field::Postcode, both(a.postcode.as_deref(), b.postcode.as_deref(), equal_text).map(implied));
+    push(Field::Region, both(a.region.as_deref(), b.region.as_deref(), equal_text).map(implied));
     push(
         Field::Industry,
         both(a.industry.as_deref(), b.industry.as_deref(), |x, y| {
