@@ -541,8 +541,7 @@ fn valid_phone(rng: &mut Rng, landline_area: Option<&str>) -> String {
     for _ in 0..50 {
         let number = match landline_area {
             Some(area) => {
-                let len = if area.len() == 3 { 8 } else { 8 };
-                format!("{area}{}{}", 2 + rng.below(7), rng.digits(len - 1))
+                format!("{area}{}{}", 2 + rng.below(7), rng.digits(7))
             }
             None => format!("{}{}", rng.pick(MOBILE_PREFIXES), rng.digits(8)),
         };
