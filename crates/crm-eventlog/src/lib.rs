@@ -44,6 +44,23 @@ mod store;
 mod types;
 
 pub use error::{Error, Result};
+
+/// Frame encoding and decoding, exposed for the criterion benches only; not a stable API.
+#[doc(hidden)]
+pub mod bench_support {
+    use crate::codec::{write_frame, EncodedEvent, Frames};
+    use crate::{NewEvent, RecordedEvent, Result};
+
+    /// Encodes `event` into a frame at stream version `version`, appending to `out`.
+    pub fn encode_frame(out: &mut Vec<u8>, stream: &str, event: NewEvent, version: u64) {
+        write_frame(out, &EncodedEvent::encode(stream, event, 0), version);
+    }
+
+    /// Verifies and decodes every frame of a chunk.
+    pub fn decode_frames(chunk: &[u8], first_position: u64) -> Result<Vec<RecordedEvent>> {
+        Frames::new(chunk, first_position).map(|f| f.and_then(|f| f.decode())).collect()
+    }
+}
 pub use sled_store::{
     Config, SledEventStore, Stats, MAX_EVENTS_PER_APPEND, MAX_NAME_LEN, MAX_PAYLOAD_LEN, MAX_STREAM_ID_LEN,
 };
