@@ -416,6 +416,16 @@ pub struct UserDeactivated {
     pub deactivated_at: DateTime<Utc>,
 }
 
+/// On the departing user's stream, after the `OwnerChanged` events of a handover: who
+/// received the book, and how many items moved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserHandedOver {
+    pub user_id: UserId,
+    /// In priority order.
+    pub receivers: Vec<UserId>,
+    pub items: u32,
+}
+
 // ---------------------------------------------------------------- rules
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -429,8 +439,9 @@ pub struct RulesChanged {
 
 macro_rules! events {
     ($($variant:ident = $version:literal),* $(,)?) => {
-        /// Every domain event. The variant name is the stable event type.
-        #[derive(Debug, Clone, PartialEq, Eq)]
+        /// Every domain event. The variant name is the stable event type. `Serialize` gives
+        /// readers a JSON view (`{"LeadCaptured": {...}}`); the log stores [`Event::encode`].
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
         pub enum Event {
             $($variant($variant),)*
         }
@@ -505,6 +516,7 @@ events! {
     UserRoleChanged = 1,
     UserRegionChanged = 1,
     UserDeactivated = 1,
+    UserHandedOver = 1,
     RulesChanged = 1,
 }
 
@@ -554,6 +566,7 @@ impl Event {
             Event::UserRoleChanged(e) => e.user_id.stream(),
             Event::UserRegionChanged(e) => e.user_id.stream(),
             Event::UserDeactivated(e) => e.user_id.stream(),
+            Event::UserHandedOver(e) => e.user_id.stream(),
             Event::RulesChanged(_) => RULES_STREAM.to_owned(),
         }
     }

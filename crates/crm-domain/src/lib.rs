@@ -75,7 +75,8 @@ pub use event::{
     ContactAdded, CustomerAbsorbed, CustomerCreated, CustomerDealWon, CustomerRestored, CustomerUnmerged,
     CustomerUpdated, CustomersMerged, Event, FieldChange, LeadAssigned, LeadCaptured, LeadCapturedV1, LeadClaimed,
     LeadQualified, LeadReleased, OpportunityLost, OpportunityOpened, OpportunityWon, Owned, OwnerChanged, Role,
-    RulesChanged, StageMoved, UserCreated, UserDeactivated, UserRegionChanged, UserRoleChanged, EVENT_TYPES,
+    RulesChanged, StageMoved, UserCreated, UserDeactivated, UserHandedOver, UserRegionChanged, UserRoleChanged,
+    EVENT_TYPES,
 };
 pub use ids::{ActivityId, ContactId, CustomerId, LeadId, OpportunityId, StreamId, UserId, RULES_STREAM};
 pub use lead::{CaptureLead, Lead, LeadCommand, LeadStatus};

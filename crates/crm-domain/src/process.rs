@@ -26,7 +26,7 @@ use crate::customer::{conflicting_fields, Customer};
 use crate::error::DomainError;
 use crate::event::{
     CustomerAbsorbed, CustomerCreated, CustomerRestored, CustomerUnmerged, CustomersMerged, Event, FieldChange,
-    LeadQualified, OpportunityOpened, Owned, OwnerChanged,
+    LeadQualified, OpportunityOpened, Owned, OwnerChanged, UserHandedOver,
 };
 use crate::ids::{CustomerId, OpportunityId, UserId};
 use crate::lead::{Lead, LeadStatus};
@@ -296,6 +296,7 @@ pub struct Receiver {
 /// Placement: each item goes to the first receiver with free capacity (`capacity - load`,
 /// every item counting one). A customer's open opportunities go with it. When every receiver
 /// is full, the rest is dealt round-robin in priority order and flagged `over_capacity`.
+/// A final `UserHandedOver` on the departing user's stream records the receivers and the count.
 /// Items are taken customers first (by id, each followed by its opportunities), then the
 /// remaining opportunities, then leads, so placement is deterministic.
 pub fn handover(
@@ -359,6 +360,7 @@ pub fn handover(
         return Err(DomainError::precondition("handover.nothing_open", format!("user {from} owns nothing open")));
     }
 
+    let items = units.iter().map(Vec::len).sum::<usize>() as u32;
     let mut free: Vec<u32> = receivers.iter().map(|r| r.user.capacity.saturating_sub(r.load)).collect();
     let mut overflow = 0usize;
     let mut events = Vec::new();
@@ -387,5 +389,6 @@ pub fn handover(
             }));
         }
     }
+    events.push(Event::UserHandedOver(UserHandedOver { user_id: from, receivers: seen, items }));
     Ok(events)
 }

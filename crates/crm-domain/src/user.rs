@@ -18,6 +18,8 @@ pub struct User {
     pub team: Option<String>,
     pub capacity: u32,
     pub active: bool,
+    /// Open items moved away by handovers so far.
+    pub handed_over: u32,
 }
 
 /// What other aggregates need to know about a user; commands carry it so the aggregate
@@ -150,6 +152,7 @@ impl Aggregate for User {
                     team: e.team.clone(),
                     capacity: e.capacity,
                     active: true,
+                    handed_over: 0,
                 }
             }
             Event::UserRoleChanged(e) => self.role = Some(e.to),
@@ -158,6 +161,7 @@ impl Aggregate for User {
                 self.team = e.to_team.clone();
             }
             Event::UserDeactivated(_) => self.active = false,
+            Event::UserHandedOver(e) => self.handed_over += e.items,
             _ => {}
         }
     }

@@ -133,6 +133,11 @@ pub(crate) fn samples() -> Vec<Event> {
             to_team: None,
         }),
         Event::UserDeactivated(UserDeactivated { user_id: user_id(1), reason: "离职".into(), deactivated_at: now() }),
+        Event::UserHandedOver(UserHandedOver {
+            user_id: user_id(1),
+            receivers: vec![user_id(2), user_id(3)],
+            items: 4,
+        }),
         Event::RulesChanged(RulesChanged { rules, reason: "按区域分配".into() }),
     ]
 }

@@ -321,7 +321,15 @@ fn handover_moves_everything_open_in_priority_order() {
     ];
     // Receiver 2 has room for 2 items, receiver 3 for plenty.
     let receivers = vec![receiver(2, 10, 8), receiver(3, 10, 0)];
-    let events = handover(&departing, &receivers, &leads, &customers, &opportunities).unwrap();
+    let mut events = handover(&departing, &receivers, &leads, &customers, &opportunities).unwrap();
+    assert_eq!(
+        events.pop(),
+        Some(Event::UserHandedOver(UserHandedOver {
+            user_id: user_id(1),
+            receivers: vec![user_id(2), user_id(3)],
+            items: 6
+        }))
+    );
     let moves: Vec<(Owned, UserId, u32)> = events
         .iter()
         .map(|e| match e {
@@ -354,7 +362,7 @@ fn handover_overflow_is_flagged() {
     let departing = User::fold(&[user_created(1, "北京", "华北一组", 30)]);
     let leads: Vec<Lead> = (1..=3).map(|n| Lead::fold(&[captured(n), claimed(n, 1)])).collect();
     let events = handover(&departing, &[receiver(2, 5, 5), receiver(3, 1, 0)], &leads, &[], &[]).unwrap();
-    let placed: Vec<(UserId, bool)> = events
+    let placed: Vec<(UserId, bool)> = events[..3]
         .iter()
         .map(|e| match e {
             Event::OwnerChanged(o) => (o.to, o.over_capacity),
