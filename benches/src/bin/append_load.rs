@@ -34,6 +34,9 @@ struct Options {
     /// Events per append request.
     #[arg(long, default_value_t = 1)]
     batch: u64,
+    /// Threads running durability barriers in the store.
+    #[arg(long, default_value_t = crm_eventlog::Config::new(".").sync_threads)]
+    sync_threads: usize,
     /// Iterations of the raw fdatasync baseline.
     #[arg(long, default_value_t = 2000)]
     fsync_iterations: usize,
@@ -54,7 +57,9 @@ async fn main() -> anyhow::Result<()> {
         raw_hist.record((*v).max(1))?;
     }
 
-    let store = SledEventStore::open(crm_eventlog::Config::new(&log_dir))?;
+    let mut config = crm_eventlog::Config::new(&log_dir);
+    config.sync_threads = o.sync_threads;
+    let store = SledEventStore::open(config)?;
     let per_writer = o.events / o.writers / o.batch;
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -95,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let json = serde_json::json!({
         "writers": o.writers,
+        "sync_threads": o.sync_threads,
         "events": events,
         "batch": o.batch,
         "payload_bytes": o.payload,

@@ -8,12 +8,15 @@
 //! 1       2     schema version of the event payload, little endian
 //! 3       8     stream version, little endian
 //! 11      4     body length, little endian
-//! 15      4     CRC32 (IEEE) of bytes 0..15 followed by the body
-//! 19      len   body: bincode 2.0.1 (`config()`) of `Body`
+//! 15      32    chain hash: SHA-256 of the previous event's chain hash, bytes 0..15 and body
+//! 47      4     CRC32 (IEEE) of bytes 0..47 followed by the body
+//! 51      len   body: bincode 2.0.1 (`config()`) of `Body`
 //! ```
 //!
 //! The position of a frame is the chunk's first position (its key) plus the frame's index,
-//! so a damaged frame is reported at its exact position.
+//! so a damaged frame is reported at its exact position. The CRC catches accidental damage;
+//! the hash chain (the first event chains from 32 zero bytes) makes a deliberate rewrite of
+//! any event, with a recomputed CRC, visible at the first rewritten position.
 
 use bincode::{Decode, Encode};
 use uuid::Uuid;
@@ -21,7 +24,21 @@ use uuid::Uuid;
 use crate::{Error, Metadata, NewEvent, RecordedEvent, Result};
 
 pub(crate) const FORMAT_V1: u8 = 1;
-pub(crate) const HEADER_LEN: usize = 19;
+pub(crate) const HEADER_LEN: usize = 51;
+/// Length of a chain hash.
+pub(crate) const HASH_LEN: usize = 32;
+/// The chain hash "before" position 1.
+pub(crate) const GENESIS: [u8; HASH_LEN] = [0; HASH_LEN];
+
+/// The chain hash of an event: SHA-256 over the previous hash, the header fields and the body.
+pub(crate) fn chain_hash(previous: &[u8; HASH_LEN], header: &[u8], body: &[u8]) -> [u8; HASH_LEN] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(previous);
+    h.update(header);
+    h.update(body);
+    h.finalize().into()
+}
 
 /// The bincode configuration of every stored body. Changing it changes the disk format:
 /// the golden-bytes test below freezes it.
@@ -74,16 +91,19 @@ impl EncodedEvent {
     }
 }
 
-/// Appends one frame for `event` at stream version `version` to `out`.
-pub(crate) fn write_frame(out: &mut Vec<u8>, event: &EncodedEvent, version: u64) {
+/// Appends one frame for `event` at stream version `version` to `out`, chained to the
+/// previous event's hash `chain`, which it updates.
+pub(crate) fn write_frame(out: &mut Vec<u8>, event: &EncodedEvent, version: u64, chain: &mut [u8; HASH_LEN]) {
     let start = out.len();
     out.push(FORMAT_V1);
     out.extend_from_slice(&event.schema_version.to_le_bytes());
     out.extend_from_slice(&version.to_le_bytes());
     let len = u32::try_from(event.body.len()).expect("bodies are limited far below 4 GiB");
     out.extend_from_slice(&len.to_le_bytes());
+    *chain = chain_hash(chain, &out[start..start + 15], &event.body);
+    out.extend_from_slice(chain);
     let mut crc = crc32fast::Hasher::new();
-    crc.update(&out[start..start + 15]);
+    crc.update(&out[start..start + 47]);
     crc.update(&event.body);
     out.extend_from_slice(&crc.finalize().to_le_bytes());
     out.extend_from_slice(&event.body);
@@ -108,10 +128,17 @@ pub(crate) struct Frame<'a> {
     pub(crate) position: u64,
     pub(crate) schema_version: u16,
     pub(crate) version: u64,
+    pub(crate) chain: [u8; HASH_LEN],
+    header: &'a [u8],
     body: &'a [u8],
 }
 
 impl Frame<'_> {
+    /// Whether this frame's stored chain hash follows from `previous`.
+    pub(crate) fn chains_from(&self, previous: &[u8; HASH_LEN]) -> bool {
+        chain_hash(previous, self.header, self.body) == self.chain
+    }
+
     pub(crate) fn decode(&self) -> Result<RecordedEvent> {
         let corrupt = |detail: String| Error::Corruption { position: self.position, detail };
         let (body, used): (Body, usize) =
@@ -159,13 +186,14 @@ impl<'a> Iterator for Frames<'a> {
         let schema_version = u16::from_le_bytes([rest[1], rest[2]]);
         let version = u64::from_le_bytes(rest[3..11].try_into().expect("8 bytes"));
         let len = u32::from_le_bytes(rest[11..15].try_into().expect("4 bytes")) as usize;
-        let stored_crc = u32::from_le_bytes(rest[15..19].try_into().expect("4 bytes"));
+        let chain: [u8; HASH_LEN] = rest[15..47].try_into().expect("32 bytes");
+        let stored_crc = u32::from_le_bytes(rest[47..51].try_into().expect("4 bytes"));
         let Some(body) = rest.get(HEADER_LEN..HEADER_LEN + len) else {
             self.failed = true;
             return corrupt(format!("frame length {len} runs past the end of the record"));
         };
         let mut crc = crc32fast::Hasher::new();
-        crc.update(&rest[..15]);
+        crc.update(&rest[..47]);
         crc.update(body);
         let actual = crc.finalize();
         if actual != stored_crc {
@@ -174,7 +202,7 @@ impl<'a> Iterator for Frames<'a> {
         }
         self.offset += HEADER_LEN + len;
         self.position += 1;
-        Some(Ok(Frame { position, schema_version, version, body }))
+        Some(Ok(Frame { position, schema_version, version, chain, header: &rest[..15], body }))
     }
 }
 
@@ -205,11 +233,13 @@ mod tests {
         let (event, at) = sample();
         let encoded = EncodedEvent::encode("lead-42", event, at);
         let mut frame = Vec::new();
-        write_frame(&mut frame, &encoded, 3);
+        write_frame(&mut frame, &encoded, 3, &mut GENESIS.clone());
         let hex: String = frame.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
             hex,
-            "01 0200 0300000000000000 65000000 e921d220\
+            "01 0200 0300000000000000 65000000\
+             28ef4720c2fde2687ccb6f7a4e39558076213ea8c581e41f0d9ffb09088e718b\
+             67e4df50\
              07 6c6561642d3432\
              01900000000070008000000000000001\
              0c 4c6561644361707475726564\
@@ -227,11 +257,20 @@ mod tests {
     fn frames_round_trip() {
         let (event, at) = sample();
         let mut buf = Vec::new();
+        let mut chain = GENESIS;
         for v in 0..3 {
             let mut e = event.clone();
             e.id = Uuid::from_u128(v as u128 + 1);
-            write_frame(&mut buf, &EncodedEvent::encode("lead-42", e, at), v);
+            write_frame(&mut buf, &EncodedEvent::encode("lead-42", e, at), v, &mut chain);
         }
+        let frames: Vec<_> = Frames::new(&buf, 10).map(|f| f.unwrap()).collect();
+        let mut previous = GENESIS;
+        for f in &frames {
+            assert!(f.chains_from(&previous));
+            previous = f.chain;
+        }
+        assert_eq!(previous, chain);
+        assert!(!frames[1].chains_from(&GENESIS), "a frame does not chain from the wrong predecessor");
         let decoded: Vec<_> = Frames::new(&buf, 10).map(|f| f.unwrap().decode().unwrap()).collect();
         assert_eq!(decoded.len(), 3);
         assert_eq!(decoded[2].position, 12);
@@ -244,9 +283,10 @@ mod tests {
     fn every_flipped_byte_is_reported_at_its_position() {
         let (event, at) = sample();
         let mut buf = Vec::new();
-        write_frame(&mut buf, &EncodedEvent::encode("s", event.clone(), at), 0);
+        let mut chain = GENESIS;
+        write_frame(&mut buf, &EncodedEvent::encode("s", event.clone(), at), 0, &mut chain);
         let second = buf.len();
-        write_frame(&mut buf, &EncodedEvent::encode("s", event, at), 1);
+        write_frame(&mut buf, &EncodedEvent::encode("s", event, at), 1, &mut chain);
         for i in 0..buf.len() {
             let mut damaged = buf.clone();
             damaged[i] ^= 0x40;

@@ -48,12 +48,12 @@ pub use error::{Error, Result};
 /// Frame encoding and decoding, exposed for the criterion benches only; not a stable API.
 #[doc(hidden)]
 pub mod bench_support {
-    use crate::codec::{write_frame, EncodedEvent, Frames};
+    use crate::codec::{write_frame, EncodedEvent, Frames, GENESIS};
     use crate::{NewEvent, RecordedEvent, Result};
 
     /// Encodes `event` into a frame at stream version `version`, appending to `out`.
     pub fn encode_frame(out: &mut Vec<u8>, stream: &str, event: NewEvent, version: u64) {
-        write_frame(out, &EncodedEvent::encode(stream, event, 0), version);
+        write_frame(out, &EncodedEvent::encode(stream, event, 0), version, &mut GENESIS.clone());
     }
 
     /// Verifies and decodes every frame of a chunk.
@@ -62,7 +62,8 @@ pub mod bench_support {
     }
 }
 pub use sled_store::{
-    Config, SledEventStore, Stats, MAX_EVENTS_PER_APPEND, MAX_NAME_LEN, MAX_PAYLOAD_LEN, MAX_STREAM_ID_LEN,
+    Config, LogVerification, SledEventStore, Stats, MAX_EVENTS_PER_APPEND, MAX_NAME_LEN, MAX_PAYLOAD_LEN,
+    MAX_STREAM_ID_LEN,
 };
 pub use store::EventStore;
 pub use types::{

@@ -21,7 +21,7 @@ use futures::stream::{BoxStream, StreamExt};
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
-use crate::codec::{write_frame, EncodedEvent, Frames};
+use crate::codec::{write_frame, EncodedEvent, Frames, GENESIS, HASH_LEN};
 use crate::keys::{self, StreamEntry};
 use crate::{
     AppendResult, Direction, Durability, Error, EventStore, ExpectedVersion, RecordedEvent, Result, StreamAppend,
@@ -142,7 +142,7 @@ impl SledEventStore {
         // The data file and its directory entry must be durable before the first barrier.
         File::open(&config.path)?.sync_all()?;
         let data_file = File::open(config.path.join("db"))?;
-        let head = recover_head(&db)?;
+        let (head, chain) = recover_head(&db)?;
         let (head_tx, _) = watch::channel(head);
         let (req_tx, req_rx) = mpsc::channel::<Request>();
         let (sync_tx, sync_rx) = mpsc::channel::<SyncJob>();
@@ -168,6 +168,7 @@ impl SledEventStore {
             shared: shared.clone(),
             tree: db.clone(),
             head,
+            chain,
             versions: HashMap::new(),
             max_group_events: config.max_group_events.max(1),
         };
@@ -215,6 +216,52 @@ impl SledEventStore {
     /// and ends live subscriptions. Idempotent.
     pub fn close(&self) {
         self.inner.close();
+    }
+
+    /// Re-reads the committed log from position 1, checking every record's checksum and
+    /// that every chain hash follows from its predecessor. Reports the first broken position.
+    pub fn verify_log(&self, mut progress: impl FnMut(u64, u64)) -> Result<LogVerification> {
+        let head = self.committed_head();
+        let tree = &self.inner.tree;
+        let mut previous = GENESIS;
+        let mut verified = 0;
+        let broken = |verified: u64, position: u64, detail: String| {
+            Ok(LogVerification { verified, head, first_broken: Some((position, detail)) })
+        };
+        for item in tree.range(keys::log_key(1)..=keys::log_key(head)) {
+            let (k, v) = item?;
+            let first = keys::log_key_position(&k).ok_or_else(|| Error::Storage("malformed log key".into()))?;
+            if first != verified + 1 {
+                return broken(verified, verified + 1, format!("record missing: next stored record starts at {first}"));
+            }
+            for frame in Frames::new(&v, first) {
+                let frame = match frame {
+                    Ok(f) => f,
+                    Err(Error::Corruption { position, detail }) => return broken(verified, position, detail),
+                    Err(e) => return Err(e),
+                };
+                if frame.position > head {
+                    break;
+                }
+                if !frame.chains_from(&previous) {
+                    return broken(
+                        verified,
+                        frame.position,
+                        "chain hash does not follow from the previous event: the record was rewritten".into(),
+                    );
+                }
+                previous = frame.chain;
+                verified = frame.position;
+            }
+            if verified % 65_536 < 1024 {
+                progress(verified, head);
+            }
+        }
+        if verified != head {
+            return broken(verified, verified + 1, format!("log ends at {verified}, head is {head}"));
+        }
+        progress(verified, head);
+        Ok(LogVerification { verified, head, first_broken: None })
     }
 
     /// Synchronous version of [`EventStore::read_all`].
@@ -445,19 +492,32 @@ fn is_lock_error(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
 }
 
-/// The position of the last event in the log (committed or not; after a restart everything
-/// sled recovered counts as committed).
-fn recover_head(tree: &sled::Db) -> Result<u64> {
+/// The position and chain hash of the last event in the log (committed or not; after a
+/// restart everything sled recovered counts as committed).
+fn recover_head(tree: &sled::Db) -> Result<(u64, [u8; HASH_LEN])> {
     let Some(last) = tree.range(keys::log_key(0)..=keys::log_key(u64::MAX)).next_back() else {
-        return Ok(0);
+        return Ok((0, GENESIS));
     };
     let (k, v) = last?;
     let first = keys::log_key_position(&k).ok_or_else(|| Error::Storage("malformed log key".into()))?;
-    let mut head = first - 1;
+    let (mut head, mut chain) = (first - 1, GENESIS);
     for frame in Frames::new(&v, first) {
-        head = frame?.position;
+        let frame = frame?;
+        (head, chain) = (frame.position, frame.chain);
     }
-    Ok(head)
+    Ok((head, chain))
+}
+
+/// The outcome of [`SledEventStore::verify_log`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogVerification {
+    /// Events whose checksum and chain hash were verified.
+    pub verified: u64,
+    /// The committed head when the verification ran.
+    pub head: u64,
+    /// The first position whose record is damaged or whose chain hash does not follow from
+    /// its predecessor, with what is wrong; `None` when the whole log verifies.
+    pub first_broken: Option<(u64, String)>,
 }
 
 impl Inner {
@@ -636,6 +696,8 @@ struct Writer {
     tree: sled::Db,
     /// Position of the last event applied to sled (may be ahead of the committed head).
     head: u64,
+    /// Chain hash of the event at `head`.
+    chain: [u8; HASH_LEN],
     /// Last version of streams the writer has touched or looked up.
     versions: HashMap<String, u64>,
     max_group_events: usize,
@@ -678,6 +740,7 @@ impl Writer {
         }
         let mut batch = sled::Batch::default();
         let mut next = self.head + 1;
+        let mut chain = self.chain;
         let mut chunk: Vec<u8> = Vec::new();
         let mut chunk_start = next;
         let mut overlay: HashMap<String, u64> = HashMap::new();
@@ -702,7 +765,7 @@ impl Writer {
                                 chunk_start = next;
                             }
                             let version = first_version + i as u64;
-                            write_frame(&mut chunk, event, version);
+                            write_frame(&mut chunk, event, version, &mut chain);
                             batch.insert(&keys::id_key(&event.id), &next.to_be_bytes());
                             pending
                                 .insert(event.id, KnownId { position: next, stream: append.stream.clone(), version });
@@ -739,6 +802,7 @@ impl Writer {
                 return SyncJob { head: self.head, wrote: false, durable: false, replies };
             }
             self.head = next - 1;
+            self.chain = chain;
             if self.versions.len() > 1_000_000 {
                 self.versions.clear();
             }
