@@ -1,0 +1,1 @@
+//! The funnel read model.

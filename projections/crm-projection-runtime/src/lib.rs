@@ -1,0 +1,43 @@
+//! The projection runtime: turns the event log into read models that can be trusted.
+//!
+//! A [`Projector`] is a name, a version, a fingerprint of the rules and configuration it
+//! depends on, and a pure fold over `(RecordedEvent, Event)` into key-value [`State`]. The
+//! runner ([`spawn`]) follows the log from the projector's checkpoint (catch-up, then live)
+//! on one tokio task per projector, applies events in memory in batches, and writes the
+//! touched keys together with the checkpoint in **one atomic sled batch**: a restart resumes
+//! exactly after the last committed event, never applying one twice and never skipping one.
+//!
+//! Invariants this crate keeps:
+//! - projections never write to the event log; they live in their own sled database
+//!   (`<data-dir>/projections`), one tree per build (`<name>/<generation>`);
+//! - a build's state and its checkpoint change together, in one batch;
+//! - a failing event stops that projector only, at that position, visibly in its status;
+//!   nothing is skipped;
+//! - when the version or the rules fingerprint changes, the projector is rebuilt from
+//!   position 0 into a shadow tree while the old one serves, then swapped by one write of the
+//!   catalog entry; queries never see a half-built read model;
+//! - `verify` recomputes from the log to the serving build's position and lists every key
+//!   that differs.
+//!
+//! ```
+//! use crm_projection_runtime::{printable_key, Fingerprint};
+//! assert_eq!(Fingerprint::of(&("stage limits", 5u32)), Fingerprint::of(&("stage limits", 5u32)));
+//! assert_ne!(Fingerprint::of(&5u32), Fingerprint::of(&6u32));
+//! assert_eq!(printable_key(b"c/\x01x"), "c/\\x01x");
+//! ```
+
+mod builder;
+mod error;
+mod projector;
+mod runner;
+
+pub use builder::Failure;
+pub use error::{Error, Result};
+pub use projector::{decode_value, encode_value, printable_key, Fingerprint, Projector, State};
+pub use runner::{
+    current_rules, spawn, Difference, ProjectionDb, ProjectionHandle, ProjectionStatus, Reader, RebuildProgress,
+    RebuildSummary, RunState, VerifyReport,
+};
+
+/// Helpers for tests and benches: fold a projector over events without a runner.
+pub mod testing;

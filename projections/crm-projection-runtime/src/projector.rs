@@ -1,0 +1,218 @@
+//! The projector contract: a named, versioned, pure fold over the log.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::hash::{Hash, Hasher};
+
+use crm_domain::{Event, Rules};
+use crm_eventlog::RecordedEvent;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// A read model's fold. It never writes to the log: it reads each event once, in position
+/// order, and changes key-value state through [`State`]. The runner stores that state and the
+/// checkpoint in one atomic sled batch.
+///
+/// `apply` must be deterministic: the same events with the same rules give the same state, so
+/// an incrementally updated read model equals one rebuilt from position 0 (and `verify` can
+/// compare them).
+pub trait Projector: Send + Sync + 'static {
+    /// The value stored under each key; one enum per read model is usual.
+    type Value: Serialize + DeserializeOwned + Clone + PartialEq + Debug + Send + Sync + 'static;
+
+    /// Stable name, e.g. `customers`; also the prefix of its sled trees.
+    fn name(&self) -> &'static str;
+
+    /// Bumped whenever `apply` changes meaning: a changed version triggers a rebuild.
+    fn version(&self) -> u32;
+
+    /// A fingerprint of every input besides events that `apply` depends on: the parts of the
+    /// rules it reads and its own configuration (a working-day calendar, say). A change
+    /// triggers a rebuild. Projectors that depend on no rule return a constant.
+    fn fingerprint(&self, rules: &Rules) -> u64;
+
+    /// Folds one event into the state. `rules` are the rules this build runs with (the rules
+    /// current when the build started, see [`Projector::fingerprint`]). An error stops this
+    /// projector at this event; nothing is skipped.
+    fn apply(
+        &self,
+        state: &mut State<'_, Self::Value>,
+        rules: &Rules,
+        recorded: &RecordedEvent,
+        event: &Event,
+    ) -> std::result::Result<(), String>;
+}
+
+/// A stable 64-bit FNV-1a hasher for fingerprints (std's `DefaultHasher` may change between
+/// Rust releases, and a fingerprint is persisted).
+#[derive(Debug, Clone)]
+pub struct Fingerprint(u64);
+
+impl Default for Fingerprint {
+    fn default() -> Self {
+        Fingerprint(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fingerprint {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+impl Fingerprint {
+    /// Fingerprints any hashable value.
+    pub fn of(value: &impl Hash) -> u64 {
+        let mut h = Fingerprint::default();
+        value.hash(&mut h);
+        h.finish()
+    }
+}
+
+/// Reserved key (in every projection tree) holding the checkpoint and build metadata.
+pub(crate) const META_KEY: &[u8] = b"\x00meta";
+
+pub(crate) fn bincode_config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// Encodes a read-model value the way the runtime stores it.
+pub fn encode_value<V: Serialize>(value: &V) -> Vec<u8> {
+    bincode::serde::encode_to_vec(value, bincode_config()).expect("read-model values always encode")
+}
+
+/// Decodes a stored read-model value.
+pub fn decode_value<V: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<V> {
+    bincode::serde::decode_from_slice(bytes, bincode_config())
+        .map(|(v, _)| v)
+        .map_err(|e| Error::Corrupt { key: printable_key(key), detail: e.to_string() })
+}
+
+/// A key rendered for humans: UTF-8 where it is, `\xNN` elsewhere.
+pub fn printable_key(key: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in key.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+struct Slot<V> {
+    value: Option<V>,
+    dirty: bool,
+}
+
+/// The state a projector changes while applying a batch of events: a write-back cache over
+/// the projection's sled tree. Reads go to the cache, then to the tree; writes stay in memory
+/// until the runner commits the whole batch, with the checkpoint, in one atomic sled batch.
+pub struct State<'a, V> {
+    tree: &'a sled::Tree,
+    cache: &'a mut HashMap<Vec<u8>, Slot<V>>,
+}
+
+impl<V: Serialize + DeserializeOwned + Clone> State<'_, V> {
+    fn load(&mut self, key: &[u8]) -> std::result::Result<&mut Slot<V>, String> {
+        debug_assert!(key.first().is_some_and(|b| *b != 0), "state keys are non-empty and do not start with 0x00");
+        if !self.cache.contains_key(key) {
+            let value = match self.tree.get(key).map_err(|e| e.to_string())? {
+                Some(bytes) => Some(decode_value(key, &bytes).map_err(|e| e.to_string())?),
+                None => None,
+            };
+            self.cache.insert(key.to_vec(), Slot { value, dirty: false });
+        }
+        Ok(self.cache.get_mut(key).expect("just inserted"))
+    }
+
+    /// The value under `key`.
+    pub fn get(&mut self, key: &[u8]) -> std::result::Result<Option<&V>, String> {
+        Ok(self.load(key)?.value.as_ref())
+    }
+
+    /// The value under `key`, cloned.
+    pub fn get_cloned(&mut self, key: &[u8]) -> std::result::Result<Option<V>, String> {
+        Ok(self.load(key)?.value.clone())
+    }
+
+    /// Sets `key` to `value`.
+    pub fn put(&mut self, key: Vec<u8>, value: V) {
+        debug_assert!(key.first().is_some_and(|b| *b != 0), "state keys are non-empty and do not start with 0x00");
+        self.cache.insert(key, Slot { value: Some(value), dirty: true });
+    }
+
+    /// Removes `key`.
+    pub fn remove(&mut self, key: Vec<u8>) {
+        self.cache.insert(key, Slot { value: None, dirty: true });
+    }
+
+    /// Replaces the value under `key` with `f(old)`; `None` removes it.
+    pub fn update(&mut self, key: &[u8], f: impl FnOnce(Option<V>) -> Option<V>) -> std::result::Result<(), String> {
+        let slot = self.load(key)?;
+        slot.value = f(slot.value.take());
+        slot.dirty = true;
+        Ok(())
+    }
+
+    /// Mutable access to the value under `key`, inserting `default()` when absent.
+    pub fn get_or_insert_with(
+        &mut self,
+        key: &[u8],
+        default: impl FnOnce() -> V,
+    ) -> std::result::Result<&mut V, String> {
+        let slot = self.load(key)?;
+        slot.dirty = true;
+        Ok(slot.value.get_or_insert_with(default))
+    }
+}
+
+/// The write-back cache of one batch, owned by a builder between batches.
+pub(crate) struct Cache<V> {
+    slots: HashMap<Vec<u8>, Slot<V>>,
+}
+
+impl<V: Serialize + DeserializeOwned + Clone> Cache<V> {
+    pub(crate) fn new() -> Self {
+        Cache { slots: HashMap::new() }
+    }
+
+    pub(crate) fn state<'a>(&'a mut self, tree: &'a sled::Tree) -> State<'a, V> {
+        State { tree, cache: &mut self.slots }
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.slots.clear();
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Moves every dirty entry into `batch` and empties the cache.
+    pub(crate) fn drain_into(&mut self, batch: &mut sled::Batch) {
+        for (key, slot) in self.slots.drain() {
+            if slot.dirty {
+                match slot.value {
+                    Some(v) => batch.insert(key, encode_value(&v)),
+                    None => batch.remove(key),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,807 @@
+//! The runner: one tokio task per projection that follows the log from the checkpoint
+//! (catch-up, then live), rebuilds into a shadow tree and swaps, and verifies.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use crm_domain::{Event, Rules, RULES_STREAM};
+use crm_eventlog::{Direction, SledEventStore};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::builder::{Builder, Failure};
+use crate::error::{Error, Result};
+use crate::projector::{decode_value, printable_key, Projector, META_KEY};
+
+/// Most events a live step applies before committing.
+const LIVE_BATCH: u64 = 16_384;
+/// Most events a shadow (rebuild or verify) step applies before committing.
+const SHADOW_BATCH: u64 = 65_536;
+/// How long a replaced tree stays readable for queries that still hold it.
+const RETIRE_AFTER: Duration = Duration::from_secs(10);
+/// Most differences a verification reports one by one (all are counted).
+const MAX_REPORTED_DIFFERENCES: usize = 1000;
+
+/// The sled database holding every read model, apart from the event log.
+#[derive(Clone)]
+pub struct ProjectionDb {
+    db: sled::Db,
+}
+
+impl ProjectionDb {
+    /// Opens (or creates) the database in `path` (the server uses `<data-dir>/projections`).
+    pub fn open(path: &Path) -> Result<Self> {
+        Ok(ProjectionDb { db: sled::Config::new().path(path).open()? })
+    }
+
+    /// A temporary database, removed when dropped (tests).
+    pub fn temporary() -> Result<Self> {
+        Ok(ProjectionDb { db: sled::Config::new().temporary(true).open()? })
+    }
+
+    /// Flushes every buffered write.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn active_key(name: &str) -> Vec<u8> {
+        format!("active/{name}").into_bytes()
+    }
+
+    fn active_generation(&self, name: &str) -> Result<Option<u64>> {
+        Ok(self.db.get(Self::active_key(name))?.map(|v| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&v[..8]);
+            u64::from_be_bytes(b)
+        }))
+    }
+
+    fn set_active_generation(&self, name: &str, generation: u64) -> Result<()> {
+        self.db.insert(Self::active_key(name), &generation.to_be_bytes())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn tree(&self, name: &str, generation: u64) -> Result<sled::Tree> {
+        Ok(self.db.open_tree(format!("{name}/{generation}"))?)
+    }
+
+    fn verify_tree(&self, name: &str) -> Result<sled::Tree> {
+        let tree_name = format!("{name}/verify");
+        self.db.drop_tree(&tree_name)?;
+        Ok(self.db.open_tree(tree_name)?)
+    }
+
+    /// Drops every tree of `name` but the generation `keep`.
+    fn drop_other_trees(&self, name: &str, keep: u64) -> Result<()> {
+        let keep = format!("{name}/{keep}");
+        let prefix = format!("{name}/");
+        for tree_name in self.db.tree_names() {
+            let text = String::from_utf8_lossy(&tree_name);
+            if text.starts_with(&prefix) && text != keep {
+                self.db.drop_tree(&tree_name)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The rules in force at the log's committed head (the defaults when never changed).
+pub fn current_rules(store: &SledEventStore) -> Result<Rules> {
+    let events = store.read_stream_blocking(RULES_STREAM, None, Direction::Backwards, 1)?;
+    match events.first() {
+        None => Ok(Rules::default()),
+        Some(e) => match Event::decode(&e.event_type, e.schema_version, &e.payload) {
+            Ok(Event::RulesChanged(changed)) => Ok(changed.rules),
+            Ok(other) => Err(Error::Log(format!("unexpected {} in the rules stream", other.event_type()))),
+            Err(err) => Err(Error::Log(format!("decoding the rules at position {}: {err}", e.position))),
+        },
+    }
+}
+
+/// Whether a projection is serving from a complete build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    /// Following the log.
+    Live,
+    /// Following the log while a shadow build runs; the old build keeps serving.
+    Rebuilding,
+    /// Stopped at a failing event; still serving what it had.
+    Failed,
+}
+
+/// Progress of a rebuild (or of the build behind a verification).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RebuildProgress {
+    /// `rebuild` or `verify`.
+    pub purpose: &'static str,
+    /// Why it started: `requested`, `version changed`, `rules fingerprint changed`.
+    pub reason: String,
+    pub done: u64,
+    pub total: u64,
+    pub events_per_second: f64,
+    pub eta_seconds: f64,
+    pub elapsed_seconds: f64,
+    pub failure: Option<Failure>,
+}
+
+/// What [`ProjectionHandle::status`] reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectionStatus {
+    pub name: String,
+    /// Version and fingerprint of the serving build.
+    pub version: u32,
+    pub fingerprint: u64,
+    pub rules_version: u64,
+    pub state: RunState,
+    /// Last applied position of the serving build.
+    pub position: u64,
+    pub last_recorded_at_micros: i64,
+    pub failure: Option<Failure>,
+    /// The shadow build running now, or the last one.
+    pub shadow: Option<RebuildProgress>,
+    pub rebuilds_completed: u64,
+}
+
+/// One key on which the stored read model and a fresh rebuild disagree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    pub key: String,
+    /// What a rebuild from the log gives (`None`: the key should not exist).
+    pub expected: Option<String>,
+    /// What is stored (`None`: the key is missing).
+    pub actual: Option<String>,
+}
+
+/// The outcome of [`ProjectionHandle::verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// The position both builds had reached when compared.
+    pub position: u64,
+    pub keys_compared: u64,
+    pub total_differences: u64,
+    /// The first differences in key order, at most 1000.
+    pub differences: Vec<Difference>,
+}
+
+/// The outcome of a completed rebuild.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RebuildSummary {
+    pub position: u64,
+    pub events: u64,
+    pub seconds: f64,
+}
+
+/// A consistent view for one query: the serving tree and the position it reflects at least.
+#[derive(Clone)]
+pub struct Reader {
+    pub tree: sled::Tree,
+    /// Every event up to this position is applied (later ones may be too).
+    pub position: u64,
+}
+
+impl Reader {
+    /// The value under `key`, decoded.
+    pub fn get<V: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<V>> {
+        match self.tree.get(key)? {
+            Some(bytes) => Ok(Some(decode_value(key, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+enum Command {
+    Rebuild(oneshot::Sender<Result<RebuildSummary>>),
+    Verify(oneshot::Sender<Result<VerifyReport>>),
+    Stop(oneshot::Sender<()>),
+}
+
+struct Shared {
+    name: &'static str,
+    status: Mutex<ProjectionStatus>,
+    serving: RwLock<sled::Tree>,
+    position_tx: watch::Sender<u64>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+/// The query and admin side of one running projection. Cheap to clone.
+#[derive(Clone)]
+pub struct ProjectionHandle {
+    shared: Arc<Shared>,
+}
+
+impl ProjectionHandle {
+    pub fn name(&self) -> &'static str {
+        self.shared.name
+    }
+
+    /// The serving tree and the position it reflects.
+    pub fn reader(&self) -> Reader {
+        let tree = self.shared.serving.read().expect("serving lock").clone();
+        let position = *self.shared.position_tx.borrow();
+        Reader { tree, position }
+    }
+
+    /// The last applied position of the serving build.
+    pub fn position(&self) -> u64 {
+        *self.shared.position_tx.borrow()
+    }
+
+    /// Waits until the read model has applied `min_position`, at most `timeout`.
+    pub async fn wait_for(&self, min_position: u64, timeout: Duration) -> Result<u64> {
+        let mut rx = self.shared.position_tx.subscribe();
+        let reached = tokio::time::timeout(timeout, rx.wait_for(|p| *p >= min_position)).await;
+        match reached {
+            Ok(Ok(p)) => Ok(*p),
+            _ => Err(Error::NotReached {
+                projection: self.shared.name.to_owned(),
+                wanted: min_position,
+                reached: self.position(),
+            }),
+        }
+    }
+
+    pub fn status(&self) -> ProjectionStatus {
+        self.shared.status.lock().expect("status lock").clone()
+    }
+
+    /// Rebuilds from position 0 into a shadow tree while the current one serves, then swaps.
+    /// Resolves when the swap is done. Progress is in [`ProjectionHandle::status`].
+    pub async fn rebuild(&self) -> Result<RebuildSummary> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Rebuild(tx))?;
+        rx.await.map_err(|_| Error::NotRunning(self.shared.name.to_owned()))?
+    }
+
+    /// Like [`ProjectionHandle::rebuild`], but returns once the rebuild is queued.
+    pub fn start_rebuild(&self) -> Result<oneshot::Receiver<Result<RebuildSummary>>> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Rebuild(tx))?;
+        Ok(rx)
+    }
+
+    /// Recomputes the read model from the log up to the serving build's position and reports
+    /// every key on which they differ.
+    pub async fn verify(&self) -> Result<VerifyReport> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Verify(tx))?;
+        rx.await.map_err(|_| Error::NotRunning(self.shared.name.to_owned()))?
+    }
+
+    /// Stops the runner after its current step; returns when it has stopped.
+    pub async fn stop(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.send(Command::Stop(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    fn send(&self, command: Command) -> Result<()> {
+        self.shared.commands.send(command).map_err(|_| Error::NotRunning(self.shared.name.to_owned()))
+    }
+}
+
+enum Purpose {
+    Rebuild { reason: String, replies: Vec<oneshot::Sender<Result<RebuildSummary>>> },
+    Verify(oneshot::Sender<Result<VerifyReport>>),
+}
+
+struct Shadow<P: Projector> {
+    builder: Builder<P>,
+    generation: u64,
+    purpose: Purpose,
+    started: Instant,
+    events: u64,
+}
+
+enum Pending {
+    Rebuild { reason: String, reply: Option<oneshot::Sender<Result<RebuildSummary>>> },
+    Verify(oneshot::Sender<Result<VerifyReport>>),
+}
+
+struct Runner<P: Projector> {
+    db: ProjectionDb,
+    store: SledEventStore,
+    projector: Arc<P>,
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    active: Option<Builder<P>>,
+    generation: u64,
+    failed: bool,
+    shadow: Option<Shadow<P>>,
+    pending: VecDeque<Pending>,
+    retired: Vec<(sled::Tree, Instant)>,
+}
+
+/// Opens (or creates) the projection's serving build and starts its runner on the current
+/// tokio runtime. When the stored build has another version or rules fingerprint than
+/// `projector` with the current rules, a shadow rebuild starts at once; the stored build
+/// serves (and keeps following the log) until the swap.
+pub fn spawn<P: Projector>(db: &ProjectionDb, store: SledEventStore, projector: P) -> Result<ProjectionHandle> {
+    let name = projector.name();
+    let projector = Arc::new(projector);
+    let rules = current_rules(&store)?;
+    let (generation, fresh) = match db.active_generation(name)? {
+        Some(g) => (g, false),
+        None => (1, true),
+    };
+    db.drop_other_trees(name, generation)?;
+    let tree = db.tree(name, generation)?;
+    if fresh {
+        db.set_active_generation(name, generation)?;
+    }
+    let active = Builder::open(projector.clone(), tree.clone(), rules.clone())
+        .map_err(|f| Error::Storage(format!("opening projection `{name}`: {}", f.detail)))?;
+    let mut pending = VecDeque::new();
+    if active.meta.version != projector.version() {
+        pending.push_back(Pending::Rebuild { reason: "version changed".into(), reply: None });
+    } else if active.meta.fingerprint != projector.fingerprint(&rules) {
+        pending.push_back(Pending::Rebuild { reason: "rules fingerprint changed".into(), reply: None });
+    }
+    let status = ProjectionStatus {
+        name: name.to_owned(),
+        version: active.meta.version,
+        fingerprint: active.meta.fingerprint,
+        rules_version: active.meta.rules.version,
+        state: RunState::Live,
+        position: active.meta.position,
+        last_recorded_at_micros: active.meta.last_recorded_at_micros,
+        failure: None,
+        shadow: None,
+        rebuilds_completed: 0,
+    };
+    let (position_tx, _) = watch::channel(active.meta.position);
+    let (commands_tx, commands) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        name,
+        status: Mutex::new(status),
+        serving: RwLock::new(tree),
+        position_tx,
+        commands: commands_tx,
+    });
+    let runner = Runner {
+        db: db.clone(),
+        store,
+        projector,
+        shared: shared.clone(),
+        commands,
+        active: Some(active),
+        generation,
+        failed: false,
+        shadow: None,
+        pending,
+        retired: Vec::new(),
+    };
+    tokio::spawn(runner.run());
+    Ok(ProjectionHandle { shared })
+}
+
+impl<P: Projector> Runner<P> {
+    async fn run(mut self) {
+        let mut head_rx = self.store.watch_head();
+        tracing::info!(projection = self.shared.name, position = self.active_meta_position(), "projection started");
+        loop {
+            while let Ok(command) = self.commands.try_recv() {
+                if let Some(done) = self.accept(command) {
+                    self.finish(done);
+                    return;
+                }
+            }
+            head_rx.borrow_and_update();
+            self.start_pending();
+            let mut worked = self.step_shadow().await;
+            worked |= self.step_active().await;
+            self.drop_retired(false);
+            if worked {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            tokio::select! {
+                changed = head_rx.changed() => {
+                    if changed.is_err() {
+                        // The store is gone; wait for the stop command.
+                        match self.commands.recv().await {
+                            Some(Command::Stop(done)) => { self.finish(done); return; }
+                            Some(other) => { if let Some(done) = self.accept(other) { self.finish(done); return; } }
+                            None => return,
+                        }
+                    }
+                }
+                command = self.commands.recv() => match command {
+                    Some(command) => if let Some(done) = self.accept(command) { self.finish(done); return; },
+                    None => return,
+                },
+                () = tokio::time::sleep(RETIRE_AFTER), if !self.retired.is_empty() => {}
+            }
+        }
+    }
+
+    fn active_meta_position(&self) -> u64 {
+        self.active.as_ref().map_or(0, |a| a.meta.position)
+    }
+
+    fn finish(&mut self, done: oneshot::Sender<()>) {
+        if let Some(shadow) = self.shadow.take() {
+            let _ = self.db.db.drop_tree(shadow.builder.tree.name());
+        }
+        self.drop_retired(true);
+        let _ = self.db.flush();
+        tracing::info!(projection = self.shared.name, position = self.active_meta_position(), "projection stopped");
+        let _ = done.send(());
+    }
+
+    /// Queues a command; returns the reply channel of a stop.
+    fn accept(&mut self, command: Command) -> Option<oneshot::Sender<()>> {
+        match command {
+            Command::Stop(done) => return Some(done),
+            Command::Rebuild(reply) => {
+                // A rebuild already running or queued answers this request too.
+                if let Some(Shadow { purpose: Purpose::Rebuild { replies, .. }, .. }) = &mut self.shadow {
+                    replies.push(reply);
+                } else if let Some(Pending::Rebuild { reply: slot @ None, .. }) =
+                    self.pending.iter_mut().find(|p| matches!(p, Pending::Rebuild { reply: None, .. }))
+                {
+                    *slot = Some(reply);
+                } else {
+                    self.pending.push_back(Pending::Rebuild { reason: "requested".into(), reply: Some(reply) });
+                }
+            }
+            Command::Verify(reply) => self.pending.push_back(Pending::Verify(reply)),
+        }
+        None
+    }
+
+    fn start_pending(&mut self) {
+        if self.shadow.is_some() {
+            return;
+        }
+        let Some(next) = self.pending.pop_front() else { return };
+        let active_rules = self.active.as_ref().map(|a| a.meta.rules.clone()).unwrap_or_default();
+        let (tree, generation, rules, purpose) = match next {
+            Pending::Rebuild { reason, reply } => {
+                let generation = self.generation + 1;
+                let tree = self
+                    .db
+                    .db
+                    .drop_tree(format!("{}/{generation}", self.shared.name))
+                    .and_then(|_| self.db.db.open_tree(format!("{}/{generation}", self.shared.name)));
+                let rules = current_rules(&self.store);
+                match (tree, rules) {
+                    (Ok(tree), Ok(rules)) => {
+                        (Ok(tree), generation, rules, Purpose::Rebuild { reason, replies: reply.into_iter().collect() })
+                    }
+                    (Err(e), _) => (
+                        Err(e.to_string()),
+                        0,
+                        active_rules,
+                        Purpose::Rebuild { reason, replies: reply.into_iter().collect() },
+                    ),
+                    (_, Err(e)) => (
+                        Err(e.to_string()),
+                        0,
+                        active_rules,
+                        Purpose::Rebuild { reason, replies: reply.into_iter().collect() },
+                    ),
+                }
+            }
+            Pending::Verify(reply) => (
+                self.db.verify_tree(self.shared.name).map_err(|e| e.to_string()),
+                0,
+                active_rules,
+                Purpose::Verify(reply),
+            ),
+        };
+        let tree = match tree {
+            Ok(tree) => tree,
+            Err(e) => {
+                fail_purpose(purpose, Error::Storage(e));
+                return;
+            }
+        };
+        let builder = match Builder::open(self.projector.clone(), tree, rules) {
+            Ok(b) => b,
+            Err(f) => {
+                fail_purpose(purpose, Error::Storage(f.detail));
+                return;
+            }
+        };
+        let (purpose_name, reason) = match &purpose {
+            Purpose::Rebuild { reason, .. } => ("rebuild", reason.clone()),
+            Purpose::Verify(_) => ("verify", "requested".to_owned()),
+        };
+        tracing::info!(projection = self.shared.name, purpose = purpose_name, %reason, "shadow build started");
+        {
+            let mut status = self.shared.status.lock().expect("status lock");
+            if purpose_name == "rebuild" && status.state != RunState::Failed {
+                status.state = RunState::Rebuilding;
+            }
+            status.shadow = Some(RebuildProgress {
+                purpose: purpose_name,
+                reason,
+                done: 0,
+                total: self.store.committed_head(),
+                events_per_second: 0.0,
+                eta_seconds: 0.0,
+                elapsed_seconds: 0.0,
+                failure: None,
+            });
+        }
+        self.shadow = Some(Shadow { builder, generation, purpose, started: Instant::now(), events: 0 });
+    }
+
+    /// Advances the shadow build one step; swaps or compares when it has caught up.
+    async fn step_shadow(&mut self) -> bool {
+        let Some(mut shadow) = self.shadow.take() else { return false };
+        let head = self.store.committed_head();
+        // A verification compares at the serving build's position; a rebuild catches up with
+        // the serving build (or with the head, when the serving build has failed).
+        let up_to = match (&shadow.purpose, self.failed) {
+            (Purpose::Rebuild { .. }, true) => head,
+            _ => self.active_meta_position(),
+        };
+        let store = self.store.clone();
+        let (builder, result) = tokio::task::spawn_blocking(move || {
+            let mut builder = shadow.builder;
+            let result = builder.step(&store, up_to, SHADOW_BATCH);
+            (builder, result)
+        })
+        .await
+        .expect("shadow step does not panic");
+        shadow.builder = builder;
+        let elapsed = shadow.started.elapsed().as_secs_f64();
+        match result {
+            Err(failure) => {
+                tracing::error!(projection = self.shared.name, position = failure.position, detail = %failure.detail, "shadow build failed");
+                let _ = self.db.db.drop_tree(shadow.builder.tree.name());
+                let mut status = self.shared.status.lock().expect("status lock");
+                if status.state == RunState::Rebuilding {
+                    status.state = RunState::Live;
+                }
+                if let Some(progress) = &mut status.shadow {
+                    progress.failure = Some(failure.clone());
+                }
+                drop(status);
+                let name = self.shared.name.to_owned();
+                fail_purpose(
+                    shadow.purpose,
+                    Error::Apply { projector: name, position: failure.position, detail: failure.detail },
+                );
+                true
+            }
+            Ok(outcome) => {
+                shadow.events += outcome.applied;
+                let done = shadow.builder.meta.position;
+                {
+                    let mut status = self.shared.status.lock().expect("status lock");
+                    if let Some(progress) = &mut status.shadow {
+                        let total = head.max(done);
+                        let rate = if elapsed > 0.0 { shadow.events as f64 / elapsed } else { 0.0 };
+                        progress.done = done;
+                        progress.total = total;
+                        progress.events_per_second = rate;
+                        progress.elapsed_seconds = elapsed;
+                        progress.eta_seconds = if rate > 0.0 { (total - done) as f64 / rate } else { 0.0 };
+                    }
+                }
+                let caught_up = done >= up_to && (self.failed || done == self.active_meta_position());
+                if caught_up {
+                    self.complete(shadow).await;
+                } else {
+                    self.shadow = Some(shadow);
+                }
+                outcome.applied > 0 || caught_up
+            }
+        }
+    }
+
+    async fn complete(&mut self, shadow: Shadow<P>) {
+        let elapsed = shadow.started.elapsed().as_secs_f64();
+        match shadow.purpose {
+            Purpose::Verify(reply) => {
+                let active_tree = self.active.as_ref().expect("active build").tree.clone();
+                let verify_tree = shadow.builder.tree.clone();
+                let position = shadow.builder.meta.position;
+                let report = tokio::task::spawn_blocking(move || compare::<P>(&verify_tree, &active_tree, position))
+                    .await
+                    .expect("compare does not panic");
+                let _ = self.db.db.drop_tree(shadow.builder.tree.name());
+                if let Ok(report) = &report {
+                    tracing::info!(
+                        projection = self.shared.name,
+                        position,
+                        differences = report.total_differences,
+                        "verified"
+                    );
+                }
+                let _ = reply.send(report);
+            }
+            Purpose::Rebuild { replies, reason } => {
+                let position = shadow.builder.meta.position;
+                if let Err(e) = self.db.set_active_generation(self.shared.name, shadow.generation) {
+                    let _ = self.db.db.drop_tree(shadow.builder.tree.name());
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                    return;
+                }
+                let new_tree = shadow.builder.tree.clone();
+                *self.shared.serving.write().expect("serving lock") = new_tree;
+                let old = self.active.replace(shadow.builder).expect("active build");
+                self.retired.push((old.tree, Instant::now()));
+                self.generation = shadow.generation;
+                self.failed = false;
+                let meta = &self.active.as_ref().expect("active build").meta;
+                {
+                    let mut status = self.shared.status.lock().expect("status lock");
+                    status.state = RunState::Live;
+                    status.version = meta.version;
+                    status.fingerprint = meta.fingerprint;
+                    status.rules_version = meta.rules.version;
+                    status.position = meta.position;
+                    status.last_recorded_at_micros = meta.last_recorded_at_micros;
+                    status.failure = None;
+                    status.rebuilds_completed += 1;
+                    if let Some(progress) = &mut status.shadow {
+                        progress.done = position;
+                        progress.eta_seconds = 0.0;
+                    }
+                }
+                self.shared.position_tx.send_replace(position);
+                tracing::info!(projection = self.shared.name, position, generation = self.generation, %reason, seconds = elapsed, "rebuilt and swapped");
+                for reply in replies {
+                    let _ = reply.send(Ok(RebuildSummary { position, events: shadow.events, seconds: elapsed }));
+                }
+            }
+        }
+    }
+
+    /// Advances the serving build one step.
+    async fn step_active(&mut self) -> bool {
+        if self.failed {
+            return false;
+        }
+        let Some(builder) = self.active.take() else { return false };
+        if builder.meta.position >= self.store.committed_head() {
+            self.active = Some(builder);
+            return false;
+        }
+        let store = self.store.clone();
+        let (builder, result) = tokio::task::spawn_blocking(move || {
+            let mut builder = builder;
+            let result = builder.step(&store, u64::MAX, LIVE_BATCH);
+            (builder, result)
+        })
+        .await
+        .expect("live step does not panic");
+        let meta = builder.meta.clone();
+        let seen_rules = builder.seen_rules.clone();
+        self.active = Some(builder);
+        {
+            let mut status = self.shared.status.lock().expect("status lock");
+            status.position = meta.position;
+            status.last_recorded_at_micros = meta.last_recorded_at_micros;
+            if let Err(failure) = &result {
+                status.state = RunState::Failed;
+                status.failure = Some(failure.clone());
+            }
+        }
+        self.shared.position_tx.send_if_modified(|p| {
+            let changed = *p != meta.position;
+            *p = meta.position;
+            changed
+        });
+        match result {
+            Err(failure) => {
+                tracing::error!(projection = self.shared.name, position = failure.position, detail = %failure.detail, "projection failed");
+                self.failed = true;
+                false
+            }
+            Ok(outcome) => {
+                if let Some(rules) = seen_rules {
+                    let fingerprint = self.projector.fingerprint(&rules);
+                    let shadow_fingerprint = self.shadow.as_ref().map(|s| s.builder.meta.fingerprint);
+                    let queued = self.pending.iter().any(|p| matches!(p, Pending::Rebuild { .. }));
+                    if fingerprint != meta.fingerprint && shadow_fingerprint != Some(fingerprint) && !queued {
+                        self.pending
+                            .push_back(Pending::Rebuild { reason: "rules fingerprint changed".into(), reply: None });
+                    }
+                }
+                outcome.applied > 0
+            }
+        }
+    }
+
+    fn drop_retired(&mut self, all: bool) {
+        let db = &self.db.db;
+        self.retired.retain(|(tree, since)| {
+            if all || since.elapsed() >= RETIRE_AFTER {
+                let _ = db.drop_tree(tree.name());
+                false
+            } else {
+                true
+            }
+        });
+    }
+}
+
+fn fail_purpose(purpose: Purpose, error: Error) {
+    match purpose {
+        Purpose::Rebuild { replies, .. } => {
+            for reply in replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+        Purpose::Verify(reply) => {
+            let _ = reply.send(Err(error));
+        }
+    }
+}
+
+fn render<P: Projector>(key: &[u8], bytes: &[u8]) -> String {
+    match decode_value::<P::Value>(key, bytes) {
+        Ok(v) => format!("{v:?}"),
+        Err(e) => format!("<undecodable: {e}>"),
+    }
+}
+
+/// Compares a fresh build (`expected`) with the stored one (`actual`), key by key.
+fn compare<P: Projector>(expected: &sled::Tree, actual: &sled::Tree, position: u64) -> Result<VerifyReport> {
+    let mut report = VerifyReport { position, keys_compared: 0, total_differences: 0, differences: Vec::new() };
+    let push = |report: &mut VerifyReport, d: Difference| {
+        report.total_differences += 1;
+        if report.differences.len() < MAX_REPORTED_DIFFERENCES {
+            report.differences.push(d);
+        }
+    };
+    let skip_meta = |r: &std::result::Result<(sled::IVec, sled::IVec), sled::Error>| {
+        r.as_ref().map_or(true, |(k, _)| k.as_ref() != META_KEY)
+    };
+    let mut left = expected.iter().filter(skip_meta).peekable();
+    let mut right = actual.iter().filter(skip_meta).peekable();
+    loop {
+        let order = match (left.peek(), right.peek()) {
+            (None, None) => break,
+            (Some(Err(_)), _) | (_, Some(Err(_))) => {
+                let e = left.next().and_then(|r| r.err()).or_else(|| right.next().and_then(|r| r.err()));
+                return Err(Error::Storage(e.map_or_else(|| "iteration failed".into(), |e| e.to_string())));
+            }
+            (Some(Ok((l, _))), Some(Ok((r, _)))) => l.as_ref().cmp(r.as_ref()),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+        };
+        report.keys_compared += 1;
+        match order {
+            std::cmp::Ordering::Less => {
+                let (k, v) = left.next().expect("peeked")?;
+                push(
+                    &mut report,
+                    Difference { key: printable_key(&k), expected: Some(render::<P>(&k, &v)), actual: None },
+                );
+            }
+            std::cmp::Ordering::Greater => {
+                let (k, v) = right.next().expect("peeked")?;
+                push(
+                    &mut report,
+                    Difference { key: printable_key(&k), expected: None, actual: Some(render::<P>(&k, &v)) },
+                );
+            }
+            std::cmp::Ordering::Equal => {
+                let (k, lv) = left.next().expect("peeked")?;
+                let (_, rv) = right.next().expect("peeked")?;
+                if lv != rv {
+                    push(
+                        &mut report,
+                        Difference {
+                            key: printable_key(&k),
+                            expected: Some(render::<P>(&k, &lv)),
+                            actual: Some(render::<P>(&k, &rv)),
+                        },
+                    );
+                }
+            }
+        }
+    }
+    Ok(report)
+}
