@@ -16,9 +16,14 @@ impl Hasher for MixHasher {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u64(u64::from(*b));
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            self.write_u64(u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8])));
         }
+        let mut last = [0u8; 8];
+        let rest = chunks.remainder();
+        last[..rest.len()].copy_from_slice(rest);
+        self.write_u64(u64::from_le_bytes(last) ^ ((rest.len() as u64) << 59));
     }
     fn write_u64(&mut self, x: u64) {
         let m = u128::from(self.0 ^ x) * 0x9E37_79B9_7F4A_7C15;
@@ -58,7 +63,7 @@ pub struct Index {
     config: BlockingConfig,
     entries: Vec<Option<Entry>>,
     free: Vec<u32>,
-    by_id: HashMap<String, u32>,
+    by_id: FastMap<String, u32>,
     blocks: FastMap<u64, Block>,
 }
 
@@ -70,7 +75,7 @@ impl Default for Index {
 
 impl Index {
     pub fn new(config: BlockingConfig) -> Index {
-        Index { config, entries: Vec::new(), free: Vec::new(), by_id: HashMap::new(), blocks: FastMap::default() }
+        Index { config, entries: Vec::new(), free: Vec::new(), by_id: FastMap::default(), blocks: FastMap::default() }
     }
 
     pub fn len(&self) -> usize {
@@ -178,11 +183,21 @@ impl Index {
     }
 
     pub(crate) fn candidate_slots(&self, record: &Prepared, keep: impl Fn(u32) -> bool) -> Vec<(u32, f32, bool)> {
+        let keys: Vec<(KeyKind, u64)> = blocking_keys(record).iter().map(|k| (k.kind, k.hash())).collect();
+        self.candidate_slots_by_keys(&keys, keep)
+    }
+
+    /// Candidates for the record in `slot`, with the keys computed when it was inserted.
+    pub(crate) fn candidate_slots_of(&self, slot: u32, keep: impl Fn(u32) -> bool) -> Vec<(u32, f32, bool)> {
+        self.candidate_slots_by_keys(&self.entry(slot).keys, keep)
+    }
+
+    fn candidate_slots_by_keys(&self, keys: &[(KeyKind, u64)], keep: impl Fn(u32) -> bool) -> Vec<(u32, f32, bool)> {
         let mut acc: FastMap<u32, (f32, bool)> = FastMap::default();
-        for key in blocking_keys(record) {
-            let Some(Block::Open(slots)) = self.blocks.get(&key.hash()) else { continue };
-            let support = key.kind.weight() / (1.0 + (slots.len() as f32).ln());
-            let exact = key.kind.is_exact();
+        for (kind, hash) in keys {
+            let Some(Block::Open(slots)) = self.blocks.get(hash) else { continue };
+            let support = kind.weight() / (1.0 + (slots.len() as f32).ln());
+            let exact = kind.is_exact();
             for slot in slots {
                 if keep(*slot) {
                     let e = acc.entry(*slot).or_insert((0.0, false));

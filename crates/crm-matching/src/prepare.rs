@@ -188,6 +188,14 @@ fn prepare_phone(raw: &str) -> Option<PreparedPhone> {
     }
 }
 
+/// The phones of a record, normalised, sorted and deduplicated by key.
+pub(crate) fn prepare_phones(record: &Record) -> Vec<PreparedPhone> {
+    let mut phones: Vec<PreparedPhone> = record.phones.iter().filter_map(|p| prepare_phone(p)).collect();
+    phones.sort_by(|a, b| a.key.cmp(&b.key));
+    phones.dedup_by(|a, b| a.key == b.key);
+    phones
+}
+
 fn prepare_email(raw: &str) -> Option<PreparedEmail> {
     let address = normalize_email(raw);
     let (local, domain) = address.rsplit_once('@')?;
@@ -250,12 +258,14 @@ impl Prepared {
     /// Normalises every field of `record`. Total: a field that cannot be read is kept out,
     /// never an error.
     pub fn new(record: &Record) -> Prepared {
+        Prepared::with_phones(record, prepare_phones(record))
+    }
+
+    /// Everything but the phones, which the caller prepared with [`prepare_phones`].
+    pub(crate) fn with_phones(record: &Record, phones: Vec<PreparedPhone>) -> Prepared {
         let name = non_empty(&record.name).and_then(prepare_name);
         let company = non_empty(&record.company).and_then(prepare_company);
         let uscc = non_empty(&record.uscc).map(normalize_uscc).filter(|u| !u.normalized.is_empty());
-        let mut phones: Vec<PreparedPhone> = record.phones.iter().filter_map(|p| prepare_phone(p)).collect();
-        phones.sort_by(|a, b| a.key.cmp(&b.key));
-        phones.dedup_by(|a, b| a.key == b.key);
         let id_number = non_empty(&record.id_number).map(parse_id_number).filter(|id| !id.normalized.is_empty());
         let birth_date = non_empty(&record.birth_date)
             .and_then(parse_birth_date)

@@ -5,7 +5,7 @@ use std::num::NonZeroUsize;
 use crate::compare::{compare, Decision};
 use crate::config::MatchConfig;
 use crate::index::Index;
-use crate::prepare::Prepared;
+use crate::prepare::{prepare_phones, Prepared};
 use crate::record::Record;
 
 /// One compared pair, by position in the scanned slice (`a < b`).
@@ -34,15 +34,21 @@ fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
 }
 
-/// Prepares records on all cores.
+/// Prepares records on two threads: one normalises every phone number, the other every
+/// other field. `phonenumber` matches each regex under one global lock (regex-cache), so
+/// phone parsing does not scale with threads and is best kept on one.
 pub fn prepare_all(records: &[Record]) -> Vec<Prepared> {
-    let chunk = records.len().div_ceil(threads()).max(1);
+    if threads() < 2 {
+        return records.iter().map(Prepared::new).collect();
+    }
     std::thread::scope(|s| {
-        let handles: Vec<_> = records
-            .chunks(chunk)
-            .map(|part| s.spawn(move || part.iter().map(Prepared::new).collect::<Vec<_>>()))
-            .collect();
-        handles.into_iter().flat_map(|h| h.join().expect("prepare thread panicked")).collect()
+        let phones = s.spawn(|| records.iter().map(prepare_phones).collect::<Vec<_>>());
+        let mut out: Vec<Prepared> = records.iter().map(|r| Prepared::with_phones(r, Vec::new())).collect();
+        let phones = phones.join().expect("phone thread panicked");
+        for (p, ph) in out.iter_mut().zip(phones) {
+            p.phones = ph;
+        }
+        out
     })
 }
 
@@ -69,7 +75,7 @@ pub fn rescan_prepared(prepared: Vec<Prepared>, config: &MatchConfig) -> Rescan 
                     // Interleaved, so early (cheap) and late (expensive) records spread evenly.
                     for b in (w..n).step_by(workers as usize) {
                         let pb = index.prepared_at(b);
-                        for (a, _, _) in index.candidate_slots(pb, |slot| slot < b) {
+                        for (a, _, _) in index.candidate_slots_of(b, |slot| slot < b) {
                             let result = compare(index.prepared_at(a), pb, config);
                             out.push(ComparedPair { a, b, weight: result.weight, decision: result.decision });
                         }
