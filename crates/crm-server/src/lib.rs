@@ -6,6 +6,7 @@
 //! assert_eq!(config.listen.to_string(), "127.0.0.1:50051");
 //! ```
 
+pub mod commands;
 pub mod config;
 pub mod services;
 pub mod status;
@@ -41,6 +42,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     health_reporter
         .set_serving::<pb::event_log_server::EventLogServer<services::eventlog::EventLogService<SledEventStore>>>()
         .await;
+    health_reporter
+        .set_serving::<pb::command_service_server::CommandServiceServer<commands::Commands<SledEventStore>>>()
+        .await;
     health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crm_proto::FILE_DESCRIPTOR_SET)
@@ -49,9 +53,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .context("building the reflection service")?;
 
     let max = config.max_request_bytes;
-    let eventlog =
-        pb::event_log_server::EventLogServer::new(services::eventlog::EventLogService::new(store.clone(), None))
-            .max_decoding_message_size(max);
+    let render: services::eventlog::PayloadRenderer = std::sync::Arc::new(commands::render_payload);
+    let eventlog = pb::event_log_server::EventLogServer::new(services::eventlog::EventLogService::new(
+        store.clone(),
+        Some(render),
+    ))
+    .max_decoding_message_size(max);
+    let commands = pb::command_service_server::CommandServiceServer::new(commands::Commands::new(store.clone()))
+        .max_decoding_message_size(max);
 
     // On shutdown: mark NOT_SERVING, close the log (in-flight appends finish and are
     // acknowledged, subscriptions end), then let tonic drain the connections.
@@ -75,6 +84,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .add_service(health_service)
         .add_service(reflection)
         .add_service(eventlog)
+        .add_service(commands)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), closing);
     let grace = async {
         if closed_rx.await.is_ok() {
@@ -87,7 +97,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         served = serve => served.context("serving gRPC")?,
         () = grace => tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections did not drain in time; exiting anyway"),
     }
-    let Stats { groups, barriers, fdatasyncs } = store.stats();
+    let Stats { groups, barriers, fdatasyncs, .. } = store.stats();
     tracing::info!(groups, barriers, fdatasyncs, head = store.committed_head(), "stopped");
     Ok(())
 }

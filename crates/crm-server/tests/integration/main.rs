@@ -1,4 +1,5 @@
 //! End-to-end tests: the real `crm-server` binary on a loopback port, a real tonic client.
 
+mod commands;
 mod eventlog;
 mod support;

@@ -1,0 +1,480 @@
+//! The command path: load the aggregates a command needs by folding their streams, let
+//! crm-domain decide, append the events atomically with `Exact` expectations on every stream
+//! written, and retry on a concurrent write when the caller gave no expected version.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use chrono::Utc;
+use crm_domain::{
+    group_by_stream, handover, merge_customers, qualify_lead, unmerge_customers, Aggregate, CaptureLead,
+    CommandContext, Customer, CustomerCommand, CustomerId, DomainError, Event, Lead, LeadCommand, LeadId,
+    MergeCustomers, Opportunity, OpportunityCommand, OpportunityId, QualifyLead, Receiver, RuleBook, Rules,
+    RulesCommand, User, UserCommand, UserId, RULES_STREAM,
+};
+use crm_eventlog::{
+    AppendResult, Direction, Durability, Error as LogError, EventStore, ExpectedVersion, Metadata, NewEvent,
+    StreamAppend,
+};
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use super::directory::Directory;
+use super::error::CommandError;
+use super::ids::IdempotencyKey;
+
+const PAGE: usize = 1000;
+/// Attempts for a command without an expected version that keeps meeting concurrent writes.
+const MAX_ATTEMPTS: usize = 8;
+
+/// How the caller wants the command run.
+#[derive(Debug, Clone)]
+pub(crate) struct RunOptions {
+    pub(crate) expected_version: Option<u64>,
+    pub(crate) key: Option<IdempotencyKey>,
+    pub(crate) actor: String,
+    pub(crate) correlation_id: Uuid,
+    pub(crate) causation_id: Option<Uuid>,
+    pub(crate) source: String,
+}
+
+/// A command with the ids of everything it touches.
+#[derive(Debug, Clone)]
+pub(crate) enum Cmd {
+    CaptureLead(CaptureLead),
+    AssignLead { lead: LeadId, assignee: UserId },
+    AutoAssignLead { lead: LeadId },
+    ClaimLead { lead: LeadId, user: UserId },
+    ReleaseLead { lead: LeadId, user: UserId, reason: String },
+    QualifyLead { lead: LeadId, cmd: QualifyLead },
+    Customer { customer: CustomerId, cmd: CustomerCommand },
+    Opportunity { opportunity: OpportunityId, cmd: OpportunityCommand },
+    Merge { survivor: CustomerId, absorbed: CustomerId, cmd: MergeCustomers },
+    Unmerge { survivor: CustomerId, absorbed: CustomerId, reason: String },
+    Handover { departing: UserId, receivers: Vec<UserId> },
+    User { user: UserId, cmd: UserCommand },
+    ChangeRules { rules: Box<Rules>, reason: String },
+}
+
+impl Cmd {
+    /// The stream `expected_version` refers to; every command writes to it.
+    pub(crate) fn primary(&self) -> (String, String) {
+        let (id, stream) = match self {
+            Cmd::CaptureLead(c) => (c.lead_id.to_string(), c.lead_id.stream()),
+            Cmd::AssignLead { lead, .. }
+            | Cmd::AutoAssignLead { lead }
+            | Cmd::ClaimLead { lead, .. }
+            | Cmd::ReleaseLead { lead, .. }
+            | Cmd::QualifyLead { lead, .. } => (lead.to_string(), lead.stream()),
+            Cmd::Customer { customer, .. } => (customer.to_string(), customer.stream()),
+            Cmd::Opportunity { opportunity, .. } => (opportunity.to_string(), opportunity.stream()),
+            Cmd::Merge { survivor, .. } | Cmd::Unmerge { survivor, .. } => (survivor.to_string(), survivor.stream()),
+            Cmd::Handover { departing, .. } => (departing.to_string(), departing.stream()),
+            Cmd::User { user, .. } => (user.to_string(), user.stream()),
+            Cmd::ChangeRules { .. } => (RULES_STREAM.to_owned(), RULES_STREAM.to_owned()),
+        };
+        (id, stream)
+    }
+}
+
+/// What a successful (or deduplicated) command wrote.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    pub(crate) id: String,
+    pub(crate) stream: String,
+    pub(crate) stream_version: u64,
+    pub(crate) position: u64,
+    pub(crate) deduplicated: bool,
+    /// (stream, event type, event id)
+    pub(crate) events: Vec<(String, String, Uuid)>,
+    pub(crate) details: BTreeMap<String, String>,
+}
+
+struct Loaded {
+    version: Option<u64>,
+    events: Vec<Event>,
+    /// (position, version, id) per event, in order.
+    recorded: Vec<(u64, u64, Uuid)>,
+}
+
+/// The streams one attempt of one command has read, with their versions.
+pub(crate) struct Session<'a, S> {
+    store: &'a S,
+    streams: HashMap<String, Loaded>,
+}
+
+impl<'a, S: EventStore> Session<'a, S> {
+    fn new(store: &'a S) -> Self {
+        Session { store, streams: HashMap::new() }
+    }
+
+    async fn fetch(&mut self, stream: &str) -> Result<&Loaded, CommandError> {
+        if !self.streams.contains_key(stream) {
+            let mut loaded = Loaded { version: None, events: Vec::new(), recorded: Vec::new() };
+            loop {
+                let from = loaded.version.map_or(0, |v| v + 1);
+                let batch = self.store.read_stream(stream, Some(from), Direction::Forwards, PAGE).await?;
+                let full = batch.len() == PAGE;
+                for r in batch {
+                    let event = Event::decode(&r.event_type, r.schema_version, &r.payload)
+                        .map_err(|source| CommandError::Decode { stream: stream.to_owned(), source })?;
+                    loaded.version = Some(r.version);
+                    loaded.recorded.push((r.position, r.version, r.id));
+                    loaded.events.push(event);
+                }
+                if !full {
+                    break;
+                }
+            }
+            self.streams.insert(stream.to_owned(), loaded);
+        }
+        Ok(&self.streams[stream])
+    }
+
+    async fn load<A: Aggregate>(&mut self, stream: &str) -> Result<A, CommandError> {
+        Ok(A::fold(&self.fetch(stream).await?.events))
+    }
+
+    async fn rules(&mut self) -> Result<Rules, CommandError> {
+        Ok(self.load::<RuleBook>(RULES_STREAM).await?.current)
+    }
+
+    async fn user(&mut self, id: UserId) -> Result<User, CommandError> {
+        let user: User = self.load(&id.stream()).await?;
+        if user.id.is_none() {
+            return Err(DomainError::not_found("user", id).into());
+        }
+        Ok(user)
+    }
+}
+
+/// Runs commands against one store.
+pub(crate) struct Engine<S> {
+    store: S,
+    directory: Arc<Mutex<Directory>>,
+}
+
+impl<S: EventStore + Clone> Engine<S> {
+    pub(crate) fn new(store: S) -> Self {
+        Engine { store, directory: Arc::new(Mutex::new(Directory::default())) }
+    }
+
+    /// The current rules and the `rules` stream version.
+    pub(crate) async fn rules(&self) -> Result<(Rules, Option<u64>), CommandError> {
+        let mut session = Session::new(&self.store);
+        let rules = session.rules().await?;
+        Ok((rules, session.streams[RULES_STREAM].version))
+    }
+
+    #[tracing::instrument(skip_all, fields(stream = tracing::field::Empty, actor = %opts.actor))]
+    pub(crate) async fn execute(&self, opts: &RunOptions, cmd: Cmd) -> Result<Outcome, CommandError> {
+        let (id, primary) = cmd.primary();
+        tracing::Span::current().record("stream", primary.as_str());
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut session = Session::new(&self.store);
+            let loaded = session.fetch(&primary).await?;
+            if let Some(key) = &opts.key {
+                if let Some(outcome) = replayed(key, &id, &primary, loaded) {
+                    return Ok(outcome);
+                }
+            }
+            if let Some(expected) = opts.expected_version {
+                if loaded.version != Some(expected) {
+                    return Err(CommandError::Conflict { stream: primary, expected, current: loaded.version });
+                }
+            }
+            let ctx = CommandContext {
+                actor: opts.actor.clone(),
+                correlation_id: opts.correlation_id,
+                causation_id: opts.causation_id,
+                source: opts.source.clone(),
+                now: Utc::now(),
+            };
+            let events = self.decide(&mut session, &cmd, &ctx).await.map_err(|e| name_missing(e, &id))?;
+            let details = details_of(&events);
+            let (appends, written) = self.appends(&session, opts, events)?;
+            match self.store.append_many(appends, Durability::Durable).await {
+                Ok(results) => return Ok(outcome(id, primary, &session, &written, &results, details)),
+                Err(LogError::WrongExpectedVersion { stream, .. })
+                    if opts.expected_version.is_none() && attempt < MAX_ATTEMPTS =>
+                {
+                    tracing::debug!(%stream, attempt, "concurrent write; retrying");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn decide(
+        &self,
+        s: &mut Session<'_, S>,
+        cmd: &Cmd,
+        ctx: &CommandContext,
+    ) -> Result<Vec<Event>, CommandError> {
+        let rules = s.rules().await?;
+        let events = match cmd.clone() {
+            Cmd::CaptureLead(capture) => {
+                let lead: Lead = s.load(&capture.lead_id.stream()).await?;
+                lead.handle(LeadCommand::Capture(capture), ctx, &rules)?
+            }
+            Cmd::AssignLead { lead, assignee } => {
+                let state = existing_lead(s, lead).await?;
+                let user = s.user(assignee).await?;
+                let summary = user.summary().ok_or_else(|| DomainError::not_found("user", assignee))?;
+                state.handle(LeadCommand::Assign { assignee: summary }, ctx, &rules)?
+            }
+            Cmd::AutoAssignLead { lead } => {
+                let state: Lead = s.load(&lead.stream()).await?;
+                let candidates = {
+                    let mut directory = self.directory.lock().await;
+                    directory.catch_up(&self.store).await?;
+                    directory.candidates()
+                };
+                state.handle(LeadCommand::AutoAssign { candidates }, ctx, &rules)?
+            }
+            Cmd::ClaimLead { lead, user } => {
+                let state = existing_lead(s, lead).await?;
+                let summary = s.user(user).await?.summary().ok_or_else(|| DomainError::not_found("user", user))?;
+                state.handle(LeadCommand::Claim { user: summary }, ctx, &rules)?
+            }
+            Cmd::ReleaseLead { lead, user, reason } => {
+                let state: Lead = s.load(&lead.stream()).await?;
+                state.handle(LeadCommand::Release { user_id: user, reason }, ctx, &rules)?
+            }
+            Cmd::QualifyLead { lead, cmd } => {
+                let state: Lead = s.load(&lead.stream()).await?;
+                let customer: Customer = s.load(&cmd.customer_id.stream()).await?;
+                let opportunity: Opportunity = s.load(&cmd.opportunity_id.stream()).await?;
+                qualify_lead(&state, &customer, &opportunity, cmd, ctx, &rules)?
+            }
+            Cmd::Customer { customer, cmd } => {
+                let state: Customer = s.load(&customer.stream()).await?;
+                state.handle(cmd, ctx, &rules)?
+            }
+            Cmd::Opportunity { opportunity, cmd } => {
+                let state: Opportunity = s.load(&opportunity.stream()).await?;
+                state.handle(cmd, ctx, &rules)?
+            }
+            Cmd::Merge { survivor, absorbed, cmd } => {
+                let survivor: Customer = s.load(&survivor.stream()).await?;
+                let absorbed_state: Customer = s.load(&absorbed.stream()).await?;
+                if absorbed_state.id.is_none() {
+                    return Err(DomainError::not_found("customer", absorbed).into());
+                }
+                merge_customers(&survivor, &absorbed_state, cmd, ctx, &rules)?
+            }
+            Cmd::Unmerge { survivor, absorbed, reason } => {
+                let survivor: Customer = s.load(&survivor.stream()).await?;
+                let absorbed_state: Customer = s.load(&absorbed.stream()).await?;
+                if absorbed_state.id.is_none() {
+                    return Err(DomainError::not_found("customer", absorbed).into());
+                }
+                unmerge_customers(&survivor, &absorbed_state, &reason, ctx)?
+            }
+            Cmd::Handover { departing, receivers } => {
+                let departing_user = s.user(departing).await?;
+                let (owned, loads) = {
+                    let mut directory = self.directory.lock().await;
+                    directory.catch_up(&self.store).await?;
+                    let loads: Vec<u32> = receivers.iter().map(|r| directory.owned_by(*r).len() as u32).collect();
+                    (directory.owned_by(departing), loads)
+                };
+                let mut receiver_states = Vec::with_capacity(receivers.len());
+                for (id, load) in receivers.iter().zip(loads) {
+                    receiver_states.push(Receiver { user: s.user(*id).await?, load });
+                }
+                let mut leads = Vec::new();
+                for id in &owned.leads {
+                    leads.push(s.load::<Lead>(&id.stream()).await?);
+                }
+                let mut customers = Vec::new();
+                for id in &owned.customers {
+                    customers.push(s.load::<Customer>(&id.stream()).await?);
+                }
+                let mut opportunities = Vec::new();
+                for id in &owned.opportunities {
+                    opportunities.push(s.load::<Opportunity>(&id.stream()).await?);
+                }
+                handover(&departing_user, &receiver_states, &leads, &customers, &opportunities)?
+            }
+            Cmd::User { user, cmd } => {
+                let state: User = s.load(&user.stream()).await?;
+                state.handle(cmd, ctx, &rules)?
+            }
+            Cmd::ChangeRules { rules: new_rules, reason } => {
+                let book: RuleBook = s.load(RULES_STREAM).await?;
+                book.handle(RulesCommand::ChangeRules { rules: *new_rules, reason }, ctx, &rules)?
+            }
+        };
+        Ok(events)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn appends(
+        &self,
+        session: &Session<'_, S>,
+        opts: &RunOptions,
+        events: Vec<Event>,
+    ) -> Result<(Vec<StreamAppend>, Vec<(String, String, Uuid)>), CommandError> {
+        if events.len() > usize::from(u16::MAX) {
+            return Err(CommandError::request("command", "emits more than 65535 events; split it"));
+        }
+        let metadata = Metadata {
+            actor: opts.actor.clone(),
+            correlation_id: opts.correlation_id,
+            causation_id: opts.causation_id,
+            source: opts.source.clone(),
+        };
+        let mut index: u16 = 0;
+        let mut written = Vec::new();
+        let mut appends = Vec::new();
+        for group in group_by_stream(events) {
+            let expected = match session.streams.get(&group.stream) {
+                Some(Loaded { version: Some(v), .. }) => ExpectedVersion::Exact(*v),
+                Some(Loaded { version: None, .. }) => ExpectedVersion::NoStream,
+                // Written without being read (a won deal on the customer): order-independent.
+                None => ExpectedVersion::Any,
+            };
+            let mut new_events = Vec::with_capacity(group.events.len());
+            for event in group.events {
+                let id = opts.key.as_ref().map_or_else(Uuid::now_v7, |k| k.event_id(index));
+                index += 1;
+                written.push((group.stream.clone(), event.event_type().to_owned(), id));
+                new_events.push(NewEvent {
+                    id,
+                    event_type: event.event_type().to_owned(),
+                    schema_version: event.schema_version(),
+                    metadata: metadata.clone(),
+                    payload: event.encode(),
+                });
+            }
+            appends.push(StreamAppend { stream: group.stream, expected, events: new_events });
+        }
+        Ok((appends, written))
+    }
+}
+
+async fn existing_lead<S: EventStore>(s: &mut Session<'_, S>, id: LeadId) -> Result<Lead, CommandError> {
+    let lead: Lead = s.load(&id.stream()).await?;
+    if lead.id.is_none() {
+        return Err(DomainError::not_found("lead", id).into());
+    }
+    Ok(lead)
+}
+
+/// Aggregates cannot name themselves before they exist; the primary id fills that in.
+fn name_missing(e: CommandError, primary_id: &str) -> CommandError {
+    match e {
+        CommandError::Domain(DomainError::NotFound { kind, id }) if id.starts_with('(') => {
+            CommandError::Domain(DomainError::NotFound { kind, id: primary_id.to_owned() })
+        }
+        other => other,
+    }
+}
+
+fn outcome(
+    id: String,
+    primary: String,
+    session: &Session<'_, impl EventStore>,
+    written: &[(String, String, Uuid)],
+    results: &[AppendResult],
+    details: BTreeMap<String, String>,
+) -> Outcome {
+    let mut streams: Vec<&str> = Vec::new();
+    for (stream, _, _) in written {
+        if !streams.contains(&stream.as_str()) {
+            streams.push(stream);
+        }
+    }
+    let primary_result = streams.iter().position(|s| *s == primary).and_then(|i| results.get(i));
+    let stream_version = primary_result
+        .map(|r| r.last_version)
+        .or_else(|| session.streams.get(&primary).and_then(|l| l.version))
+        .unwrap_or_default();
+    Outcome {
+        id,
+        stream: primary,
+        stream_version,
+        position: results.iter().map(|r| r.last_position).max().unwrap_or_default(),
+        deduplicated: !results.is_empty() && results.iter().all(|r| r.deduplicated),
+        events: written.to_vec(),
+        details,
+    }
+}
+
+/// The answer to a retry: the events this key already wrote to the primary stream.
+fn replayed(key: &IdempotencyKey, id: &str, primary: &str, loaded: &Loaded) -> Option<Outcome> {
+    let mine: Vec<usize> = (0..loaded.recorded.len()).filter(|i| key.owns(&loaded.recorded[*i].2)).collect();
+    let last = *mine.last()?;
+    let events: Vec<Event> = mine.iter().map(|i| loaded.events[*i].clone()).collect();
+    Some(Outcome {
+        id: id.to_owned(),
+        stream: primary.to_owned(),
+        stream_version: loaded.recorded[last].1,
+        position: loaded.recorded[last].0,
+        deduplicated: true,
+        events: mine
+            .iter()
+            .map(|i| (primary.to_owned(), loaded.events[*i].event_type().to_owned(), loaded.recorded[*i].2))
+            .collect(),
+        details: details_of(&events),
+    })
+}
+
+/// Command-specific facts for the response, taken from the events so a deduplicated answer
+/// gives the same ones.
+fn details_of(events: &[Event]) -> BTreeMap<String, String> {
+    let mut d = BTreeMap::new();
+    for event in events {
+        match event {
+            Event::LeadCaptured(e) => {
+                d.insert("phone_e164".into(), e.phone_e164.clone().unwrap_or_default());
+                d.insert("region".into(), e.region.clone().unwrap_or_default());
+            }
+            Event::LeadAssigned(e) => {
+                d.insert("assignee".into(), e.assignee.to_string());
+                if let crm_domain::AssignmentReason::Automatic(trace) = &e.reason {
+                    d.insert("rule".into(), trace.rule.clone());
+                    d.insert("strategy".into(), trace.strategy.as_str().into());
+                    if let Some(arm) = &trace.arm {
+                        d.insert("arm".into(), arm.arm.clone());
+                    }
+                }
+            }
+            Event::LeadQualified(e) => {
+                d.insert("customer_id".into(), e.customer_id.to_string());
+                d.insert("opportunity_id".into(), e.opportunity_id.to_string());
+            }
+            Event::ActivityLogged(e) => {
+                d.insert("activity_id".into(), e.activity_id.to_string());
+                if let Some(from) = e.inherited_from {
+                    d.insert("inherited_from".into(), from.to_string());
+                }
+                d.insert("inherited_fields".into(), e.inherited_fields.join(","));
+            }
+            Event::ContactAdded(e) => {
+                d.insert("contact_id".into(), e.contact.contact_id.to_string());
+            }
+            Event::StageMoved(e) => {
+                d.insert("stage".into(), e.to.clone());
+            }
+            Event::CustomerUnmerged(e) => {
+                d.insert(
+                    "post_merge_activities".into(),
+                    e.post_merge_activities.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+                );
+            }
+            Event::UserHandedOver(e) => {
+                d.insert("items".into(), e.items.to_string());
+            }
+            Event::RulesChanged(e) => {
+                d.insert("rules_version".into(), e.rules.version.to_string());
+            }
+            _ => {}
+        }
+    }
+    d
+}
