@@ -49,6 +49,7 @@
 
 mod aggregate;
 mod assignment;
+mod calendar;
 mod context;
 mod customer;
 mod error;
@@ -64,6 +65,7 @@ mod user;
 
 pub use aggregate::{Aggregate, StreamEvents};
 pub use assignment::{ab_bucket, choose_assignee, Candidate};
+pub use calendar::working_days_between;
 pub use context::CommandContext;
 pub use customer::{
     conflicting_fields, Customer, CustomerCommand, LogActivity, MergeRecord, NewContact, CUSTOMER_FIELDS,

@@ -2,6 +2,7 @@
 //! multi-aggregate processes, the event codec with its frozen fixtures, and a model-based
 //! property test (live state equals the state replayed from the encoded events).
 
+mod calendar;
 mod codec;
 mod customer;
 mod lead;
