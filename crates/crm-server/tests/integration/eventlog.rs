@@ -100,14 +100,44 @@ async fn health_reflection_read_and_subscribe_against_the_real_binary() {
         assert_eq!(e.position, expected);
     }
 
+    // ...then goes live: commands issued through the server arrive in order, decoded.
+    let mut commands = pb::command_service_client::CommandServiceClient::new(channel.clone());
+    let mut written = Vec::new();
+    for i in 0..3 {
+        let r = commands
+            .capture_lead(pb::CaptureLeadRequest {
+                options: Some(pb::CommandOptions { actor: "user-live".into(), ..Default::default() }),
+                company: format!("北京测试{i}科技有限公司"),
+                phone: format!("+86 138 0013 800{i}"),
+                channel: pb::LeadChannel::WebForm as i32,
+                channel_ref: "form-live".into(),
+                source: "web_form".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        written.push(r.position);
+    }
+    let mut live = Vec::new();
+    while live.len() < 3 {
+        let e = tokio::time::timeout(Duration::from_secs(10), sub.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(e.position, 51 + live.len() as u64, "no gap, no duplicate at the switch");
+        if e.event_type == "LeadCaptured" {
+            assert!(e.payload_json.contains("form-live"), "{}", e.payload_json);
+            live.push(e.position);
+        }
+    }
+    assert_eq!(live.last(), written.last());
+
     // SIGTERM: the open subscription ends and the process exits cleanly.
     let status = server.terminate().await;
     assert!(status.success(), "{status:?}");
     let end = tokio::time::timeout(Duration::from_secs(10), sub.next()).await.unwrap();
     assert!(!matches!(end, Some(Ok(_))), "no event after shutdown: {end:?}");
 
-    // A restart serves the same log.
+    // A restart serves the same log, with everything acknowledged before the shutdown.
     let server = Server::start(dir.path());
     let mut log = EventLogClient::new(server.channel().await);
-    assert_eq!(log.get_head(pb::GetHeadRequest {}).await.unwrap().into_inner().head, 50);
+    assert_eq!(log.get_head(pb::GetHeadRequest {}).await.unwrap().into_inner().head, *written.last().unwrap());
 }
