@@ -39,5 +39,7 @@ pub use runner::{
     RebuildSummary, RunState, VerifyReport,
 };
 
+/// A deterministic generator of event histories, for tests and benches.
+pub mod fixtures;
 /// Helpers for tests and benches: fold a projector over events without a runner.
 pub mod testing;

@@ -44,3 +44,137 @@ pub fn dump(tree: &sled::Tree) -> BTreeMap<Vec<u8>, Vec<u8>> {
 pub fn encoded<V: serde::Serialize>(value: &V) -> Vec<u8> {
     encode_value(value)
 }
+
+/// A projector that counts events: `total`, per event type (`type/<t>`) and per stream
+/// (`stream/<s>`). Applying an event twice or skipping one shows in `total` against the head.
+/// With `fail_on` set, it refuses every event of that type.
+#[derive(Debug, Clone, Default)]
+pub struct Counting {
+    pub version: u32,
+    pub fail_on: Option<String>,
+    pub name: &'static str,
+}
+
+impl Counting {
+    pub fn new(name: &'static str) -> Self {
+        Counting { version: 1, fail_on: None, name }
+    }
+}
+
+impl Projector for Counting {
+    type Value = u64;
+
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn version(&self) -> u32 {
+        self.version
+    }
+
+    fn fingerprint(&self, _rules: &Rules) -> u64 {
+        0
+    }
+
+    fn apply(
+        &self,
+        state: &mut crate::State<'_, u64>,
+        _rules: &Rules,
+        recorded: &RecordedEvent,
+        _event: &Event,
+    ) -> Result<(), String> {
+        if self.fail_on.as_deref() == Some(recorded.event_type.as_str()) {
+            return Err(format!("refusing {}", recorded.event_type));
+        }
+        for key in [
+            b"total".to_vec(),
+            format!("type/{}", recorded.event_type).into_bytes(),
+            format!("stream/{}", recorded.stream).into_bytes(),
+        ] {
+            *state.get_or_insert_with(&key, || 0)? += 1;
+        }
+        Ok(())
+    }
+}
+
+/// A log in a fresh temporary directory, removed on drop.
+pub struct TempLog {
+    pub store: crm_eventlog::SledEventStore,
+    pub dir: std::path::PathBuf,
+}
+
+impl TempLog {
+    /// # Panics
+    /// When the store cannot be opened: test input only.
+    pub fn new() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("crm-projection-test-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store =
+            crm_eventlog::SledEventStore::open(crm_eventlog::Config::new(dir.join("eventlog"))).expect("open log");
+        TempLog { store, dir }
+    }
+}
+
+impl Default for TempLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TempLog {
+    fn drop(&mut self) {
+        self.store.close();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Appends every generated command, one atomic append each (buffered durability: tests).
+///
+/// # Panics
+/// When an append fails: test input only.
+pub async fn append_all(store: &crm_eventlog::SledEventStore, commands: &[crate::fixtures::Generated]) {
+    use crm_eventlog::EventStore;
+    for command in commands {
+        let mut ids = uuid::Uuid::now_v7;
+        let appends = command.to_appends(&mut ids);
+        store.append_many(appends, crm_eventlog::Durability::Buffered).await.expect("append");
+    }
+}
+
+/// Every event of the log.
+///
+/// # Panics
+/// When the log cannot be read: test input only.
+pub fn all_events(store: &crm_eventlog::SledEventStore) -> Vec<RecordedEvent> {
+    store.read_all_blocking(1, usize::MAX).expect("read log")
+}
+
+/// Waits until `handle` serves a live build at the log's head whose fingerprint matches the
+/// current rules (any rebuild a rule change triggered has swapped in).
+///
+/// # Panics
+/// After 120 seconds, or when the projection fails: test input only.
+pub async fn settle<P: Projector>(
+    handle: &crate::ProjectionHandle,
+    projector: &P,
+    store: &crm_eventlog::SledEventStore,
+) -> Rules {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let head = store.committed_head();
+        let rules = crate::current_rules(store).expect("rules");
+        let status = handle.status();
+        assert_ne!(status.state, crate::RunState::Failed, "projection failed: {status:?}");
+        if status.state == crate::RunState::Live
+            && status.position == head
+            && status.fingerprint == projector.fingerprint(&rules)
+            && status.version == projector.version()
+        {
+            return rules;
+        }
+        assert!(std::time::Instant::now() < deadline, "projection did not settle: {status:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

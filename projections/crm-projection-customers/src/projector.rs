@@ -1,0 +1,277 @@
+use std::collections::{BTreeMap, BTreeSet};
+
+use crm_domain::{Event, FieldChange, Owned, Rules};
+use crm_eventlog::RecordedEvent;
+use crm_projection_runtime::{Projector, State};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// One customer as lists and detail pages show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerView {
+    pub id: Uuid,
+    /// Every profile field (`name`, `phone` in E.164, `region`, `industry`, `custom.*`, ...).
+    pub fields: BTreeMap<String, String>,
+    pub owner: Option<Uuid>,
+    pub stage: Option<String>,
+    pub tags: Vec<String>,
+    pub created_at_micros: i64,
+    pub updated_at_micros: i64,
+    /// Position of the last event that changed this record.
+    pub updated_position: u64,
+    pub from_lead: Option<Uuid>,
+    /// Set while merged into another customer.
+    pub absorbed_into: Option<Uuid>,
+    /// Customers currently merged into this one.
+    pub merged: Vec<Uuid>,
+    pub contacts: u32,
+    pub activities: u32,
+    pub last_activity_micros: Option<i64>,
+    pub won_deals: u32,
+}
+
+impl CustomerView {
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).map(String::as_str)
+    }
+
+    /// The index keys this record should have.
+    pub(crate) fn index_keys(&self) -> BTreeSet<Vec<u8>> {
+        let mut keys = BTreeSet::new();
+        if self.absorbed_into.is_some() {
+            return keys;
+        }
+        let id = self.id.to_string();
+        let mut add = |field: &str, value: &str| {
+            if !value.is_empty() {
+                keys.insert(index_key(field, value, &id));
+            }
+        };
+        if let Some(owner) = self.owner {
+            add("owner", &owner.to_string());
+        }
+        if let Some(v) = self.field("region") {
+            add("region", v);
+        }
+        if let Some(v) = self.field("industry") {
+            add("industry", v);
+        }
+        if let Some(v) = &self.stage {
+            add("stage", v);
+        }
+        for tag in &self.tags {
+            add("tag", tag);
+        }
+        add("created", &created_value(self.created_at_micros));
+        if let Some(name) = self.field("name") {
+            add("name", &search_name(name));
+        }
+        if let Some(phone) = self.field("phone") {
+            for digits in phone_forms(phone) {
+                add("phone", &digits);
+            }
+        }
+        keys
+    }
+}
+
+pub(crate) fn created_value(micros: i64) -> String {
+    format!("{:020}", micros.max(0))
+}
+
+/// The searchable form of a name: lower case, no white space.
+pub(crate) fn search_name(name: &str) -> String {
+    name.chars().filter(|c| !c.is_whitespace()).flat_map(char::to_lowercase).collect()
+}
+
+/// Digits of a phone number, with and (for +86) without the country code.
+pub(crate) fn phone_forms(phone: &str) -> Vec<String> {
+    let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
+    let mut forms = vec![digits.clone()];
+    if phone.starts_with("+86") {
+        if let Some(national) = digits.strip_prefix("86") {
+            forms.push(national.to_owned());
+        }
+    }
+    forms
+}
+
+pub(crate) fn index_prefix(field: &str, value: &str) -> Vec<u8> {
+    let mut key = format!("x/{field}/{value}").into_bytes();
+    key.push(0);
+    key
+}
+
+pub(crate) fn index_key(field: &str, value: &str, id: &str) -> Vec<u8> {
+    let mut key = index_prefix(field, value);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+pub(crate) fn customer_key(id: &Uuid) -> Vec<u8> {
+    format!("c/{id}").into_bytes()
+}
+
+fn opportunity_key(id: &Uuid) -> Vec<u8> {
+    format!("o/{id}").into_bytes()
+}
+
+/// What the customers tree stores.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Value {
+    Customer(Box<CustomerView>),
+    /// An index entry; the key says it all.
+    Indexed,
+    /// An opportunity's customer.
+    OpportunityOf(Uuid),
+}
+
+/// The customers projector. It reads no rule.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CustomersProjector;
+
+fn tags_of(fields: &BTreeMap<String, String>) -> Vec<String> {
+    let mut tags: Vec<String> = fields
+        .get("custom.tags")
+        .map(|t| t.split([',', '，']).map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default();
+    tags.sort();
+    tags.dedup();
+    tags
+}
+
+fn apply_changes(fields: &mut BTreeMap<String, String>, changes: &[FieldChange]) {
+    for change in changes {
+        match &change.new {
+            Some(value) => fields.insert(change.field.clone(), value.clone()),
+            None => fields.remove(&change.field),
+        };
+    }
+}
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+impl CustomersProjector {
+    /// Changes one customer with `f`, keeping its index entries in step.
+    fn change(
+        state: &mut State<'_, Value>,
+        recorded: &RecordedEvent,
+        id: Uuid,
+        f: impl FnOnce(&mut CustomerView),
+    ) -> Result {
+        let key = customer_key(&id);
+        let Some(Value::Customer(mut view)) = state.get_cloned(&key)? else {
+            return Err(format!("customer {id} is not known (event {})", recorded.event_type));
+        };
+        let before = view.index_keys();
+        f(&mut view);
+        view.tags = tags_of(&view.fields);
+        view.updated_at_micros = recorded.recorded_at_micros;
+        view.updated_position = recorded.position;
+        let after = view.index_keys();
+        for gone in before.difference(&after) {
+            state.remove(gone.clone());
+        }
+        for new in after.difference(&before) {
+            state.put(new.clone(), Value::Indexed);
+        }
+        state.put(key, Value::Customer(view));
+        Ok(())
+    }
+
+    fn set_stage(state: &mut State<'_, Value>, recorded: &RecordedEvent, opportunity: Uuid, stage: &str) -> Result {
+        match state.get(&opportunity_key(&opportunity))? {
+            Some(Value::OpportunityOf(customer)) => {
+                let customer = *customer;
+                Self::change(state, recorded, customer, |v| v.stage = Some(stage.to_owned()))
+            }
+            _ => Err(format!("opportunity {opportunity} is not known")),
+        }
+    }
+}
+
+impl Projector for CustomersProjector {
+    type Value = Value;
+
+    fn name(&self) -> &'static str {
+        "customers"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn fingerprint(&self, rules: &Rules) -> u64 {
+        // Stage names are taken from events; no rule is read.
+        let _ = rules;
+        0
+    }
+
+    fn apply(&self, state: &mut State<'_, Value>, rules: &Rules, recorded: &RecordedEvent, event: &Event) -> Result {
+        let _ = rules;
+        match event {
+            Event::CustomerCreated(e) => {
+                let view = CustomerView {
+                    id: e.customer_id.0,
+                    fields: e.fields.clone(),
+                    owner: e.owner.map(|o| o.0),
+                    stage: None,
+                    tags: tags_of(&e.fields),
+                    created_at_micros: recorded.recorded_at_micros,
+                    updated_at_micros: recorded.recorded_at_micros,
+                    updated_position: recorded.position,
+                    from_lead: e.from_lead.map(|l| l.0),
+                    absorbed_into: None,
+                    merged: Vec::new(),
+                    contacts: 0,
+                    activities: 0,
+                    last_activity_micros: None,
+                    won_deals: 0,
+                };
+                let key = customer_key(&view.id);
+                if state.get(&key)?.is_some() {
+                    return Err(format!("customer {} created twice", view.id));
+                }
+                for index in view.index_keys() {
+                    state.put(index, Value::Indexed);
+                }
+                state.put(key, Value::Customer(Box::new(view)));
+                Ok(())
+            }
+            Event::CustomerUpdated(e) => {
+                Self::change(state, recorded, e.customer_id.0, |v| apply_changes(&mut v.fields, &e.changes))
+            }
+            Event::ContactAdded(e) => Self::change(state, recorded, e.customer_id.0, |v| v.contacts += 1),
+            Event::ActivityLogged(e) => Self::change(state, recorded, e.customer_id.0, |v| {
+                v.activities += 1;
+                let at = e.occurred_at.timestamp_micros();
+                v.last_activity_micros = Some(v.last_activity_micros.map_or(at, |last| last.max(at)));
+            }),
+            Event::CustomersMerged(e) => Self::change(state, recorded, e.survivor_id.0, |v| {
+                apply_changes(&mut v.fields, &e.field_changes);
+                v.merged.push(e.absorbed_id.0);
+            }),
+            Event::CustomerUnmerged(e) => Self::change(state, recorded, e.survivor_id.0, |v| {
+                apply_changes(&mut v.fields, &e.restored);
+                v.merged.retain(|m| *m != e.absorbed_id.0);
+            }),
+            Event::CustomerAbsorbed(e) => {
+                Self::change(state, recorded, e.absorbed_id.0, |v| v.absorbed_into = Some(e.survivor_id.0))
+            }
+            Event::CustomerRestored(e) => Self::change(state, recorded, e.absorbed_id.0, |v| v.absorbed_into = None),
+            Event::CustomerDealWon(e) => Self::change(state, recorded, e.customer_id.0, |v| v.won_deals += 1),
+            Event::OwnerChanged(e) => match e.subject {
+                Owned::Customer(id) => Self::change(state, recorded, id.0, |v| v.owner = Some(e.to.0)),
+                _ => Ok(()),
+            },
+            Event::OpportunityOpened(e) => {
+                state.put(opportunity_key(&e.opportunity_id.0), Value::OpportunityOf(e.customer_id.0));
+                Self::change(state, recorded, e.customer_id.0, |v| v.stage = Some(e.stage.clone()))
+            }
+            Event::StageMoved(e) => Self::set_stage(state, recorded, e.opportunity_id.0, &e.to),
+            Event::OpportunityWon(e) => Self::set_stage(state, recorded, e.opportunity_id.0, crm_domain::STAGE_WON),
+            Event::OpportunityLost(e) => Self::set_stage(state, recorded, e.opportunity_id.0, crm_domain::STAGE_LOST),
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,277 @@
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use crm_domain::{Event, Owned, Rules};
+use crm_eventlog::RecordedEvent;
+use crm_projection_runtime::{Fingerprint, Projector, State};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::calendar::Calendar;
+
+/// Counts for one stage, one month, one scope.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bucket {
+    pub entered: u64,
+    pub exited: u64,
+    /// Exits by target stage (including the won and lost stages).
+    pub moved_to: BTreeMap<String, u64>,
+    /// Dwell of each exit, in working days: value -> count (for average and median).
+    pub dwell: BTreeMap<u32, u64>,
+    /// Root-cause tags of the moves into this stage.
+    pub root_causes: BTreeMap<String, u64>,
+    /// Wins with all three references (only in the won stage's bucket).
+    pub won: u64,
+    /// Wins missing a reference: not counted as won.
+    pub won_unverified: u64,
+}
+
+/// What the funnel keeps per open opportunity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpportunityState {
+    pub customer: Uuid,
+    pub owner: Uuid,
+    pub region: String,
+    pub stage: String,
+    pub entered_at: DateTime<Utc>,
+    /// Last day within the stage limit; `None` when the stage has no limit.
+    pub due: Option<NaiveDate>,
+    pub open: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Value {
+    Bucket(Bucket),
+    Opportunity(OpportunityState),
+    /// A customer's region (`-` when unknown).
+    Region(String),
+    /// An overdue-index entry: `d/<scope>/<due>/<opportunity>` holds the stage.
+    Due(String),
+}
+
+/// Region used when the customer has none.
+pub const NO_REGION: &str = "-";
+
+pub(crate) fn scopes(region: &str, owner: &Uuid) -> [String; 4] {
+    ["*".to_owned(), format!("r:{region}"), format!("o:{owner}"), format!("ro:{region}|{owner}")]
+}
+
+pub(crate) fn bucket_key(scope: &str, month: &str, stage: &str) -> Vec<u8> {
+    format!("b/{scope}/{month}/{stage}").into_bytes()
+}
+
+pub(crate) fn due_key(scope: &str, due: NaiveDate, opportunity: &Uuid) -> Vec<u8> {
+    format!("d/{scope}/{due}/{opportunity}").into_bytes()
+}
+
+fn opportunity_key(id: &Uuid) -> Vec<u8> {
+    format!("o/{id}").into_bytes()
+}
+
+fn region_key(id: &Uuid) -> Vec<u8> {
+    format!("r/{id}").into_bytes()
+}
+
+fn month(at: &DateTime<Utc>) -> String {
+    at.format("%Y-%m").to_string()
+}
+
+/// The funnel projector, with its working-day calendar.
+#[derive(Debug, Clone, Default)]
+pub struct FunnelProjector {
+    pub calendar: Calendar,
+}
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+impl FunnelProjector {
+    pub fn new(calendar: Calendar) -> Self {
+        FunnelProjector { calendar }
+    }
+
+    fn bump(
+        state: &mut State<'_, Value>,
+        region: &str,
+        owner: &Uuid,
+        at: &DateTime<Utc>,
+        stage: &str,
+        f: impl Fn(&mut Bucket),
+    ) -> Result {
+        let m = month(at);
+        for scope in scopes(region, owner) {
+            let value =
+                state.get_or_insert_with(&bucket_key(&scope, &m, stage), || Value::Bucket(Bucket::default()))?;
+            match value {
+                Value::Bucket(b) => f(b),
+                other => return Err(format!("expected a bucket, found {other:?}")),
+            }
+        }
+        Ok(())
+    }
+
+    fn set_due(state: &mut State<'_, Value>, o: &OpportunityState, id: &Uuid, present: bool) {
+        if let Some(due) = o.due {
+            for scope in scopes(&o.region, &o.owner) {
+                let key = due_key(&scope, due, id);
+                if present {
+                    state.put(key, Value::Due(o.stage.clone()));
+                } else {
+                    state.remove(key);
+                }
+            }
+        }
+    }
+
+    fn due(&self, rules: &Rules, stage: &str, at: &DateTime<Utc>) -> Option<NaiveDate> {
+        rules.stage_time_limits.get(stage).map(|days| self.calendar.add_working_days(at.date_naive(), *days))
+    }
+
+    fn load(state: &mut State<'_, Value>, id: &Uuid) -> Result<OpportunityState> {
+        match state.get_cloned(&opportunity_key(id))? {
+            Some(Value::Opportunity(o)) => Ok(o),
+            _ => Err(format!("opportunity {id} is not known")),
+        }
+    }
+
+    /// The opportunity leaves its stage at `at` for `to`.
+    fn exit(&self, state: &mut State<'_, Value>, o: &OpportunityState, at: &DateTime<Utc>, to: &str) -> Result {
+        let dwell = self.calendar.working_days_between(o.entered_at.date_naive(), at.date_naive());
+        Self::bump(state, &o.region, &o.owner, at, &o.stage, |b| {
+            b.exited += 1;
+            *b.moved_to.entry(to.to_owned()).or_default() += 1;
+            *b.dwell.entry(dwell).or_default() += 1;
+        })
+    }
+}
+
+impl Projector for FunnelProjector {
+    type Value = Value;
+
+    fn name(&self) -> &'static str {
+        "funnel"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn fingerprint(&self, rules: &Rules) -> u64 {
+        let p = &rules.pipeline;
+        Fingerprint::of(&(&rules.stage_time_limits, &p.stages, &p.won_stage, &p.lost_stage, &self.calendar))
+    }
+
+    fn apply(&self, state: &mut State<'_, Value>, rules: &Rules, _recorded: &RecordedEvent, event: &Event) -> Result {
+        match event {
+            Event::CustomerCreated(e) => {
+                let region = e.fields.get("region").cloned().unwrap_or_else(|| NO_REGION.to_owned());
+                state.put(region_key(&e.customer_id.0), Value::Region(region));
+                Ok(())
+            }
+            Event::CustomerUpdated(e) => {
+                if let Some(change) = e.changes.iter().rev().find(|c| c.field == "region") {
+                    let region = change.new.clone().unwrap_or_else(|| NO_REGION.to_owned());
+                    state.put(region_key(&e.customer_id.0), Value::Region(region));
+                }
+                Ok(())
+            }
+            Event::CustomersMerged(e) => {
+                if let Some(change) = e.field_changes.iter().rev().find(|c| c.field == "region") {
+                    let region = change.new.clone().unwrap_or_else(|| NO_REGION.to_owned());
+                    state.put(region_key(&e.survivor_id.0), Value::Region(region));
+                }
+                Ok(())
+            }
+            Event::CustomerUnmerged(e) => {
+                if let Some(change) = e.restored.iter().rev().find(|c| c.field == "region") {
+                    let region = change.new.clone().unwrap_or_else(|| NO_REGION.to_owned());
+                    state.put(region_key(&e.survivor_id.0), Value::Region(region));
+                }
+                Ok(())
+            }
+            Event::OpportunityOpened(e) => {
+                let region = match state.get(&region_key(&e.customer_id.0))? {
+                    Some(Value::Region(r)) => r.clone(),
+                    _ => NO_REGION.to_owned(),
+                };
+                let o = OpportunityState {
+                    customer: e.customer_id.0,
+                    owner: e.owner.0,
+                    region,
+                    stage: e.stage.clone(),
+                    entered_at: e.opened_at,
+                    due: self.due(rules, &e.stage, &e.opened_at),
+                    open: true,
+                };
+                Self::bump(state, &o.region, &o.owner, &e.opened_at, &o.stage, |b| b.entered += 1)?;
+                Self::set_due(state, &o, &e.opportunity_id.0, true);
+                state.put(opportunity_key(&e.opportunity_id.0), Value::Opportunity(o));
+                Ok(())
+            }
+            Event::StageMoved(e) => {
+                let id = e.opportunity_id.0;
+                let mut o = Self::load(state, &id)?;
+                self.exit(state, &o, &e.moved_at, &e.to)?;
+                Self::set_due(state, &o, &id, false);
+                o.stage = e.to.clone();
+                o.entered_at = e.moved_at;
+                o.due = self.due(rules, &e.to, &e.moved_at);
+                Self::bump(state, &o.region, &o.owner, &e.moved_at, &e.to, |b| {
+                    b.entered += 1;
+                    *b.root_causes.entry(e.root_cause.clone()).or_default() += 1;
+                })?;
+                Self::set_due(state, &o, &id, true);
+                state.put(opportunity_key(&id), Value::Opportunity(o));
+                Ok(())
+            }
+            Event::OpportunityWon(e) => {
+                let id = e.opportunity_id.0;
+                let mut o = Self::load(state, &id)?;
+                let won_stage = rules.pipeline.won_stage.clone();
+                self.exit(state, &o, &e.won_at, &won_stage)?;
+                Self::set_due(state, &o, &id, false);
+                let verified = [&e.finance_receipt_ref, &e.contract_ref, &e.delivery_acceptance_ref]
+                    .iter()
+                    .all(|r| !r.trim().is_empty());
+                Self::bump(state, &o.region, &o.owner, &e.won_at, &won_stage, |b| {
+                    if verified {
+                        b.entered += 1;
+                        b.won += 1;
+                    } else {
+                        b.won_unverified += 1;
+                    }
+                })?;
+                o.stage = won_stage;
+                o.open = false;
+                o.due = None;
+                state.put(opportunity_key(&id), Value::Opportunity(o));
+                Ok(())
+            }
+            Event::OpportunityLost(e) => {
+                let id = e.opportunity_id.0;
+                let mut o = Self::load(state, &id)?;
+                let lost_stage = rules.pipeline.lost_stage.clone();
+                self.exit(state, &o, &e.lost_at, &lost_stage)?;
+                Self::set_due(state, &o, &id, false);
+                Self::bump(state, &o.region, &o.owner, &e.lost_at, &lost_stage, |b| b.entered += 1)?;
+                o.stage = lost_stage;
+                o.open = false;
+                o.due = None;
+                state.put(opportunity_key(&id), Value::Opportunity(o));
+                Ok(())
+            }
+            Event::OwnerChanged(e) => {
+                if let Owned::Opportunity(id) = e.subject {
+                    let mut o = Self::load(state, &id.0)?;
+                    Self::set_due(state, &o, &id.0, false);
+                    o.owner = e.to.0;
+                    if o.open {
+                        Self::set_due(state, &o, &id.0, true);
+                    }
+                    state.put(opportunity_key(&id.0), Value::Opportunity(o));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}

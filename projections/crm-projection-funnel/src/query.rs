@@ -1,0 +1,192 @@
+//! The funnel query: reads the buckets of one scope over a month range, plus the overdue index.
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDate;
+use crm_projection_runtime::{Reader, Result};
+use uuid::Uuid;
+
+use crate::projector::{Bucket, Value};
+
+/// What to report on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunnelQuery {
+    pub region: Option<String>,
+    pub owner: Option<Uuid>,
+    /// Months `YYYY-MM`, inclusive; `None` is open-ended.
+    pub from_month: Option<String>,
+    pub to_month: Option<String>,
+    /// Opportunities whose stage deadline is before this day are overdue.
+    pub today: NaiveDate,
+    /// The stages in pipeline order (conversion is from each to the next), then any extra
+    /// stage found in the data is appended.
+    pub stages: Vec<String>,
+    /// The lost stage's name, for the `lost` total.
+    pub lost_stage: String,
+}
+
+impl FunnelQuery {
+    /// The whole funnel under `rules`' pipeline, all months.
+    pub fn all(rules: &crm_domain::Rules, today: NaiveDate) -> Self {
+        FunnelQuery {
+            region: None,
+            owner: None,
+            from_month: None,
+            to_month: None,
+            today,
+            stages: rules.pipeline.stages.iter().chain([&rules.pipeline.won_stage]).cloned().collect(),
+            lost_stage: rules.pipeline.lost_stage.clone(),
+        }
+    }
+}
+
+/// One stage's figures.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StageReport {
+    pub stage: String,
+    pub entered: u64,
+    pub exited: u64,
+    /// `entered(next stage) / entered(this stage)`; `None` for the last stage or no entries.
+    pub conversion_to_next: Option<f64>,
+    pub avg_dwell_working_days: Option<f64>,
+    pub median_dwell_working_days: Option<f64>,
+    /// Open opportunities in this stage past their limit on `today`.
+    pub overdue: u64,
+    pub root_causes: BTreeMap<String, u64>,
+    pub moved_to: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FunnelReport {
+    pub stages: Vec<StageReport>,
+    /// Wins with all three references.
+    pub won: u64,
+    pub won_unverified: u64,
+    pub lost: u64,
+}
+
+fn scope(q: &FunnelQuery) -> String {
+    match (&q.region, &q.owner) {
+        (None, None) => "*".to_owned(),
+        (Some(r), None) => format!("r:{r}"),
+        (None, Some(o)) => format!("o:{o}"),
+        (Some(r), Some(o)) => format!("ro:{r}|{o}"),
+    }
+}
+
+fn merge(into: &mut Bucket, b: &Bucket) {
+    into.entered += b.entered;
+    into.exited += b.exited;
+    into.won += b.won;
+    into.won_unverified += b.won_unverified;
+    for (k, v) in &b.moved_to {
+        *into.moved_to.entry(k.clone()).or_default() += v;
+    }
+    for (k, v) in &b.dwell {
+        *into.dwell.entry(*k).or_default() += v;
+    }
+    for (k, v) in &b.root_causes {
+        *into.root_causes.entry(k.clone()).or_default() += v;
+    }
+}
+
+fn median(hist: &BTreeMap<u32, u64>) -> Option<f64> {
+    let n: u64 = hist.values().sum();
+    if n == 0 {
+        return None;
+    }
+    // The values at ranks floor((n-1)/2) and floor(n/2), averaged.
+    let (lo_rank, hi_rank) = ((n - 1) / 2, n / 2);
+    let (mut lo, mut hi, mut seen) = (None, None, 0u64);
+    for (value, count) in hist {
+        let next = seen + count;
+        if lo.is_none() && lo_rank < next {
+            lo = Some(*value);
+        }
+        if hi.is_none() && hi_rank < next {
+            hi = Some(*value);
+            break;
+        }
+        seen = next;
+    }
+    Some((f64::from(lo?) + f64::from(hi?)) / 2.0)
+}
+
+/// The funnel for a region and/or owner over a month range.
+pub fn funnel(reader: &Reader, q: &FunnelQuery) -> Result<FunnelReport> {
+    let scope = scope(q);
+    let prefix = format!("b/{scope}/");
+    let from = format!("{prefix}{}", q.from_month.as_deref().unwrap_or(""));
+    let mut per_stage: BTreeMap<String, Bucket> = BTreeMap::new();
+    for entry in reader.tree.range(from.as_bytes()..) {
+        let (key, value) = entry?;
+        let Some(rest) = key.strip_prefix(prefix.as_bytes()) else { break };
+        let rest = String::from_utf8_lossy(rest);
+        let Some((month, stage)) = rest.split_once('/') else { continue };
+        if q.to_month.as_deref().is_some_and(|to| month > to) {
+            break;
+        }
+        if let Value::Bucket(b) = crm_projection_runtime::decode_value::<Value>(&key, &value)? {
+            merge(per_stage.entry(stage.to_owned()).or_default(), &b);
+        }
+    }
+    let mut overdue: BTreeMap<String, u64> = BTreeMap::new();
+    let due_prefix = format!("d/{scope}/");
+    for entry in reader.tree.scan_prefix(due_prefix.as_bytes()) {
+        let (key, value) = entry?;
+        let rest = String::from_utf8_lossy(&key[due_prefix.len()..]).into_owned();
+        let Some(due) = rest.get(..10).and_then(|d| d.parse::<NaiveDate>().ok()) else { continue };
+        if due >= q.today {
+            break;
+        }
+        if let Value::Due(stage) = crm_projection_runtime::decode_value::<Value>(&key, &value)? {
+            *overdue.entry(stage).or_default() += 1;
+        }
+    }
+    let mut report = FunnelReport::default();
+    let mut order: Vec<String> = q.stages.clone();
+    for stage in per_stage.keys() {
+        if !order.contains(stage) {
+            order.push(stage.clone());
+        }
+    }
+    for (i, stage) in order.iter().enumerate() {
+        let b = per_stage.get(stage).cloned().unwrap_or_default();
+        report.won += b.won;
+        report.won_unverified += b.won_unverified;
+        let next_entered = q
+            .stages
+            .get(i + 1)
+            .filter(|_| i + 1 < q.stages.len())
+            .map(|next| per_stage.get(next).map_or(0, |n| n.entered));
+        let dwell_n: u64 = b.dwell.values().sum();
+        let dwell_sum: u64 = b.dwell.iter().map(|(d, c)| u64::from(*d) * c).sum();
+        report.stages.push(StageReport {
+            stage: stage.clone(),
+            entered: b.entered,
+            exited: b.exited,
+            conversion_to_next: next_entered.filter(|_| b.entered > 0).map(|n| n as f64 / b.entered as f64),
+            avg_dwell_working_days: (dwell_n > 0).then(|| dwell_sum as f64 / dwell_n as f64),
+            median_dwell_working_days: median(&b.dwell),
+            overdue: overdue.get(stage).copied().unwrap_or(0),
+            root_causes: b.root_causes.clone(),
+            moved_to: b.moved_to.clone(),
+        });
+    }
+    report.lost = report.stages.iter().filter(|s| s.stage == q.lost_stage).map(|s| s.entered).sum();
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_histograms() {
+        assert_eq!(median(&BTreeMap::new()), None);
+        assert_eq!(median(&[(3, 1)].into()), Some(3.0));
+        assert_eq!(median(&[(1, 1), (5, 1)].into()), Some(3.0));
+        assert_eq!(median(&[(1, 2), (5, 1)].into()), Some(1.0));
+        assert_eq!(median(&[(0, 1), (2, 2), (9, 1)].into()), Some(2.0));
+    }
+}

@@ -1,0 +1,187 @@
+use std::time::Duration;
+
+use crm_eventlog::EventStore;
+use crm_projection_runtime::fixtures::{Generator, GeneratorConfig};
+use crm_projection_runtime::testing::{all_events, append_all, dump, fold_all, settle, Counting, TempLog};
+use crm_projection_runtime::{spawn, ProjectionDb, RunState};
+
+fn commands(seed: u64, n: usize) -> Vec<crm_projection_runtime::fixtures::Generated> {
+    let mut g = Generator::new(GeneratorConfig { seed, ..Default::default() });
+    (0..n).map(|_| g.next_command()).collect()
+}
+
+fn total(handle: &crm_projection_runtime::ProjectionHandle) -> u64 {
+    handle.reader().get::<u64>(b"total").unwrap().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resumes_after_the_checkpoint_without_double_counting() {
+    let log = TempLog::new();
+    let db_dir = log.dir.join("projections");
+    append_all(&log.store, &commands(1, 300)).await;
+    {
+        let db = ProjectionDb::open(&db_dir).unwrap();
+        let handle = spawn(&db, log.store.clone(), Counting::new("counting")).unwrap();
+        settle(&handle, &Counting::new("counting"), &log.store).await;
+        assert_eq!(total(&handle), log.store.committed_head());
+        handle.stop().await;
+    }
+    append_all(&log.store, &commands(2, 300)).await;
+    let db = ProjectionDb::open(&db_dir).unwrap();
+    let handle = spawn(&db, log.store.clone(), Counting::new("counting")).unwrap();
+    settle(&handle, &Counting::new("counting"), &log.store).await;
+    let head = log.store.committed_head();
+    assert_eq!(total(&handle), head);
+    assert_eq!(handle.status().rebuilds_completed, 0, "a restart resumes, it does not rebuild");
+    let rebuilt = fold_all(&Counting::new("counting"), &Default::default(), &all_events(&log.store));
+    assert_eq!(dump(&handle.reader().tree), rebuilt);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_event_stops_that_projector_only_and_names_the_position() {
+    let log = TempLog::new();
+    append_all(&log.store, &commands(3, 200)).await;
+    let events = all_events(&log.store);
+    let first_customer = events.iter().find(|e| e.event_type == "CustomerCreated").unwrap().position;
+    let db = ProjectionDb::temporary().unwrap();
+    let failing = Counting { fail_on: Some("CustomerCreated".into()), ..Counting::new("failing") };
+    let bad = spawn(&db, log.store.clone(), failing).unwrap();
+    let good = spawn(&db, log.store.clone(), Counting::new("good")).unwrap();
+    settle(&good, &Counting::new("good"), &log.store).await;
+    let mut status = bad.status();
+    for _ in 0..500 {
+        if status.state == RunState::Failed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        status = bad.status();
+    }
+    assert_eq!(status.state, RunState::Failed);
+    let failure = status.failure.expect("failure recorded");
+    assert_eq!(failure.position, first_customer);
+    assert!(failure.detail.contains("refusing CustomerCreated"), "{}", failure.detail);
+    // Nothing after the last committed checkpoint, and nothing skipped: the failed build
+    // stays strictly before the failing event.
+    assert!(status.position < first_customer);
+    assert_eq!(total(&bad), status.position);
+    assert_eq!(total(&good), log.store.committed_head());
+    // It stays stopped while the log grows.
+    append_all(&log.store, &commands(4, 20)).await;
+    settle(&good, &Counting::new("good"), &log.store).await;
+    assert_eq!(bad.status().position, status.position);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_under_concurrent_writes_serves_throughout_and_ends_caught_up() {
+    let log = TempLog::new();
+    append_all(&log.store, &commands(5, 3000)).await;
+    let db = ProjectionDb::temporary().unwrap();
+    let projector = Counting::new("counting");
+    let handle = spawn(&db, log.store.clone(), projector.clone()).unwrap();
+    settle(&handle, &projector, &log.store).await;
+
+    let writer = {
+        let store = log.store.clone();
+        tokio::spawn(async move {
+            for seed in 10..30 {
+                append_all(&store, &commands(seed, 50)).await;
+            }
+        })
+    };
+    let rebuild = handle.start_rebuild().unwrap();
+    let reader = {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let mut reads = 0u64;
+            let mut saw_rebuilding = false;
+            loop {
+                let r = handle.reader();
+                let total = r.get::<u64>(b"total").unwrap().unwrap_or(0);
+                // Never a half-built read model: the serving build has everything up to its
+                // position (the shadow is not visible).
+                assert!(total >= r.position, "served {total} events at position {}", r.position);
+                saw_rebuilding |= handle.status().state == RunState::Rebuilding;
+                reads += 1;
+                if handle.status().rebuilds_completed == 1 {
+                    return (reads, saw_rebuilding);
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let summary = rebuild.await.unwrap().unwrap();
+    writer.await.unwrap();
+    let (reads, saw_rebuilding) = reader.await.unwrap();
+    assert!(reads > 0 && saw_rebuilding);
+    assert!(summary.position >= 3000);
+    settle(&handle, &projector, &log.store).await;
+    assert_eq!(total(&handle), log.store.committed_head());
+    let rebuilt = fold_all(&projector, &Default::default(), &all_events(&log.store));
+    assert_eq!(dump(&handle.reader().tree), rebuilt);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_rebuilds_in_a_shadow_and_swaps() {
+    let log = TempLog::new();
+    let db_dir = log.dir.join("projections");
+    append_all(&log.store, &commands(6, 500)).await;
+    {
+        let db = ProjectionDb::open(&db_dir).unwrap();
+        let handle = spawn(&db, log.store.clone(), Counting::new("counting")).unwrap();
+        settle(&handle, &Counting::new("counting"), &log.store).await;
+        handle.stop().await;
+    }
+    let v2 = Counting { version: 2, ..Counting::new("counting") };
+    let db = ProjectionDb::open(&db_dir).unwrap();
+    let handle = spawn(&db, log.store.clone(), v2.clone()).unwrap();
+    // The old build serves at once, complete, while the new one is built.
+    let first = handle.reader();
+    assert_eq!(first.get::<u64>(b"total").unwrap(), Some(first.position));
+    assert_eq!(first.position, log.store.committed_head());
+    settle(&handle, &v2, &log.store).await;
+    let status = handle.status();
+    assert_eq!((status.version, status.rebuilds_completed), (2, 1));
+    assert_eq!(total(&handle), log.store.committed_head());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reports_a_damaged_entry_and_nothing_else() {
+    let log = TempLog::new();
+    append_all(&log.store, &commands(7, 400)).await;
+    let db = ProjectionDb::temporary().unwrap();
+    let projector = Counting::new("counting");
+    let handle = spawn(&db, log.store.clone(), projector.clone()).unwrap();
+    settle(&handle, &projector, &log.store).await;
+    let clean = handle.verify().await.unwrap();
+    assert_eq!(clean.total_differences, 0, "{clean:?}");
+    assert_eq!(clean.position, log.store.committed_head());
+
+    // Damage one entry behind the runner's back, and add one that should not exist.
+    let tree = handle.reader().tree;
+    let actual: u64 = handle.reader().get(b"type/CustomerCreated").unwrap().unwrap();
+    tree.insert(b"type/CustomerCreated", crm_projection_runtime::encode_value(&(actual + 5))).unwrap();
+    tree.insert(b"zz/stray", crm_projection_runtime::encode_value(&1u64)).unwrap();
+    let report = handle.verify().await.unwrap();
+    assert_eq!(report.total_differences, 2, "{report:?}");
+    assert_eq!(report.differences[0].key, "type/CustomerCreated");
+    assert_eq!(report.differences[0].expected.as_deref(), Some(actual.to_string().as_str()));
+    assert_eq!(report.differences[0].actual.as_deref(), Some((actual + 5).to_string().as_str()));
+    assert_eq!((report.differences[1].key.as_str(), report.differences[1].expected.as_ref()), ("zz/stray", None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_returns_once_the_position_is_applied() {
+    let log = TempLog::new();
+    let db = ProjectionDb::temporary().unwrap();
+    let handle = spawn(&db, log.store.clone(), Counting::new("counting")).unwrap();
+    let waiter = {
+        let handle = handle.clone();
+        tokio::spawn(async move { handle.wait_for(150, Duration::from_secs(60)).await })
+    };
+    append_all(&log.store, &commands(8, 200)).await;
+    let reached = waiter.await.unwrap().unwrap();
+    assert!(reached >= 150);
+    let head = log.store.head().await.unwrap();
+    let err = handle.wait_for(head + 10, Duration::from_millis(50)).await.unwrap_err();
+    assert!(matches!(err, crm_projection_runtime::Error::NotReached { wanted, .. } if wanted == head + 10));
+}
