@@ -13,6 +13,8 @@ use crate::text::{dice, jaro_winkler, token_similarity};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Field {
+    /// Company versus person; only listed when the kinds differ.
+    Kind,
     Uscc,
     Company,
     Name,
@@ -28,7 +30,8 @@ pub enum Field {
 }
 
 impl Field {
-    pub const ALL: [Field; 12] = [
+    pub const ALL: [Field; 13] = [
+        Field::Kind,
         Field::Uscc,
         Field::IdNumber,
         Field::Company,
@@ -45,6 +48,7 @@ impl Field {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Field::Kind => "kind",
             Field::Uscc => "uscc",
             Field::Company => "company",
             Field::Name => "name",
@@ -228,14 +232,30 @@ fn companies(a: &PreparedCompany, b: &PreparedCompany, t: &Thresholds) -> Cmp {
 }
 
 fn phones(a: &[PreparedPhone], b: &[PreparedPhone], landline: bool, t: &Thresholds) -> Option<Cmp> {
-    let pick = |p: &&PreparedPhone| (p.class == PhoneClass::Landline) == landline;
+    // A number that did not validate (a foreign number without its country code, a typo)
+    // may be a shared line: it is compared with the landlines.
+    let pick = |p: &&PreparedPhone| (p.class != PhoneClass::Mobile) == landline;
     let xs: Vec<&PreparedPhone> = a.iter().filter(pick).collect();
     let ys: Vec<&PreparedPhone> = b.iter().filter(pick).collect();
+    // The same national number written with and without its country code ("0301234567"
+    // and "+49 30 1234567"): one side did not validate, the last eight digits agree.
+    let same_tail = landline
+        && a.iter().any(|x| {
+            b.iter().any(|y| {
+                (x.class == PhoneClass::Unparsed || y.class == PhoneClass::Unparsed)
+                    && x.key != y.key
+                    && phone_tail(&x.key).is_some()
+                    && phone_tail(&x.key) == phone_tail(&y.key)
+            })
+        });
     if xs.is_empty() || ys.is_empty() {
-        return None;
+        return same_tail.then(|| Cmp::partial(0.9, 0.8, "same number, other prefix"));
     }
     if xs.iter().any(|x| ys.iter().any(|y| x.key == y.key)) {
         return Some(Cmp::agree("same number"));
+    }
+    if same_tail {
+        return Some(Cmp::partial(0.9, 0.8, "same number, other prefix"));
     }
     if !landline {
         return Some(Cmp::disagree(0.0, "different numbers"));
@@ -248,6 +268,12 @@ fn phones(a: &[PreparedPhone], b: &[PreparedPhone], landline: bool, t: &Threshol
     } else {
         Cmp::neutral(0.0, "other area code (ignored)")
     })
+}
+
+/// The last eight digits of a phone key, if it has that many.
+pub(crate) fn phone_tail(key: &str) -> Option<&str> {
+    let digits = key.trim_start_matches('+');
+    (digits.len() >= 8 && digits.is_ascii()).then(|| &digits[digits.len() - 8..])
 }
 
 const PUBLIC_MAIL: &[&str] = &[
@@ -288,7 +314,8 @@ fn emails(a: &PreparedEmail, b: &PreparedEmail, company_pair: bool) -> Cmp {
             return Cmp::partial(local, 0.35, "same company domain");
         }
     } else if a.local == b.local && chars(&a.local) >= 5 {
-        return Cmp::partial(local, 0.5, "same mailbox name");
+        // Often just the owner's name in pinyin: evidence the name field already counts.
+        return Cmp::partial(local, 0.3, "same mailbox name");
     }
     Cmp::disagree(local, "different")
 }
@@ -409,14 +436,22 @@ pub fn compare(a: &Prepared, b: &Prepared, config: &MatchConfig) -> MatchResult 
     // Region and postcode are implied by an address: when the addresses were compared, their
     // agreement adds nothing (it would count the same evidence twice), their disagreement
     // still counts.
+    // So is a region by a postcode.
     let address = both(a.address.as_ref(), b.address.as_ref(), addresses);
-    let implied = |c: Cmp| match (&address, c.outcome) {
-        (Some(_), Outcome::Agree) => Cmp::neutral(1.0, "implied by address"),
+    let postcode = both(a.postcode.as_deref(), b.postcode.as_deref(), equal_text);
+    let address_agrees = address.is_some_and(|c| c.similarity >= 0.8);
+    let implied = |c: Cmp, by_postcode: bool| match c.outcome {
+        Outcome::Agree if address.is_some() => Cmp::neutral(1.0, "implied by address"),
+        // Same address, other postcode or region: a typing error more likely than a clue.
+        Outcome::Disagree if address_agrees => Cmp::neutral(0.0, "differs, address agrees"),
+        Outcome::Agree if by_postcode && postcode.is_some() => Cmp::neutral(1.0, "implied by postcode"),
         _ => c,
     };
+    let region = both(a.region.as_deref(), b.region.as_deref(), equal_text).map(|c| implied(c, true));
+    let postcode = postcode.map(|c| implied(c, false));
     push(Field::Address, address);
-    push(Field::Postcode, both(a.postcode.as_deref(), b.postcode.as_deref(), equal_text).map(implied));
-    push(Field::Region, both(a.region.as_deref(), b.region.as_deref(), equal_text).map(implied));
+    push(Field::Postcode, postcode);
+    push(Field::Region, region);
     push(
         Field::Industry,
         both(a.industry.as_deref(), b.industry.as_deref(), |x, y| {
@@ -428,6 +463,18 @@ pub fn compare(a: &Prepared, b: &Prepared, config: &MatchConfig) -> MatchResult 
         }),
     );
     push(Field::BirthDate, both(a.birth_date.as_ref(), b.birth_date.as_ref(), |x, y| birth_dates(*x, *y)));
+    if mixed {
+        // A person customer and a company customer are different customers even when the
+        // person is the company's contact: P(kinds differ | same) ~ 0.05, P(kinds differ |
+        // different) ~ 0.5. Agreement of kinds is the normal case and adds nothing.
+        fields.push(FieldScore {
+            field: Field::Kind,
+            outcome: Outcome::Disagree,
+            similarity: 0.0,
+            weight: config.companies.get(Field::Kind).disagreement(),
+            reason: "company and person",
+        });
+    }
     let explanation = Explanation { fields };
     let weight = explanation.total();
     let decision = if weight >= t.match_weight {

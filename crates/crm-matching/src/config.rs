@@ -91,6 +91,7 @@ pub struct FieldModels {
 impl FieldModels {
     pub fn get(&self, field: Field) -> FieldModel {
         match field {
+            Field::Kind => FieldModel::new(0.95, 0.5),
             Field::Uscc => self.uscc,
             Field::Company => self.company,
             Field::Name => self.name,
@@ -113,7 +114,7 @@ impl FieldModels {
     pub fn companies() -> FieldModels {
         FieldModels {
             uscc: FieldModel::new(0.97, 1e-7),
-            company: FieldModel::new(0.95, 1e-4),
+            company: FieldModel::new(0.97, 1e-4),
             name: FieldModel::new(0.7, 1e-3),
             mobile: FieldModel::new(0.8, 1e-6),
             landline: FieldModel::new(0.8, 1e-4),

@@ -47,6 +47,18 @@ struct Entry {
     keys: Vec<(KeyKind, u64)>,
 }
 
+/// How much a shared key counts, by the size of its block: fully up to the size of a
+/// large cluster of duplicates, then falling with the square root of the size.
+fn discount(len: usize) -> f32 {
+    const CLUSTER: f32 = 8.0;
+    let len = len as f32;
+    if len <= CLUSTER {
+        1.0
+    } else {
+        (CLUSTER / len).sqrt()
+    }
+}
+
 /// A candidate returned by [`Index::candidates`].
 #[derive(Debug, Clone, Copy)]
 pub struct Candidate<'a> {
@@ -196,7 +208,7 @@ impl Index {
         let mut acc: FastMap<u32, (f32, bool)> = FastMap::default();
         for (kind, hash) in keys {
             let Some(Block::Open(slots)) = self.blocks.get(hash) else { continue };
-            let support = kind.weight() / (1.0 + (slots.len() as f32).ln());
+            let support = kind.weight() * discount(slots.len());
             let exact = kind.is_exact();
             for slot in slots {
                 if keep(*slot) {

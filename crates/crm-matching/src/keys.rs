@@ -16,6 +16,8 @@ pub enum KeyKind {
     Email,
     /// Area code with the number.
     Landline,
+    /// Last eight digits of any number: finds a number written without its country code.
+    PhoneTail,
     /// Company core name ("康达").
     CompanyCore,
     /// Company core with the region of the name or record.
@@ -34,6 +36,10 @@ pub enum KeyKind {
     /// Soundex of one name token with the initial of another (order and spelling tolerant).
     NameSound,
     BirthDate,
+    /// Soundex of a name token with the postcode.
+    NamePlace,
+    /// Soundex of a name token with the birth year.
+    NameYear,
     /// The whole folded address.
     Address,
     /// A house number with its neighbouring word.
@@ -50,14 +56,14 @@ impl KeyKind {
     pub(crate) fn weight(self) -> f32 {
         match self {
             KeyKind::Uscc | KeyKind::IdNumber | KeyKind::Mobile | KeyKind::Email => 8.0,
-            KeyKind::Landline | KeyKind::CompanyRegionCore => 3.0,
+            KeyKind::Landline | KeyKind::PhoneTail | KeyKind::CompanyRegionCore => 3.0,
             KeyKind::Address => 2.5,
             KeyKind::CompanyCore
             | KeyKind::CompanyPinyin
             | KeyKind::Name
             | KeyKind::NameTokens
             | KeyKind::BirthDate => 2.0,
-            KeyKind::AddressNumber => 1.0,
+            KeyKind::AddressNumber | KeyKind::NamePlace | KeyKind::NameYear => 1.0,
             KeyKind::CompanyGram | KeyKind::NameGram | KeyKind::NameSound => 0.8,
         }
     }
@@ -92,18 +98,23 @@ pub fn blocking_keys(p: &Prepared) -> Vec<BlockKey> {
     }
     for phone in &p.phones {
         match phone.class {
-            PhoneClass::Mobile | PhoneClass::Unparsed => add(KeyKind::Mobile, phone.key.clone()),
-            PhoneClass::Landline => add(KeyKind::Landline, phone.key.clone()),
+            PhoneClass::Mobile => add(KeyKind::Mobile, phone.key.clone()),
+            PhoneClass::Landline | PhoneClass::Unparsed => add(KeyKind::Landline, phone.key.clone()),
+        }
+        if let Some(tail) = crate::compare::phone_tail(&phone.key) {
+            add(KeyKind::PhoneTail, tail.to_owned());
         }
     }
     if let Some(email) = &p.email {
         add(KeyKind::Email, email.address.clone());
     }
     if let Some(company) = &p.company {
-        add(KeyKind::CompanyCore, company.core.clone());
+        // Without spaces: "Maple Leaf" and "Mapleleaf" are one name.
+        let core = company.core.replace(' ', "");
         if let Some(region) = company.region.as_ref().or(p.region.as_ref()) {
-            add(KeyKind::CompanyRegionCore, format!("{region}|{}", company.core));
+            add(KeyKind::CompanyRegionCore, format!("{region}|{core}"));
         }
+        add(KeyKind::CompanyCore, core);
         if !company.core_pinyin.is_empty() {
             add(
                 KeyKind::CompanyPinyin,
@@ -144,6 +155,20 @@ pub fn blocking_keys(p: &Prepared) -> Vec<BlockKey> {
     }
     if let Some(birth) = p.birth_date {
         add(KeyKind::BirthDate, birth.to_string());
+    }
+    // A sound of a name token with the postcode or the birth year: survives a typo in the
+    // other name token, in the birth date or in the street.
+    if let Some(name) = &p.name {
+        for token in &name.tokens {
+            if let Some(code) = soundex(token) {
+                if let Some(postcode) = &p.postcode {
+                    add(KeyKind::NamePlace, format!("{postcode}|{code}"));
+                }
+                if let Some(birth) = p.birth_date {
+                    add(KeyKind::NameYear, format!("{}|{code}", birth / 10000));
+                }
+            }
+        }
     }
     if let Some(address) = &p.address {
         add(KeyKind::Address, address.folded.replace(' ', ""));

@@ -42,11 +42,12 @@ pub struct PreparedCompany {
 /// How a phone number may be used as evidence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PhoneClass {
-    /// Personal line: a mobile, or a valid number whose type is unknown.
+    /// Personal line: a number the numbering plan calls mobile.
     Mobile,
-    /// Fixed line, possibly shared by a switchboard or a household.
+    /// Fixed line (or a valid number of unknown type), possibly shared by a switchboard or
+    /// a household.
     Landline,
-    /// Did not validate: compared by its digits only.
+    /// Did not validate: compared by its digits only, as a landline (it may be shared).
     Unparsed,
 }
 
@@ -178,7 +179,9 @@ fn prepare_phone(raw: &str) -> Option<PreparedPhone> {
     match phone.e164 {
         Some(e164) if phone.valid => Some(PreparedPhone {
             key: e164,
-            class: if phone.kind == PhoneKind::Landline { PhoneClass::Landline } else { PhoneClass::Mobile },
+            // Only a number the numbering plan calls mobile is personal; "fixed line or
+            // mobile" (as in the US) counts as possibly shared.
+            class: if phone.kind == PhoneKind::Mobile { PhoneClass::Mobile } else { PhoneClass::Landline },
             area_code: phone.area_code,
         }),
         _ => {

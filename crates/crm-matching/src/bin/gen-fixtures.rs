@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use crm_matching::synth::{generate, SynthConfig};
+use crm_matching::synth::{generate, generate_latin, SynthConfig};
 
 /// Generate matching fixtures with ground truth.
 #[derive(Parser, Debug)]
@@ -21,6 +21,10 @@ struct Options {
     /// Share of person (B2C) customers.
     #[arg(long, env = "CRM_FIXTURE_PERSON_SHARE", default_value_t = 0.4)]
     person_share: f64,
+    /// Script of the records: `chinese` (B2B and B2C customers in China) or `latin`
+    /// (Febrl-style persons and companies).
+    #[arg(long, env = "CRM_FIXTURE_SCRIPT", default_value = "chinese")]
+    script: String,
     /// Output directory.
     #[arg(long, env = "CRM_FIXTURE_OUT", default_value = "fixtures/matching/")]
     out: PathBuf,
@@ -34,7 +38,11 @@ fn main() -> anyhow::Result<()> {
         person_share: options.person_share,
         ..SynthConfig::default()
     };
-    let data = generate(&config);
+    let data = match options.script.as_str() {
+        "chinese" => generate(&config),
+        "latin" => generate_latin(&config),
+        other => anyhow::bail!("unknown script {other:?}: chinese or latin"),
+    };
     std::fs::create_dir_all(&options.out).with_context(|| format!("creating {}", options.out.display()))?;
     let path = options.out.join("records.jsonl");
     let mut records = BufWriter::new(File::create(&path).with_context(|| format!("creating {}", path.display()))?);

@@ -9,6 +9,10 @@
 
 use std::collections::HashSet;
 
+mod latin;
+
+pub use latin::generate_latin;
+
 use crm_domain::normalize::{normalize_phone, uscc_check_char, PhoneKind};
 use serde::{Deserialize, Serialize};
 
@@ -156,7 +160,7 @@ impl Rng {
         (x as usize).min(n - 1)
     }
 
-    fn digits(&mut self, n: usize) -> String {
+    pub(crate) fn digits(&mut self, n: usize) -> String {
         (0..n).map(|_| char::from(b'0' + self.below(10) as u8)).collect()
     }
 }
@@ -946,7 +950,7 @@ fn capitalise_email(m: &str) -> String {
 }
 
 /// Number of records of one entity: most have one, some two, a few up to five.
-fn cluster_size(rng: &mut Rng) -> usize {
+pub(crate) fn cluster_size(rng: &mut Rng) -> usize {
     match rng.below(100) {
         0..=71 => 1,
         72..=90 => 2,
