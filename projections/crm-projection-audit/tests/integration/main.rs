@@ -1,1 +1,8 @@
-//! Integration tests.
+//! Integration tests of the audit read model.
+
+mod properties;
+mod queries;
+
+pub(crate) fn projector() -> crm_projection_audit::AuditProjector {
+    crm_projection_audit::AuditProjector
+}

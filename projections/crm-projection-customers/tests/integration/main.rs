@@ -1,1 +1,8 @@
-//! Integration tests.
+//! Integration tests of the customers read model.
+
+mod properties;
+mod queries;
+
+pub(crate) fn projector() -> crm_projection_customers::CustomersProjector {
+    crm_projection_customers::CustomersProjector
+}

@@ -1,1 +1,8 @@
-//! Integration tests.
+//! Integration tests of the funnel read model.
+
+mod properties;
+mod scenario;
+
+pub(crate) fn projector() -> crm_projection_funnel::FunnelProjector {
+    crm_projection_funnel::FunnelProjector::new(crm_projection_funnel::Calendar::china_2026())
+}
