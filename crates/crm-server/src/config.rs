@@ -14,14 +14,25 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_DATA_DIR: &str = "./data";
 
 /// Everything the server needs to start.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Address of the gRPC listener; port 0 picks a free port (printed on stdout).
     pub listen: SocketAddr,
     /// Directory of the event log and read models.
     pub data_dir: PathBuf,
-    /// Largest accepted gRPC request, in bytes.
+    /// Largest accepted gRPC request, in bytes; larger ones get ResourceExhausted.
     pub max_request_bytes: usize,
+    /// Per-token rate and concurrency limits.
+    pub limits: crate::auth::Limits,
+    /// PEM certificate chain and private key: serve TLS (rustls) when both are set.
+    pub tls: Option<Tls>,
+}
+
+/// TLS files, both PEM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl Default for Config {
@@ -30,6 +41,8 @@ impl Default for Config {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             max_request_bytes: 4 * 1024 * 1024,
+            limits: crate::auth::Limits::default(),
+            tls: None,
         }
     }
 }
@@ -41,6 +54,14 @@ pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub max_request_bytes: Option<usize>,
+    /// Sustained requests per second per token.
+    pub rate_limit_per_sec: Option<f64>,
+    /// Requests above the sustained rate a token may burst.
+    pub rate_limit_burst: Option<f64>,
+    /// Requests of one token in flight at once.
+    pub max_concurrent_per_token: Option<usize>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -54,12 +75,35 @@ impl FileConfig {
 impl Config {
     /// Defaults, overridden by the file, overridden by explicit flags.
     pub fn resolve(file: FileConfig, listen: Option<SocketAddr>, data_dir: Option<PathBuf>) -> Self {
+        Self::resolve_with_tls(file, listen, data_dir, None, None).expect("no TLS flags given")
+    }
+
+    /// Like [`Config::resolve`], with the TLS flags; errors when only one of cert and key is set.
+    pub fn resolve_with_tls(
+        file: FileConfig,
+        listen: Option<SocketAddr>,
+        data_dir: Option<PathBuf>,
+        tls_cert: Option<PathBuf>,
+        tls_key: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
         let d = Config::default();
-        Config {
+        let tls = match (tls_cert.or(file.tls_cert), tls_key.or(file.tls_key)) {
+            (Some(cert), Some(key)) => Some(Tls { cert, key }),
+            (None, None) => None,
+            _ => anyhow::bail!("TLS needs both a certificate (--tls-cert) and a key (--tls-key)"),
+        };
+        let limits = crate::auth::Limits {
+            rate_per_sec: file.rate_limit_per_sec.unwrap_or(d.limits.rate_per_sec),
+            burst: file.rate_limit_burst.unwrap_or(d.limits.burst),
+            max_concurrent: file.max_concurrent_per_token.unwrap_or(d.limits.max_concurrent),
+        };
+        Ok(Config {
             listen: listen.or(file.listen).unwrap_or(d.listen),
             data_dir: data_dir.or(file.data_dir).unwrap_or(d.data_dir),
             max_request_bytes: file.max_request_bytes.unwrap_or(d.max_request_bytes),
-        }
+            limits,
+            tls,
+        })
     }
 }
 

@@ -6,6 +6,7 @@
 //! assert_eq!(config.listen.to_string(), "127.0.0.1:50051");
 //! ```
 
+pub mod auth;
 pub mod commands;
 pub mod config;
 pub mod services;
@@ -33,6 +34,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             .await?
             .with_context(|| format!("opening the event log in {}", log_dir.display()))?
     };
+    let tokens = std::sync::Arc::new(auth::TokenStore::load(store.clone()).await.context("loading tokens")?);
+    if let Some(path) = tokens.bootstrap(&config.data_dir).await? {
+        tracing::warn!(path = %path.display(), "fresh data directory: the first administrator token was written to this file");
+        println!("crm-server bootstrap administrator token written to {}", path.display());
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding the gRPC listener on {}", config.listen))?;
@@ -53,7 +59,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .context("building the reflection service")?;
 
     let max = config.max_request_bytes;
-    let render: services::eventlog::PayloadRenderer = std::sync::Arc::new(commands::render_payload);
+    let render: services::eventlog::PayloadRenderer = std::sync::Arc::new(|e: &crm_eventlog::RecordedEvent| {
+        auth::tokens::render(e).or_else(|| commands::render_payload(e))
+    });
     let eventlog = pb::event_log_server::EventLogServer::new(services::eventlog::EventLogService::new(
         store.clone(),
         Some(render),
@@ -78,9 +86,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         }
     };
 
-    println!("crm-server listening on {addr}");
+    println!("crm-server listening on {addr}{}", if config.tls.is_some() { " (tls)" } else { "" });
     tracing::info!(%addr, data_dir = %config.data_dir.display(), head = store.committed_head(), "serving");
-    let serve = tonic::transport::Server::builder()
+    let tokens_service = pb::tokens_server::TokensServer::new(services::tokens::TokensService::new(tokens.clone()))
+        .max_decoding_message_size(max);
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        let cert =
+            std::fs::read(&tls.cert).with_context(|| format!("reading TLS certificate {}", tls.cert.display()))?;
+        let key = std::fs::read(&tls.key).with_context(|| format!("reading TLS key {}", tls.key.display()))?;
+        builder = builder
+            .tls_config(
+                tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(cert, key)),
+            )
+            .context("configuring TLS")?;
+    }
+    let serve = builder
+        .layer(auth::AuthLayer::new(tokens.clone(), store.clone(), config.limits))
+        .add_service(tokens_service)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(eventlog)

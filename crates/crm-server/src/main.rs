@@ -17,9 +17,16 @@ struct Options {
     /// Data directory for the event log and read models [default: ./data].
     #[arg(long, env = "CRM_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Optional TOML config file (keys: listen, data_dir, max_request_bytes); flags win.
+    /// Optional TOML config file (keys: listen, data_dir, max_request_bytes, rate_limit_per_sec,
+    /// rate_limit_burst, max_concurrent_per_token, tls_cert, tls_key); flags win.
     #[arg(long, env = "CRM_CONFIG")]
     config: Option<PathBuf>,
+    /// PEM certificate chain for TLS (with --tls-key); plaintext gRPC when absent.
+    #[arg(long, env = "CRM_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS (with --tls-cert).
+    #[arg(long, env = "CRM_TLS_KEY")]
+    tls_key: Option<PathBuf>,
     /// Log filter in tracing's EnvFilter syntax.
     #[arg(long, env = "CRM_LOG", default_value = "info")]
     log: String,
@@ -36,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
-    let config = Config::resolve(file, options.listen, options.data_dir);
+    let config = Config::resolve_with_tls(file, options.listen, options.data_dir, options.tls_cert, options.tls_key)?;
     crm_server::run(config, shutdown_signal()).await
 }
 

@@ -1,3 +1,4 @@
 //! The tonic services.
 
 pub mod eventlog;
+pub mod tokens;

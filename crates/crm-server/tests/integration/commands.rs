@@ -6,11 +6,11 @@
 
 use std::collections::HashMap;
 
+use crate::support::AuthChannel;
 use crm_domain::{AssignmentReason, Event, Owned};
 use crm_proto::v1 as pb;
 use pb::command_service_client::CommandServiceClient;
 use pb::event_log_client::EventLogClient;
-use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::support::Server;
@@ -36,8 +36,8 @@ fn meta<'a>(status: &'a tonic::Status, key: &str) -> &'a str {
 }
 
 struct Story {
-    commands: CommandServiceClient<Channel>,
-    log: EventLogClient<Channel>,
+    commands: CommandServiceClient<AuthChannel>,
+    log: EventLogClient<AuthChannel>,
 }
 
 impl Story {

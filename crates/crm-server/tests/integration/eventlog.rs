@@ -63,14 +63,18 @@ async fn health_reflection_read_and_subscribe_against_the_real_binary() {
     // ReadAll, GetHead, ReadStream.
     let mut log = EventLogClient::new(channel.clone());
     let all = log.read_all(pb::ReadAllRequest { from_position: 0, limit: 1000 }).await.unwrap().into_inner();
-    assert_eq!(all.head, 50);
-    assert_eq!(all.events.iter().map(|e| e.position).collect::<Vec<_>>(), (1..=50).collect::<Vec<_>>());
+    // The 50 prepopulated events, then the bootstrap token the server issued on first start.
+    assert_eq!(all.head, 51);
+    assert_eq!(all.events.iter().map(|e| e.position).collect::<Vec<_>>(), (1..=51).collect::<Vec<_>>());
+    assert_eq!((all.events[50].stream.as_str(), all.events[50].event_type.as_str()), ("tokens", "TokenIssued"));
+    assert!(all.events[50].payload_json.contains("\"role\":\"administrator\""), "{}", all.events[50].payload_json);
+    assert!(!all.events[50].payload_json.contains("hash"));
     assert_eq!(all.events[7].payload, b"lead 7");
     assert_eq!(all.events[7].metadata.as_ref().unwrap().source, "exhibition_scan");
-    assert_eq!(all.next_position, 51);
+    assert_eq!(all.next_position, 52);
     let page = log.read_all(pb::ReadAllRequest { from_position: 45, limit: 3 }).await.unwrap().into_inner();
     assert_eq!(page.events.iter().map(|e| e.position).collect::<Vec<_>>(), vec![45, 46, 47]);
-    assert_eq!(log.get_head(pb::GetHeadRequest {}).await.unwrap().into_inner().head, 50);
+    assert_eq!(log.get_head(pb::GetHeadRequest {}).await.unwrap().into_inner().head, 51);
     let back = log
         .read_stream(pb::ReadStreamRequest {
             stream: "lead-3".into(),
@@ -95,7 +99,7 @@ async fn health_reflection_read_and_subscribe_against_the_real_binary() {
 
     // SubscribeAll catches up from the middle.
     let mut sub = log.subscribe_all(pb::SubscribeAllRequest { from_position: 40 }).await.unwrap().into_inner();
-    for expected in 40..=50 {
+    for expected in 40..=51 {
         let e = tokio::time::timeout(Duration::from_secs(10), sub.next()).await.unwrap().unwrap().unwrap();
         assert_eq!(e.position, expected);
     }
@@ -122,7 +126,7 @@ async fn health_reflection_read_and_subscribe_against_the_real_binary() {
     let mut live = Vec::new();
     while live.len() < 3 {
         let e = tokio::time::timeout(Duration::from_secs(10), sub.next()).await.unwrap().unwrap().unwrap();
-        assert_eq!(e.position, 51 + live.len() as u64, "no gap, no duplicate at the switch");
+        assert_eq!(e.position, 52 + live.len() as u64, "no gap, no duplicate at the switch");
         if e.event_type == "LeadCaptured" {
             assert!(e.payload_json.contains("form-live"), "{}", e.payload_json);
             live.push(e.position);

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `crm-server` binary on a loopback port, a real tonic client.
 
+mod auth;
 mod commands;
 mod eventlog;
 mod support;
