@@ -7,7 +7,7 @@ use crate::prepare::{
     PhoneClass, Prepared, PreparedAddress, PreparedCompany, PreparedEmail, PreparedName, PreparedPhone,
 };
 use crate::record::RecordKind;
-use crate::text::{dice, jaro_winkler, token_similarity};
+use crate::text::{dice, is_cjk, jaro_winkler, token_similarity};
 
 /// A compared field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -132,7 +132,10 @@ pub enum Decision {
 pub struct MatchResult {
     /// Sum of the field weights (log2 likelihood ratio).
     pub weight: f64,
-    /// `weight` mapped to 0..1, 0.5 at the match threshold; for sorting and display.
+    /// The weight this pair needed to be a duplicate (see [`Thresholds::match_weight_for`]).
+    pub threshold: f64,
+    /// `weight` mapped to 0..1, 0.5 at this pair's match threshold; for display.
+    /// Sort by `weight`.
     pub score: f64,
     pub decision: Decision,
     pub explanation: Explanation,
@@ -328,7 +331,15 @@ fn addresses(a: &PreparedAddress, b: &PreparedAddress) -> Cmp {
         x.tokens.iter().filter(|t| t.chars().all(|c| c.is_ascii_digit())).cloned().collect()
     };
     let (da, db) = (digits(a), digits(b));
-    let all = dice(&a.tokens, &b.tokens);
+    let mut all = dice(&a.tokens, &b.tokens);
+    let latin = |x: &PreparedAddress| !x.folded.chars().any(is_cjk);
+    if latin(a) && latin(b) {
+        // Words compared softly: a typing error costs part of one word, not all of it.
+        let words = |x: &PreparedAddress| -> Vec<String> {
+            x.tokens.iter().filter(|t| !t.chars().all(|c| c.is_ascii_digit())).cloned().collect()
+        };
+        all = all.max(token_similarity(&words(a), &words(b)));
+    }
     let s = if da.is_empty() || db.is_empty() { all } else { 0.6 * all + 0.4 * dice(&da, &db) };
     if s >= 0.6 {
         Cmp::partial(s, (s - 0.6) / 0.4 * 0.9, "similar")
@@ -390,6 +401,10 @@ pub fn compare(a: &Prepared, b: &Prepared, config: &MatchConfig) -> MatchResult 
     let mixed = a.kind != b.kind;
     let models: &FieldModels = if person_pair { &config.persons } else { &config.companies };
     let mut fields = Vec::with_capacity(8);
+    // The most the compared fields could add up to: every one agreeing.
+    let mut attainable = 0.0;
+    let has_address = a.address.is_some() && b.address.is_some();
+    let has_postcode = a.postcode.is_some() && b.postcode.is_some();
     let mut push = |field: Field, cmp: Option<Cmp>| {
         if let Some(c) = cmp {
             // A company compared with a person trusts each field as little as the more
@@ -410,6 +425,15 @@ pub fn compare(a: &Prepared, b: &Prepared, config: &MatchConfig) -> MatchResult 
                 Outcome::Partial => model.partial(c.factor),
                 Outcome::Neutral => 0.0,
             };
+            // Location evidence implied by a compared address or postcode cannot add.
+            let implied = match field {
+                Field::Postcode => has_address,
+                Field::Region => has_address || has_postcode,
+                _ => false,
+            };
+            if !implied {
+                attainable += model.agreement();
+            }
             fields.push(FieldScore { field, outcome: c.outcome, similarity: c.similarity, weight, reason: c.reason });
         }
     };
@@ -455,8 +479,14 @@ pub fn compare(a: &Prepared, b: &Prepared, config: &MatchConfig) -> MatchResult 
     push(
         Field::Industry,
         both(a.industry.as_deref(), b.industry.as_deref(), |x, y| {
-            if x == y || t.same_industry {
-                equal_text(x, y)
+            let words = |s: &str| s.split(' ').map(str::to_owned).collect::<std::collections::BTreeSet<_>>();
+            let (wx, wy) = (words(x), words(y));
+            if x == y {
+                Cmp::agree("same")
+            } else if wx.is_subset(&wy) || wy.is_subset(&wx) {
+                Cmp::partial(0.7, 0.7, "one names the other")
+            } else if t.same_industry {
+                Cmp::disagree(0.0, "different")
             } else {
                 Cmp::neutral(0.0, "other industry (ignored)")
             }
@@ -477,13 +507,14 @@ pub fn compare(a: &Prepared, b: &Prepared, config: &MatchConfig) -> MatchResult 
     }
     let explanation = Explanation { fields };
     let weight = explanation.total();
-    let decision = if weight >= t.match_weight {
+    let threshold = t.match_weight_for(attainable);
+    let decision = if weight >= threshold {
         Decision::Duplicate
-    } else if weight >= t.review_weight {
+    } else if weight >= t.review_weight.min(threshold) {
         Decision::Review
     } else {
         Decision::Distinct
     };
-    let score = 1.0 / (1.0 + (t.match_weight - weight).exp2());
-    MatchResult { weight, score, decision, explanation }
+    let score = 1.0 / (1.0 + (threshold - weight).exp2());
+    MatchResult { weight, threshold, score, decision, explanation }
 }

@@ -26,6 +26,20 @@ pub struct Thresholds {
     pub match_weight: f64,
     /// Total weight at or above which a pair is shown for review.
     pub review_weight: f64,
+    /// Sparse records: when the fields both records have could add up to little, a pair is
+    /// also a duplicate once its weight reaches `sparse_share` of what they could reach at
+    /// most, provided it reaches `sparse_floor`. Two records that only have a name and an
+    /// address cannot reach `match_weight` with a single typing error, but agree on most
+    /// of what they have.
+    pub sparse_share: f64,
+    pub sparse_floor: f64,
+}
+
+impl Thresholds {
+    /// The weight a pair must reach, given the most its shared fields could add up to.
+    pub fn match_weight_for(&self, attainable: f64) -> f64 {
+        (attainable * self.sparse_share).max(self.sparse_floor).min(self.match_weight)
+    }
 }
 
 impl Default for Thresholds {
@@ -38,6 +52,8 @@ impl Default for Thresholds {
             same_industry: true,
             match_weight: 15.0,
             review_weight: 8.0,
+            sparse_share: 0.6,
+            sparse_floor: 11.0,
         }
     }
 }

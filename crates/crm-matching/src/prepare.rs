@@ -1,12 +1,16 @@
 //! A record in normalised form, with everything comparison and blocking need computed once.
 
+use std::collections::HashMap;
+
 use crm_domain::normalize::{
     normalize_company, normalize_email, normalize_person_name, normalize_phone, normalize_uscc, PhoneKind,
 };
 
+use unicode_normalization::UnicodeNormalization;
+
 use crate::idcard::{parse_birth_date, parse_id_number};
 use crate::record::{Record, RecordKind};
-use crate::text::{address_tokens, chinese_name_tokens, fold, is_cjk, pinyin_syllables};
+use crate::text::{address_tokens, chinese_name_tokens, fold, fold_canonical, is_cjk, pinyin_syllables};
 
 /// A person's name in comparable forms.
 #[derive(Debug, Clone, PartialEq)]
@@ -157,10 +161,12 @@ fn prepare_company(raw: &str) -> Option<PreparedCompany> {
         None => name.core.clone(),
     };
     let core_pinyin = pinyin_syllables(&name.core).concat();
-    let mut tokens: Vec<String> = if stem.chars().any(is_cjk) {
-        Vec::new()
+    let (stem, mut tokens): (String, Vec<String>) = if stem.chars().any(is_cjk) {
+        (stem, Vec::new())
     } else {
-        fold(&stem).split(' ').filter(|t| !t.is_empty()).map(str::to_owned).collect()
+        let words: Vec<String> =
+            fold_canonical(&stem).split(' ').filter(|t| !t.is_empty() && *t != "the").map(str::to_owned).collect();
+        (words.join(" "), words)
     };
     tokens.sort();
     Some(PreparedCompany {
@@ -193,10 +199,41 @@ fn prepare_phone(raw: &str) -> Option<PreparedPhone> {
 
 /// The phones of a record, normalised, sorted and deduplicated by key.
 pub(crate) fn prepare_phones(record: &Record) -> Vec<PreparedPhone> {
-    let mut phones: Vec<PreparedPhone> = record.phones.iter().filter_map(|p| prepare_phone(p)).collect();
+    sorted_phones(record.phones.iter().filter_map(|p| prepare_phone(p)).collect())
+}
+
+fn sorted_phones(mut phones: Vec<PreparedPhone>) -> Vec<PreparedPhone> {
     phones.sort_by(|a, b| a.key.cmp(&b.key));
     phones.dedup_by(|a, b| a.key == b.key);
     phones
+}
+
+/// Parses each distinct phone spelling once, for bulk preparation. Spellings that differ
+/// only in separators, brackets or full-width digits share one parse.
+#[derive(Default)]
+pub(crate) struct PhoneCache(HashMap<String, Option<PreparedPhone>>);
+
+impl PhoneCache {
+    pub(crate) fn phones(&mut self, record: &Record) -> Vec<PreparedPhone> {
+        let phones = record
+            .phones
+            .iter()
+            .filter_map(|raw| match plain_phone(raw) {
+                Some(plain) => self.0.entry(plain).or_insert_with_key(|p| prepare_phone(p)).clone(),
+                None => prepare_phone(raw),
+            })
+            .collect();
+        sorted_phones(phones)
+    }
+}
+
+/// The digits (and `+`) of a phone written with nothing but digits and separators; `None`
+/// when it has anything else (an extension marker, letters), which the full parser handles.
+fn plain_phone(raw: &str) -> Option<String> {
+    let text: String = raw.nfkc().collect();
+    text.chars()
+        .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '-' | '.' | '(' | ')' | '+'))
+        .then(|| text.chars().filter(|c| c.is_ascii_digit() || *c == '+').collect())
 }
 
 fn prepare_email(raw: &str) -> Option<PreparedEmail> {
@@ -209,7 +246,7 @@ fn prepare_email(raw: &str) -> Option<PreparedEmail> {
 }
 
 fn prepare_address(raw: &str) -> Option<PreparedAddress> {
-    let folded = fold(raw);
+    let folded = fold_canonical(raw);
     if folded.is_empty() {
         return None;
     }

@@ -5,7 +5,7 @@ use std::num::NonZeroUsize;
 use crate::compare::{compare, Decision};
 use crate::config::MatchConfig;
 use crate::index::Index;
-use crate::prepare::{prepare_phones, Prepared};
+use crate::prepare::{PhoneCache, Prepared};
 use crate::record::Record;
 
 /// One compared pair, by position in the scanned slice (`a < b`).
@@ -42,7 +42,10 @@ pub fn prepare_all(records: &[Record]) -> Vec<Prepared> {
         return records.iter().map(Prepared::new).collect();
     }
     std::thread::scope(|s| {
-        let phones = s.spawn(|| records.iter().map(prepare_phones).collect::<Vec<_>>());
+        let phones = s.spawn(|| {
+            let mut cache = PhoneCache::default();
+            records.iter().map(|r| cache.phones(r)).collect::<Vec<_>>()
+        });
         let mut out: Vec<Prepared> = records.iter().map(|r| Prepared::with_phones(r, Vec::new())).collect();
         let phones = phones.join().expect("phone thread panicked");
         for (p, ph) in out.iter_mut().zip(phones) {

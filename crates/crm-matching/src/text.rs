@@ -29,6 +29,46 @@ pub(crate) fn fold(raw: &str) -> String {
     out
 }
 
+/// One spelling for common abbreviations of address and company words ("st" -> "street",
+/// "intl" -> "international", "&" -> "and"), so they agree as tokens and as block keys.
+pub(crate) fn canonical_word(word: &str) -> &str {
+    match word {
+        "st" | "str" => "street",
+        "rd" => "road",
+        "ave" | "av" | "avenue" => "avenue",
+        "dr" | "drv" => "drive",
+        "pl" => "place",
+        "ct" | "crt" => "court",
+        "cres" | "cr" => "crescent",
+        "ln" => "lane",
+        "pde" => "parade",
+        "tce" | "ter" => "terrace",
+        "blvd" | "bvd" => "boulevard",
+        "hwy" => "highway",
+        "sq" => "square",
+        "cct" => "circuit",
+        "cl" => "close",
+        "mt" => "mount",
+        "apt" | "flat" => "unit",
+        "&" => "and",
+        "intl" => "international",
+        "mfg" => "manufacturing",
+        "svcs" | "svc" => "services",
+        "assoc" | "assn" => "associates",
+        "bros" => "brothers",
+        "ctr" | "centre" => "center",
+        "tech" => "technology",
+        "technologies" => "technology",
+        "mgmt" => "management",
+        other => other,
+    }
+}
+
+/// `fold`, then every word replaced by its [`canonical_word`].
+pub(crate) fn fold_canonical(raw: &str) -> String {
+    fold(raw).split(' ').map(canonical_word).collect::<Vec<_>>().join(" ")
+}
+
 /// Tone-less pinyin of one character, or `None` when it is not a Hanzi.
 pub(crate) fn pinyin_of(c: char) -> Option<&'static str> {
     c.to_pinyin().map(|p| p.plain())

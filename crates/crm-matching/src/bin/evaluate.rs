@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use crm_matching::{compare, evaluate, prepare_all, rescan_prepared, MatchConfig, Record};
+use crm_matching::{compare, evaluate, prepare_all, rescan_prepared, Decision, MatchConfig, Record};
 
 /// Evaluate duplicate matching against ground truth.
 #[derive(Parser, Debug)]
@@ -29,6 +29,9 @@ struct Options {
     /// Fail when pair completeness (true pairs reaching comparison) is below this.
     #[arg(long, env = "CRM_EVAL_MIN_PAIR_COMPLETENESS")]
     min_pair_completeness: Option<f64>,
+    /// Also print precision, recall and F1 for match weights from 8 to 22.
+    #[arg(long, env = "CRM_EVAL_SWEEP")]
+    sweep: bool,
     /// Print this many missed and wrongly matched pairs with their explanations.
     #[arg(long, env = "CRM_EVAL_SHOW", default_value_t = 0)]
     show: usize,
@@ -101,6 +104,21 @@ fn main() -> anyhow::Result<()> {
         prepare_time.as_secs_f64(),
         prepare_time.as_secs_f64() + scan_time.as_secs_f64()
     );
+
+    if options.sweep {
+        for tenth in (80..=220).step_by(10) {
+            let threshold = f64::from(tenth) / 10.0;
+            let mut swept = scan.clone();
+            for p in &mut swept.compared {
+                p.decision = if p.weight >= threshold { Decision::Duplicate } else { Decision::Distinct };
+            }
+            let r = evaluate(&swept, &entities);
+            println!(
+                "match weight {threshold:>4.1}: precision {:.4} recall {:.4} f1 {:.4}",
+                r.precision, r.recall, r.f1
+            );
+        }
+    }
 
     if options.show > 0 {
         let show = |label: &str, pairs: &[(u32, u32)]| {
