@@ -133,6 +133,49 @@ pub(crate) fn region_key(raw: &str) -> Option<String> {
     (!text.is_empty()).then(|| text.to_owned())
 }
 
+const NAME_TITLES: &[&str] = &["mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "jr", "sr", "herr", "frau"];
+
+/// The full form of a common English nickname ("bob" -> "robert").
+fn full_name(token: &str) -> &str {
+    match token {
+        "bob" | "rob" | "bobby" | "robbie" => "robert",
+        "bill" | "will" | "billy" | "willy" => "william",
+        "jim" | "jimmy" | "jamie" => "james",
+        "mike" | "mick" | "mikey" => "michael",
+        "dave" | "davy" => "david",
+        "dick" | "rick" | "rich" => "richard",
+        "tom" | "tommy" => "thomas",
+        "tony" => "anthony",
+        "joe" | "joey" => "joseph",
+        "steve" => "steven",
+        "chris" => "christopher",
+        "dan" | "danny" => "daniel",
+        "matt" => "matthew",
+        "nick" => "nicholas",
+        "alex" => "alexander",
+        "andy" | "drew" => "andrew",
+        "ben" => "benjamin",
+        "sam" => "samuel",
+        "ed" | "ted" | "eddie" => "edward",
+        "greg" => "gregory",
+        "jeff" => "jeffrey",
+        "ken" => "kenneth",
+        "ron" => "ronald",
+        "tim" => "timothy",
+        "charlie" | "chuck" => "charles",
+        "liz" | "beth" | "betty" | "lizzie" => "elizabeth",
+        "kate" | "katie" | "kathy" => "katherine",
+        "jenny" | "jen" => "jennifer",
+        "sue" | "susie" => "susan",
+        "meg" | "peggy" | "maggie" => "margaret",
+        "becky" => "rebecca",
+        "mandy" => "amanda",
+        "debbie" | "deb" => "deborah",
+        "steph" => "stephanie",
+        other => other,
+    }
+}
+
 fn prepare_name(raw: &str) -> Option<PreparedName> {
     let text = normalize_person_name(raw).to_lowercase();
     let chars: String = text.chars().filter(|c| is_cjk(*c)).collect();
@@ -140,8 +183,11 @@ fn prepare_name(raw: &str) -> Option<PreparedName> {
     let (pinyin, mut tokens) = if hanzi {
         (pinyin_syllables(&chars).concat(), chinese_name_tokens(&chars))
     } else {
-        let folded = fold(&text);
-        (String::new(), folded.split(' ').filter(|t| !t.is_empty()).map(str::to_owned).collect())
+        // "O'Brien" is one word; titles carry no identity; a nickname means its full name.
+        let folded = fold(&text.replace(['\'', '\u{2019}', '`'], ""));
+        let tokens =
+            folded.split(' ').filter(|t| !t.is_empty() && !NAME_TITLES.contains(t)).map(|t| full_name(t).to_owned());
+        (String::new(), tokens.collect())
     };
     tokens.sort();
     if text.is_empty() || (chars.is_empty() && tokens.is_empty()) {
@@ -242,6 +288,9 @@ fn prepare_email(raw: &str) -> Option<PreparedEmail> {
     if local.is_empty() || domain.is_empty() {
         return None;
     }
+    // "name+crm@host" is delivered to "name@host".
+    let local = local.split('+').next().filter(|l| !l.is_empty()).unwrap_or(local);
+    let address = format!("{local}@{domain}");
     Some(PreparedEmail { local: local.to_owned(), domain: domain.to_owned(), address })
 }
 

@@ -251,3 +251,45 @@ fn latin_script_records_meet_the_targets() {
     assert!(report.f1 >= 0.97 && report.precision >= 0.98, "{report:?}");
     assert!(report.pair_completeness >= 0.99, "{report:?}");
 }
+
+#[test]
+fn latin_person_variants_are_duplicates() {
+    let base = Record {
+        id: "a".into(),
+        kind: RecordKind::Person,
+        name: Some("Robert O'Brien".into()),
+        address: Some("12 Main Street, Parramatta".into()),
+        postcode: Some("2150".into()),
+        birth_date: Some("1970-05-06".into()),
+        email: Some("robert.obrien@example.com".into()),
+        ..Record::default()
+    };
+    let cases: Vec<(&str, Record)> = vec![
+        ("nickname", with(&base, |r| r.name = Some("Bob O'Brien".into()))),
+        ("title and no apostrophe", with(&base, |r| r.name = Some("Dr. Robert OBrien".into()))),
+        ("surname first", with(&base, |r| r.name = Some("O'BRIEN, Robert".into()))),
+        ("street type abbreviated", with(&base, |r| r.address = Some("12 main st parramatta".into()))),
+        ("typing error in surname", with(&base, |r| r.name = Some("Robert O'Brein".into()))),
+        ("plus-addressed mail", with(&base, |r| r.email = Some("Robert.OBrien+crm@example.com".into()))),
+        ("sparse: name and address only", {
+            let mut r = with(&base, |r| r.name = Some("Robert O'Brian".into()));
+            r.email = None;
+            r.birth_date = None;
+            r.postcode = None;
+            r
+        }),
+    ];
+    for (case, variant) in cases {
+        check(case, &base, &variant, Decision::Duplicate);
+    }
+    let relative = with(&base, |r| {
+        r.name = Some("Mary O'Brien".into());
+        r.birth_date = Some("1972-11-23".into());
+        r.email = Some("mary.obrien@example.com".into());
+    });
+    assert_ne!(
+        compare(&Prepared::new(&base), &Prepared::new(&relative), &MatchConfig::default()).decision,
+        Decision::Duplicate,
+        "a relative at the same address"
+    );
+}
