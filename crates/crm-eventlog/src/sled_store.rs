@@ -106,11 +106,20 @@ pub struct SledEventStore {
 }
 
 struct Inner {
-    path: PathBuf,
-    tree: sled::Db,
+    config: Config,
     shared: Arc<Shared>,
-    requests: RwLock<Option<mpsc::Sender<Request>>>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The running sled instance with its writer and sync threads; `None` once closed.
+    engine: RwLock<Option<Engine>>,
+    /// Serialises recovery attempts and close.
+    lifecycle: Mutex<()>,
+}
+
+/// One open sled instance and the threads writing to it. Replaced as a whole when the log
+/// recovers from a failed durability barrier.
+struct Engine {
+    db: sled::Db,
+    requests: mpsc::Sender<Request>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 /// State shared with the writer and sync threads. Kept apart from `Inner` (whose drop joins
@@ -137,17 +146,9 @@ impl std::ops::Deref for Inner {
 impl SledEventStore {
     /// Opens (or creates) the store in `config.path` and starts its writer.
     pub fn open(config: Config) -> Result<Self> {
-        std::fs::create_dir_all(&config.path)?;
-        let db = open_sled(&config)?;
-        // The data file and its directory entry must be durable before the first barrier.
-        File::open(&config.path)?.sync_all()?;
-        let data_file = File::open(config.path.join("db"))?;
-        let (head, chain) = recover_head(&db)?;
-        let (head_tx, _) = watch::channel(head);
-        let (req_tx, req_rx) = mpsc::channel::<Request>();
-        let (sync_tx, sync_rx) = mpsc::channel::<SyncJob>();
+        let (head_tx, _) = watch::channel(0);
         let shared = Arc::new(Shared {
-            committed: AtomicU64::new(head),
+            committed: AtomicU64::new(0),
             head_tx,
             closed: AtomicBool::new(false),
             failed: Mutex::new(None),
@@ -157,43 +158,28 @@ impl SledEventStore {
             flush_micros: AtomicU64::new(0),
             fdatasync_micros: AtomicU64::new(0),
         });
+        let engine = start_engine(&config, &shared)?;
         let inner = Arc::new(Inner {
-            path: config.path.clone(),
-            tree: db.clone(),
-            shared: shared.clone(),
-            requests: RwLock::new(Some(req_tx)),
-            threads: Mutex::new(Vec::new()),
+            config: config.clone(),
+            shared,
+            engine: RwLock::new(Some(engine)),
+            lifecycle: Mutex::new(()),
         });
-        let writer = Writer {
-            shared: shared.clone(),
-            tree: db.clone(),
-            head,
-            chain,
-            versions: HashMap::new(),
-            max_group_events: config.max_group_events.max(1),
-        };
-        let w = std::thread::Builder::new()
-            .name("crm-eventlog-writer".into())
-            .spawn(move || writer.run(req_rx, sync_tx))?;
-        let mut threads = vec![w];
-        let sync_rx = Arc::new(Mutex::new(sync_rx));
-        let data_file = Arc::new(data_file);
-        for i in 0..config.sync_threads.max(1) {
-            let (db, data_file, shared, rx) = (db.clone(), data_file.clone(), shared.clone(), sync_rx.clone());
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("crm-eventlog-sync-{i}"))
-                    .spawn(move || sync_loop(db, data_file, shared, rx))?,
-            );
-        }
-        inner.threads.lock().expect("threads lock").extend(threads);
-        tracing::info!(path = %config.path.display(), head, "event log opened");
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new().name("crm-eventlog-recovery".into()).spawn(move || supervise(weak))?;
+        tracing::info!(path = %config.path.display(), head = inner.committed.load(Ordering::Acquire), "event log opened");
         Ok(SledEventStore { inner })
+    }
+
+    /// Why the log refuses writes right now (a failed durability barrier it has not yet
+    /// recovered from), if it does.
+    pub fn failure(&self) -> Option<String> {
+        self.inner.failed.lock().expect("failed lock").clone()
     }
 
     /// The data directory.
     pub fn path(&self) -> &Path {
-        &self.inner.path
+        &self.inner.config.path
     }
 
     /// A receiver of the committed head, updated after every durability barrier.
@@ -222,7 +208,7 @@ impl SledEventStore {
     /// that every chain hash follows from its predecessor. Reports the first broken position.
     pub fn verify_log(&self, mut progress: impl FnMut(u64, u64)) -> Result<LogVerification> {
         let head = self.committed_head();
-        let tree = &self.inner.tree;
+        let tree = &self.inner.db()?;
         let mut previous = GENESIS;
         let mut verified = 0;
         let broken = |verified: u64, position: u64, detail: String| {
@@ -311,9 +297,10 @@ impl EventStore for SledEventStore {
             .collect();
         let (reply, rx) = oneshot::channel();
         {
-            let guard = self.inner.requests.read().expect("requests lock");
-            let sender = guard.as_ref().ok_or_else(|| Error::Unavailable("event store is closed".into()))?;
-            sender
+            let guard = self.inner.engine.read().expect("engine lock");
+            let engine = guard.as_ref().ok_or_else(|| Error::Unavailable("event store is closed".into()))?;
+            engine
+                .requests
                 .send(Request { appends, durability, reply })
                 .map_err(|_| Error::Unavailable("event store writer stopped".into()))?;
         }
@@ -521,22 +508,59 @@ pub struct LogVerification {
 }
 
 impl Inner {
+    /// A handle on the current sled instance, for reads.
+    fn db(&self) -> Result<sled::Db> {
+        if let Some(e) = self.engine.read().expect("engine lock").as_ref() {
+            return Ok(e.db.clone());
+        }
+        Err(Error::Unavailable(
+            self.failed.lock().expect("failed lock").clone().unwrap_or_else(|| "event store is closed".into()),
+        ))
+    }
+
     fn close(&self) {
-        let sender = self.requests.write().expect("requests lock").take();
-        if sender.is_none() {
-            return;
+        let _lifecycle = self.lifecycle.lock().expect("lifecycle lock");
+        let engine = self.engine.write().expect("engine lock").take();
+        if let Some(engine) = engine {
+            stop_engine(engine);
         }
-        drop(sender);
-        let threads = std::mem::take(&mut *self.threads.lock().expect("threads lock"));
-        for t in threads {
-            let _ = t.join();
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            self.head_tx.send_modify(|_| {});
+            tracing::info!(head = self.committed.load(Ordering::Acquire), "event log closed");
         }
-        if let Err(e) = self.tree.flush() {
-            tracing::error!(error = %e, "final flush failed");
+    }
+
+    /// After a failed barrier: when the disk accepts a synced write again, stop the failed
+    /// engine, reopen sled (which recovers exactly what reached the disk) and start again.
+    fn try_recover(&self) -> bool {
+        let _lifecycle = self.lifecycle.lock().expect("lifecycle lock");
+        if self.closed.load(Ordering::Acquire) || self.failed.lock().expect("failed lock").is_none() {
+            return false;
         }
-        self.closed.store(true, Ordering::Release);
-        self.head_tx.send_modify(|_| {});
-        tracing::info!(head = self.committed.load(Ordering::Acquire), "event log closed");
+        if let Err(e) = probe_disk(&self.config.path) {
+            tracing::debug!(error = %e, "event log still cannot write");
+            return false;
+        }
+        let Some(old) = self.engine.write().expect("engine lock").take() else {
+            return false;
+        };
+        stop_engine(old);
+        match start_engine(&self.config, &self.shared) {
+            Ok(engine) => {
+                *self.engine.write().expect("engine lock") = Some(engine);
+                *self.failed.lock().expect("failed lock") = None;
+                tracing::warn!(
+                    head = self.committed.load(Ordering::Acquire),
+                    "event log recovered; accepting writes again"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reopening the event log failed; retrying");
+                *self.failed.lock().expect("failed lock") = Some(format!("reopening the event log failed: {e}"));
+                false
+            }
+        }
     }
 
     fn read_all(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
@@ -547,11 +571,12 @@ impl Inner {
             return Ok(out);
         }
         out.reserve(limit.min((upper - from + 1) as usize).min(4096));
-        let start = match self.tree.range(keys::log_key(0)..=keys::log_key(from)).next_back() {
+        let tree = self.db()?;
+        let start = match tree.range(keys::log_key(0)..=keys::log_key(from)).next_back() {
             Some(item) => item?.0,
             None => keys::log_key(from).as_slice().into(),
         };
-        for item in self.tree.range(start..=keys::log_key(upper).as_slice().into()) {
+        for item in tree.range(start..=keys::log_key(upper).as_slice().into()) {
             let (k, v) = item?;
             let first = keys::log_key_position(&k).ok_or_else(|| Error::Storage("malformed log key".into()))?;
             for frame in Frames::new(&v, first) {
@@ -571,11 +596,6 @@ impl Inner {
         Ok(out)
     }
 
-    /// Reads the events at `entry`'s positions, calling `f` for each.
-    fn read_entry(&self, entry: &StreamEntry, out: &mut Vec<RecordedEvent>) -> Result<()> {
-        read_positions(&self.tree, entry.first_position, entry.last_position(), out)
-    }
-
     fn read_stream(
         &self,
         stream: &str,
@@ -588,22 +608,26 @@ impl Inner {
         if limit == 0 {
             return Ok(out);
         }
+        let tree = self.db()?;
+        let read_entry = |entry: &StreamEntry, out: &mut Vec<RecordedEvent>| {
+            read_positions(&tree, entry.first_position, entry.last_position(), out)
+        };
         let prefix = keys::stream_prefix(stream);
         match direction {
             Direction::Forwards => {
                 let from = from.unwrap_or(0);
-                let start = match self.tree.range(prefix.clone()..=keys::stream_key(stream, from)).next_back() {
+                let start = match tree.range(prefix.clone()..=keys::stream_key(stream, from)).next_back() {
                     Some(item) => item?.0.to_vec(),
                     None => keys::stream_key(stream, from),
                 };
-                for item in self.tree.range(start..=keys::stream_key(stream, u64::MAX)) {
+                for item in tree.range(start..=keys::stream_key(stream, u64::MAX)) {
                     let (k, v) = item?;
                     let entry = parse_entry(&k, &v)?;
                     if entry.first_position > upper || out.len() >= limit {
                         break;
                     }
                     let mut events = Vec::with_capacity(entry.count as usize);
-                    self.read_entry(&entry, &mut events)?;
+                    read_entry(&entry, &mut events)?;
                     for e in events.into_iter().filter(|e| e.version >= from) {
                         if out.len() >= limit {
                             return Ok(out);
@@ -614,7 +638,7 @@ impl Inner {
             }
             Direction::Backwards => {
                 let from = from.unwrap_or(u64::MAX);
-                for item in self.tree.range(prefix..=keys::stream_key(stream, from)).rev() {
+                for item in tree.range(prefix..=keys::stream_key(stream, from)).rev() {
                     let (k, v) = item?;
                     let entry = parse_entry(&k, &v)?;
                     if out.len() >= limit {
@@ -624,7 +648,7 @@ impl Inner {
                         continue;
                     }
                     let mut events = Vec::with_capacity(entry.count as usize);
-                    self.read_entry(&entry, &mut events)?;
+                    read_entry(&entry, &mut events)?;
                     for e in events.into_iter().rev().filter(|e| e.version <= from) {
                         if out.len() >= limit {
                             return Ok(out);
@@ -639,7 +663,7 @@ impl Inner {
 
     fn stream_version(&self, stream: &str) -> Result<Option<u64>> {
         let upper = self.committed.load(Ordering::Acquire);
-        for item in self.tree.scan_prefix(keys::stream_prefix(stream)).rev() {
+        for item in self.db()?.scan_prefix(keys::stream_prefix(stream)).rev() {
             let (k, v) = item?;
             let entry = parse_entry(&k, &v)?;
             if entry.last_position() <= upper {
@@ -653,6 +677,88 @@ impl Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// Opens sled in `config.path`, recovers head and chain, publishes the head and starts the
+/// writer and sync threads.
+fn start_engine(config: &Config, shared: &Arc<Shared>) -> Result<Engine> {
+    std::fs::create_dir_all(&config.path)?;
+    let db = open_sled(config)?;
+    // The data file and its directory entry must be durable before the first barrier.
+    File::open(&config.path)?.sync_all()?;
+    let data_file = File::open(config.path.join("db"))?;
+    let (head, chain) = recover_head(&db)?;
+    shared.committed.fetch_max(head, Ordering::AcqRel);
+    shared.head_tx.send_if_modified(|h| {
+        let changed = *h < head;
+        *h = (*h).max(head);
+        changed
+    });
+    let (req_tx, req_rx) = mpsc::channel::<Request>();
+    let (sync_tx, sync_rx) = mpsc::channel::<SyncJob>();
+    let writer = Writer {
+        shared: shared.clone(),
+        tree: db.clone(),
+        head,
+        chain,
+        versions: HashMap::new(),
+        max_group_events: config.max_group_events.max(1),
+    };
+    let mut threads = vec![std::thread::Builder::new()
+        .name("crm-eventlog-writer".into())
+        .spawn(move || writer.run(req_rx, sync_tx))?];
+    let sync_rx = Arc::new(Mutex::new(sync_rx));
+    let data_file = Arc::new(data_file);
+    for i in 0..config.sync_threads.max(1) {
+        let (db, data_file, shared, rx) = (db.clone(), data_file.clone(), shared.clone(), sync_rx.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("crm-eventlog-sync-{i}"))
+                .spawn(move || sync_loop(db, data_file, shared, rx))?,
+        );
+    }
+    Ok(Engine { db, requests: req_tx, threads })
+}
+
+/// Stops accepting requests, lets the writer and sync threads finish (every accepted append
+/// is answered), and flushes.
+fn stop_engine(engine: Engine) {
+    let Engine { db, requests, threads } = engine;
+    drop(requests);
+    for t in threads {
+        let _ = t.join();
+    }
+    if let Err(e) = db.flush() {
+        tracing::error!(error = %e, "final flush failed");
+    }
+}
+
+/// Whether the data directory takes a synced 1 MiB write.
+fn probe_disk(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = dir.join("recovery-probe.tmp");
+    let result = (|| {
+        let mut f = File::create(&path)?;
+        f.write_all(&vec![0u8; 1024 * 1024])?;
+        f.sync_all()
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+/// Watches for a failed barrier and tries to recover every half second until it does, or
+/// until the store is closed or dropped.
+fn supervise(inner: std::sync::Weak<Inner>) {
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        if inner.failed.lock().expect("failed lock").is_some() {
+            inner.try_recover();
+        }
     }
 }
 
@@ -794,11 +900,13 @@ impl Writer {
         }
         if wrote {
             if let Err(e) = self.tree.apply_batch(batch) {
+                // sled keeps failing once its I/O failed (a full disk, say): stop accepting
+                // writes until the recovery thread has reopened the log.
+                let reason =
+                    format!("writing to the event log failed, it stopped accepting writes until it recovers: {e}");
                 tracing::error!(error = %e, "applying a group commit failed; nothing of it was written");
-                let replies = replies
-                    .into_iter()
-                    .map(|(r, _)| (r, Err(Error::Storage(format!("group commit failed: {e}")))))
-                    .collect();
+                self.shared.failed.lock().expect("failed lock").get_or_insert_with(|| reason.clone());
+                let replies = replies.into_iter().map(|(r, _)| (r, Err(Error::Unavailable(reason.clone())))).collect();
                 return SyncJob { head: self.head, wrote: false, durable: false, replies };
             }
             self.head = next - 1;
@@ -976,7 +1084,8 @@ fn sync_loop(db: sled::Db, data_file: Arc<File>, shared: Arc<Shared>, rx: Arc<Mu
                 }
             }
             Err(e) => {
-                let reason = format!("durability barrier failed, the log stopped accepting writes: {e}");
+                let reason =
+                    format!("durability barrier failed, the log stopped accepting writes until it recovers: {e}");
                 tracing::error!(error = %e, "durability barrier failed");
                 *shared.failed.lock().expect("failed lock") = Some(reason.clone());
                 for job in jobs {
