@@ -1,7 +1,5 @@
 //! A record in normalised form, with everything comparison and blocking need computed once.
 
-use std::collections::HashMap;
-
 use crm_domain::normalize::{
     normalize_company, normalize_email, normalize_person_name, normalize_phone, normalize_uscc, PhoneKind,
 };
@@ -9,6 +7,7 @@ use crm_domain::normalize::{
 use unicode_normalization::UnicodeNormalization;
 
 use crate::idcard::{parse_birth_date, parse_id_number};
+use crate::index::FastMap;
 use crate::record::{Record, RecordKind};
 use crate::text::{address_tokens, chinese_name_tokens, fold, fold_canonical, is_cjk, pinyin_syllables};
 
@@ -257,7 +256,7 @@ fn sorted_phones(mut phones: Vec<PreparedPhone>) -> Vec<PreparedPhone> {
 /// Parses each distinct phone spelling once, for bulk preparation. Spellings that differ
 /// only in separators, brackets or full-width digits share one parse.
 #[derive(Default)]
-pub(crate) struct PhoneCache(HashMap<String, Option<PreparedPhone>>);
+pub(crate) struct PhoneCache(FastMap<String, Option<PreparedPhone>>);
 
 impl PhoneCache {
     pub(crate) fn phones(&mut self, record: &Record) -> Vec<PreparedPhone> {
