@@ -3,4 +3,5 @@
 mod auth;
 mod commands;
 mod eventlog;
+mod faults;
 mod support;
