@@ -240,21 +240,28 @@ where
             };
             let response = inner.call(req).await;
             drop(guard);
-            response.map(oversized_is_resource_exhausted)
+            response.map(clear_decoding_errors)
         })
     }
 }
 
-/// tonic answers a request over the decoding limit with OutOfRange; the API promises
-/// ResourceExhausted for oversized requests.
-fn oversized_is_resource_exhausted(mut response: http::Response<Body>) -> http::Response<Body> {
-    let oversized =
-        response.headers().get("grpc-status").is_some_and(|s| s == "11")
-            && response.headers().get("grpc-message").and_then(|m| m.to_str().ok()).is_some_and(|m| {
-                m.contains("message%20length%20too%20large") || m.contains("message length too large")
-            });
+/// tonic answers a request over the decoding limit with OutOfRange and an undecodable request
+/// with Internal; the API promises ResourceExhausted for oversized requests and
+/// InvalidArgument for malformed ones (the caller's fault, not the server's).
+fn clear_decoding_errors(mut response: http::Response<Body>) -> http::Response<Body> {
+    let message = response
+        .headers()
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .map(|m| m.replace("%20", " "))
+        .unwrap_or_default();
+    let status = response.headers().get("grpc-status").and_then(|s| s.to_str().ok()).unwrap_or_default();
+    let oversized = status == "11" && message.contains("message length too large");
+    let malformed = status == "13" && message.contains("failed to decode Protobuf message");
     if oversized {
         response.headers_mut().insert("grpc-status", http::HeaderValue::from_static("8"));
+    } else if malformed {
+        response.headers_mut().insert("grpc-status", http::HeaderValue::from_static("3"));
     }
     response
 }

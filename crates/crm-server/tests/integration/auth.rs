@@ -63,10 +63,20 @@ fn all_methods() -> Vec<(String, bool)> {
 
 /// Calls `path` with an empty request message; returns the status code of the answer.
 async fn call(channel: crate::support::AuthChannel, path: &str, streaming: bool) -> (Code, String) {
+    call_raw(channel, path, streaming, Vec::new()).await
+}
+
+/// Calls `path` with `body` as the encoded request message.
+pub(crate) async fn call_raw(
+    channel: crate::support::AuthChannel,
+    path: &str,
+    streaming: bool,
+    body: Vec<u8>,
+) -> (Code, String) {
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     let path = http::uri::PathAndQuery::try_from(path.to_owned()).unwrap();
-    let mut request = tonic::Request::new(Vec::new());
+    let mut request = tonic::Request::new(body);
     request.set_timeout(Duration::from_secs(5));
     let result = if streaming {
         grpc.server_streaming(request, path, Raw).await.map(|_| ())

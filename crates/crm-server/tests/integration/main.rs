@@ -4,4 +4,5 @@ mod auth;
 mod commands;
 mod eventlog;
 mod faults;
+mod garbage;
 mod support;
