@@ -16,12 +16,17 @@ use super::ids::IdempotencyKey;
 
 type Result<T, E = CommandError> = std::result::Result<T, E>;
 
-pub(crate) fn run_options(options: Option<pb::CommandOptions>) -> Result<RunOptions> {
+/// `principal`: the authenticated user id; it is the actor, and `options.actor` is only used
+/// for calls that did not pass the auth layer (handlers called directly).
+pub(crate) fn run_options(options: Option<pb::CommandOptions>, principal: Option<String>) -> Result<RunOptions> {
     let o = options.unwrap_or_default();
     let key = (!o.idempotency_key.trim().is_empty()).then(|| IdempotencyKey::new(o.idempotency_key.trim()));
-    let actor = o.actor.trim().to_owned();
+    let actor = principal.unwrap_or_else(|| o.actor.trim().to_owned());
     if actor.is_empty() {
-        return Err(CommandError::request("options.actor", "required until bearer-token authentication supplies it"));
+        return Err(CommandError::request(
+            "options.actor",
+            "required when the call carries no authenticated principal",
+        ));
     }
     let correlation_id = match o.correlation_id.trim() {
         "" => key.as_ref().map_or_else(Uuid::now_v7, |k| k.derived("correlation_id")),

@@ -108,6 +108,12 @@ impl<'a, S: EventStore> Session<'a, S> {
         Session { store, streams: HashMap::new() }
     }
 
+    /// Treats `stream` as empty without reading it; the append's `NoStream` expectation
+    /// then checks the assumption.
+    fn assume_new(&mut self, stream: &str) {
+        self.streams.insert(stream.to_owned(), Loaded { version: None, events: Vec::new(), recorded: Vec::new() });
+    }
+
     async fn fetch(&mut self, stream: &str) -> Result<&Loaded, CommandError> {
         if !self.streams.contains_key(stream) {
             let mut loaded = Loaded { version: None, events: Vec::new(), recorded: Vec::new() };
@@ -170,6 +176,23 @@ impl<S: EventStore + Clone> Engine<S> {
     pub(crate) async fn execute(&self, opts: &RunOptions, cmd: Cmd) -> Result<Outcome, CommandError> {
         let (id, primary) = cmd.primary();
         tracing::Span::current().record("stream", primary.as_str());
+        if let (Cmd::CaptureLead(_), None) = (&cmd, opts.expected_version) {
+            // Fast path: a capture almost always creates a new stream, so skip reading it
+            // and let `NoStream` check that. A retry with the same idempotency key is
+            // deduplicated by the log itself (same event ids); anything else falls through
+            // to the full path below, which reads the stream and answers properly.
+            let mut session = Session::new(&self.store);
+            session.assume_new(&primary);
+            let ctx = self.context(opts);
+            let events = self.decide(&mut session, &cmd, &ctx).await.map_err(|e| name_missing(e, &id))?;
+            let details = details_of(&events);
+            let (appends, written) = self.appends(&session, opts, events)?;
+            match self.store.append_many(appends, Durability::Durable).await {
+                Ok(results) => return Ok(outcome(id, primary, &session, &written, &results, details)),
+                Err(LogError::WrongExpectedVersion { .. } | LogError::IdempotencyConflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -185,13 +208,7 @@ impl<S: EventStore + Clone> Engine<S> {
                     return Err(CommandError::Conflict { stream: primary, expected, current: loaded.version });
                 }
             }
-            let ctx = CommandContext {
-                actor: opts.actor.clone(),
-                correlation_id: opts.correlation_id,
-                causation_id: opts.causation_id,
-                source: opts.source.clone(),
-                now: Utc::now(),
-            };
+            let ctx = self.context(opts);
             let events = self.decide(&mut session, &cmd, &ctx).await.map_err(|e| name_missing(e, &id))?;
             let details = details_of(&events);
             let (appends, written) = self.appends(&session, opts, events)?;
@@ -208,18 +225,30 @@ impl<S: EventStore + Clone> Engine<S> {
         }
     }
 
+    fn context(&self, opts: &RunOptions) -> CommandContext {
+        CommandContext {
+            actor: opts.actor.clone(),
+            correlation_id: opts.correlation_id,
+            causation_id: opts.causation_id,
+            source: opts.source.clone(),
+            now: Utc::now(),
+        }
+    }
+
     async fn decide(
         &self,
         s: &mut Session<'_, S>,
         cmd: &Cmd,
         ctx: &CommandContext,
     ) -> Result<Vec<Event>, CommandError> {
+        if let Cmd::CaptureLead(capture) = cmd {
+            // Capture depends on no rule: skip reading the rules stream on the hottest path.
+            let lead: Lead = s.load(&capture.lead_id.stream()).await?;
+            return Ok(lead.handle(LeadCommand::Capture(capture.clone()), ctx, &Rules::default())?);
+        }
         let rules = s.rules().await?;
         let events = match cmd.clone() {
-            Cmd::CaptureLead(capture) => {
-                let lead: Lead = s.load(&capture.lead_id.stream()).await?;
-                lead.handle(LeadCommand::Capture(capture), ctx, &rules)?
-            }
+            Cmd::CaptureLead(_) => unreachable!("handled above"),
             Cmd::AssignLead { lead, assignee } => {
                 let state = existing_lead(s, lead).await?;
                 let user = s.user(assignee).await?;

@@ -67,11 +67,17 @@ fn to_proto(o: Outcome) -> pb::CommandResponse {
 
 type Answer = Result<Response<pb::CommandResponse>, Status>;
 
+/// The authenticated principal's user id (the auth layer puts it there) and the message.
+fn split<T>(request: Request<T>) -> (Option<String>, T) {
+    let principal = crate::auth::principal(&request).ok().map(|p| p.user_id.clone());
+    (principal, request.into_inner())
+}
+
 #[tonic::async_trait]
 impl<S: EventStore + Clone> pb::command_service_server::CommandService for Commands<S> {
     async fn capture_lead(&self, request: Request<pb::CaptureLeadRequest>) -> Answer {
-        let r = request.into_inner();
-        let opts = run_options(r.options.clone())?;
+        let (principal, r) = split(request);
+        let opts = run_options(r.options.clone(), principal)?;
         let channel = convert::channel(&r)?;
         let cmd = CaptureLead {
             lead_id: new_id("lead_id", &r.lead_id, &opts)?,
@@ -90,35 +96,35 @@ impl<S: EventStore + Clone> pb::command_service_server::CommandService for Comma
     }
 
     async fn assign_lead(&self, request: Request<pb::AssignLeadRequest>) -> Answer {
-        let r = request.into_inner();
-        let opts = run_options(r.options)?;
+        let (principal, r) = split(request);
+        let opts = run_options(r.options, principal)?;
         let cmd = Cmd::AssignLead { lead: id("lead_id", &r.lead_id)?, assignee: id("assignee_id", &r.assignee_id)? };
         self.run(opts, cmd).await
     }
 
     async fn auto_assign_lead(&self, request: Request<pb::AutoAssignLeadRequest>) -> Answer {
-        let r = request.into_inner();
-        let opts = run_options(r.options)?;
+        let (principal, r) = split(request);
+        let opts = run_options(r.options, principal)?;
         self.run(opts, Cmd::AutoAssignLead { lead: id("lead_id", &r.lead_id)? }).await
     }
 
     async fn claim_lead(&self, request: Request<pb::ClaimLeadRequest>) -> Answer {
-        let r = request.into_inner();
-        let opts = run_options(r.options)?;
+        let (principal, r) = split(request);
+        let opts = run_options(r.options, principal)?;
         self.run(opts, Cmd::ClaimLead { lead: id("lead_id", &r.lead_id)?, user: id("user_id", &r.user_id)? }).await
     }
 
     async fn release_lead(&self, request: Request<pb::ReleaseLeadRequest>) -> Answer {
-        let r = request.into_inner();
-        let opts = run_options(r.options)?;
+        let (principal, r) = split(request);
+        let opts = run_options(r.options, principal)?;
         let cmd =
             Cmd::ReleaseLead { lead: id("lead_id", &r.lead_id)?, user: id("user_id", &r.user_id)?, reason: r.reason };
         self.run(opts, cmd).await
     }
 
     async fn qualify_lead(&self, request: Request<pb::QualifyLeadRequest>) -> Answer {
-        let r = request.into_inner();
-        let opts = run_options(r.options)?;
+        let (principal, r) = split(request);
+        let opts = run_options(r.options, principal)?;
         let customer_id = if r.link_existing {
             id("customer_id", &r.customer_id)?
         } else {
@@ -135,8 +141,8 @@ impl<S: EventStore + Clone> pb::command_service_server::CommandService for Comma
     }
 
     async fn create_customer(&self, request: Request<pb::CreateCustomerRequest>) -> Answer {
-        let r = request.into_inner();
-        let opts = run_options(r.options)?;
+        let (principal, r) = split(request);
+        let opts = run_options(r.options, principal)?;
         let customer = new_id("customer_id", &r.customer_id, &opts)?;
         let cmd = CustomerCommand::Create {
             customer_id: customer,
@@ -147,8 +153,8 @@ impl<S: EventStore + Clone> pb::command_service_server::CommandService for Comma
     }
 
     async fn update_customer(&self, request: Request<pb::UpdateCustomerRequest>) -> Answer {
-        let r = request.into_inner();
-        let opts = run_options(r.options)?;
+        let (principal, r) = split(request);
+        let opts = run_options(r.options, principal)?;
         let mut changes: std::collections::BTreeMap<String, Option<String>> =
             r.set.into_iter().map(|(k, v)| (k, Some(v))).collect();
         for field in r.clear {
@@ -162,8 +168,8 @@ impl<S: EventStore + Clone> pb::command_service_server::CommandService for Comma
     }
 
     async fn add_contact(&self, request: Request<pb::AddContactRequest>) -> Answer {
-        let r = request.into_inner();
-        let opts = run_options(r.options)?;
+        let (principal, r) = split(request);
+        let opts = run_options(r.options, principal)?;
         let contact = NewContact {
             contact_id: new_id("contact_id", &r.contact_id, &opts)?,
             name: r.name,
@@ -178,8 +184,8 @@ impl<S: EventStore + Clone> pb::command_service_server::CommandService for Comma
     }
 
     async fn log_activity(&self, request: Request<pb::LogActivityRequest>) -> Answer {
-        let r = request.into_inner();
-        let opts = run_options(r.options)?;
+        let (principal, r) = split(request);
+        let opts = run_options(r.options, principal)?;
         let activity = LogActivity {
             activity_id: new_id("activity_id", &r.activity_id, &opts)?,
             by: id("by_user_id", &r.by_user_id)?,
@@ -198,8 +204,8 @@ impl<S: EventStore + Clone> pb::command_service_server::CommandService for Comma
     }
 
     async fn move_stage(&self, request: Request<pb::MoveStageRequest>) -> Answer {
-        let r = request.into_inner();
-        let opts = run_options(r.options)?;
+        let (principal, r) = split(request);
+        let opts = run_options(r.options, principal)?;
         let cmd = OpportunityCommand::MoveStage {
             to: r.to_stage,
             root_cause: r.root_cause,
@@ -209,8 +215,8 @@ impl<S: EventStore + Clone> pb::command_service_server::CommandService for Comma
     }
 
     async fn mark_won(&self, request: Request<pb::MarkWonRequest>) -> Answer {
-        let r = request.into_inner();
-        let opts = run_options(r.options)?;
+        let (principal, r) = split(request);
+        let opts = run_options(r.options, principal)?;
         let cmd = OpportunityCommand::MarkWon {
             finance_receipt_ref: r.finance_receipt_ref,
             contract_ref: r.contract_ref,
@@ -220,15 +226,15 @@ impl<S: EventStore + Clone> pb::command_service_server::CommandService for Comma
     }
 
     async fn mark_lost(&self, request: Request<pb::MarkLostRequest>) -> Answer {
-        let r = request.into_inner();
-        let opts = run_options(r.options)?;
+        let (principal, r) = split(request);
+        let opts = run_options(r.options, principal)?;
         let cmd = OpportunityCommand::MarkLost { reason: r.reason };
         self.run(opts, Cmd::Opportunity { opportunity: id("opportunity_id", &r.opportunity_id)?, cmd }).await
     }
 
     async fn merge_customers(&self, request: Request<pb::MergeCustomersRequest>) -> Answer {
-        let r = request.into_inner();
-        let opts = run_options(r.options)?;
+        let (principal, r) = split(request);
+        let opts = run_options(r.options, principal)?;
         let cmd = MergeCustomers {
             reason: r.reason,
             reason_text: r.reason_text,
@@ -243,8 +249,8 @@ impl<S: EventStore + Clone> pb::command_service_server::CommandService for Comma
     }
 
     async fn unmerge_customers(&self, request: Request<pb::UnmergeCustomersRequest>) -> Answer {
-        let r = request.into_inner();
-        let opts = run_options(r.options)?;
+        let (principal, r) = split(request);
+        let opts = run_options(r.options, principal)?;
         let cmd = Cmd::Unmerge {
             survivor: id("survivor_id", &r.survivor_id)?,
             absorbed: id("absorbed_id", &r.absorbed_id)?,
@@ -254,8 +260,8 @@ impl<S: EventStore + Clone> pb::command_service_server::CommandService for Comma
     }
 
     async fn handover_owner(&self, request: Request<pb::HandoverOwnerRequest>) -> Answer {
-        let r = request.into_inner();
-        let opts = run_options(r.options)?;
+        let (principal, r) = split(request);
+        let opts = run_options(r.options, principal)?;
         let receivers = r
             .receiver_ids
             .iter()
@@ -267,8 +273,8 @@ impl<S: EventStore + Clone> pb::command_service_server::CommandService for Comma
     }
 
     async fn create_user(&self, request: Request<pb::CreateUserRequest>) -> Answer {
-        let r = request.into_inner();
-        let opts = run_options(r.options)?;
+        let (principal, r) = split(request);
+        let opts = run_options(r.options, principal)?;
         let user = new_id("user_id", &r.user_id, &opts)?;
         let cmd = UserCommand::Create {
             user_id: user,
@@ -282,29 +288,29 @@ impl<S: EventStore + Clone> pb::command_service_server::CommandService for Comma
     }
 
     async fn set_user_role(&self, request: Request<pb::SetUserRoleRequest>) -> Answer {
-        let r = request.into_inner();
-        let opts = run_options(r.options)?;
+        let (principal, r) = split(request);
+        let opts = run_options(r.options, principal)?;
         let cmd = UserCommand::SetRole { role: convert::role("role", r.role)? };
         self.run(opts, Cmd::User { user: id("user_id", &r.user_id)?, cmd }).await
     }
 
     async fn set_user_region(&self, request: Request<pb::SetUserRegionRequest>) -> Answer {
-        let r = request.into_inner();
-        let opts = run_options(r.options)?;
+        let (principal, r) = split(request);
+        let opts = run_options(r.options, principal)?;
         let cmd = UserCommand::SetRegion { region: opt(r.region), team: opt(r.team) };
         self.run(opts, Cmd::User { user: id("user_id", &r.user_id)?, cmd }).await
     }
 
     async fn deactivate_user(&self, request: Request<pb::DeactivateUserRequest>) -> Answer {
-        let r = request.into_inner();
-        let opts = run_options(r.options)?;
+        let (principal, r) = split(request);
+        let opts = run_options(r.options, principal)?;
         let cmd = UserCommand::Deactivate { reason: r.reason };
         self.run(opts, Cmd::User { user: id("user_id", &r.user_id)?, cmd }).await
     }
 
     async fn change_rules(&self, request: Request<pb::ChangeRulesRequest>) -> Answer {
-        let r = request.into_inner();
-        let opts = run_options(r.options)?;
+        let (principal, r) = split(request);
+        let opts = run_options(r.options, principal)?;
         let rules = r.rules.ok_or_else(|| CommandError::request("rules", "required"))?;
         let cmd = Cmd::ChangeRules { rules: Box::new(convert::rules_from_proto(rules)?), reason: r.reason };
         self.run(opts, cmd).await

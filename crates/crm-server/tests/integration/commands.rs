@@ -484,7 +484,9 @@ async fn the_whole_story_of_issue_3() {
     let all = s.log.read_all(pb::ReadAllRequest { from_position: 1, limit: 1000 }).await.unwrap().into_inner();
     let scan_event = all.events.iter().find(|e| e.stream == format!("lead-{lead}")).unwrap();
     let metadata = scan_event.metadata.as_ref().unwrap();
-    assert_eq!((metadata.actor.as_str(), metadata.source.as_str()), ("badge-scanner-07", "e2e"));
+    // The actor is the authenticated principal (the bootstrap administrator here), not
+    // whatever the request claims in `options.actor`.
+    assert_eq!((metadata.actor.as_str(), metadata.source.as_str()), ("admin", "e2e"));
     assert!(scan_event.payload_json.contains("CMEF-2026-SH"), "{}", scan_event.payload_json);
     assert!(all.events.iter().all(|e| !e.payload_json.is_empty()));
 }
@@ -499,8 +501,10 @@ async fn malformed_requests_name_the_field() {
         .await
         .unwrap_err();
     assert_eq!((err.code(), meta(&err, "crm-field")), (Code::InvalidArgument, "lead_id"));
+    // No options at all: the token supplies the actor, so the first problem is the missing id.
     let err = commands.claim_lead(pb::ClaimLeadRequest { options: None, ..Default::default() }).await.unwrap_err();
-    assert_eq!((err.code(), meta(&err, "crm-field")), (Code::InvalidArgument, "options.actor"));
+    assert_eq!((err.code(), meta(&err, "crm-field")), (Code::InvalidArgument, "lead_id"));
+    assert!(err.message().contains("required"), "{}", err.message());
     let err = commands
         .claim_lead(pb::ClaimLeadRequest { options: by("x"), lead_id: WANG_FANG.into(), user_id: ZHAO_LEI.into() })
         .await
@@ -517,4 +521,35 @@ async fn malformed_requests_name_the_field() {
         .await
         .unwrap_err();
     assert_eq!((err.code(), meta(&err, "crm-field")), (Code::InvalidArgument, "channel"));
+}
+
+#[tokio::test]
+async fn capturing_an_existing_lead_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut commands = CommandServiceClient::new(server.channel().await);
+    let capture = |options| pb::CaptureLeadRequest {
+        options,
+        lead_id: "01900000-0000-7000-8000-00000000b001".into(),
+        company: "上海星辰电子有限公司".into(),
+        phone: "021-5123 4567".into(),
+        channel: pb::LeadChannel::Phone as i32,
+        channel_ref: "400-hotline".into(),
+        source: "400热线".into(),
+        ..Default::default()
+    };
+    let first = commands.capture_lead(capture(by("hotline"))).await.unwrap().into_inner();
+    assert_eq!(first.details["region"], "上海");
+    // Without an idempotency key a second capture of the same id is a refusal, not a retry.
+    let err = commands.capture_lead(capture(by("hotline"))).await.unwrap_err();
+    assert_eq!((err.code(), meta(&err, "crm-kind")), (Code::AlreadyExists, "lead"));
+    // With a key, the first capture is found on the stream and the retry is answered from it.
+    let keyed_first = pb::CaptureLeadRequest {
+        lead_id: "01900000-0000-7000-8000-00000000b002".into(),
+        ..capture(keyed("hotline", "call-0002"))
+    };
+    let a = commands.capture_lead(keyed_first.clone()).await.unwrap().into_inner();
+    let b = commands.capture_lead(keyed_first).await.unwrap().into_inner();
+    assert!(!a.deduplicated && b.deduplicated);
+    assert_eq!((a.position, a.stream_version), (b.position, b.stream_version));
 }
