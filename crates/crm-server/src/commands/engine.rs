@@ -25,7 +25,7 @@ use super::ids::IdempotencyKey;
 
 const PAGE: usize = 1000;
 /// Attempts for a command without an expected version that keeps meeting concurrent writes.
-const MAX_ATTEMPTS: usize = 8;
+const MAX_ATTEMPTS: usize = 16;
 
 /// How the caller wants the command run.
 #[derive(Debug, Clone)]

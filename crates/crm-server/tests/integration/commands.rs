@@ -553,3 +553,66 @@ async fn capturing_an_existing_lead_twice() {
     assert!(!a.deduplicated && b.deduplicated);
     assert_eq!((a.position, a.stream_version), (b.position, b.stream_version));
 }
+
+/// Without an expected version, commands racing on one stream are reloaded and retried, so
+/// all of them land; with one, the losers get ABORTED and write nothing.
+#[tokio::test]
+async fn racing_commands_retry_only_without_an_expected_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let channel = server.channel().await;
+    let mut commands = CommandServiceClient::new(channel.clone());
+    let customer = commands
+        .create_customer(pb::CreateCustomerRequest {
+            options: by("erp-sync"),
+            fields: map(&[("name", "杭州启明教育科技有限公司")]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let log_call = |expected_version: Option<u64>, n: usize| {
+        let mut client = CommandServiceClient::new(channel.clone());
+        let customer_id = customer.id.clone();
+        async move {
+            client
+                .log_activity(pb::LogActivityRequest {
+                    options: Some(pb::CommandOptions { expected_version, ..by("x").unwrap() }),
+                    customer_id,
+                    by_user_id: WANG_FANG.into(),
+                    kind: pb::ActivityKind::Call as i32,
+                    summary: format!("第{n}次电话"),
+                    ..Default::default()
+                })
+                .await
+        }
+    };
+    let free: Vec<_> = (0..8).map(|n| tokio::spawn(log_call(None, n))).collect();
+    for task in free {
+        task.await.unwrap().unwrap();
+    }
+    let mut log = EventLogClient::new(channel.clone());
+    let stream = format!("customer-{}", customer.id);
+    let version = |log: &mut EventLogClient<_>| {
+        let stream = stream.clone();
+        let mut log = log.clone();
+        async move {
+            log.read_stream(pb::ReadStreamRequest { stream, limit: 1000, ..Default::default() })
+                .await
+                .unwrap()
+                .into_inner()
+                .stream_version
+        }
+    };
+    assert_eq!(version(&mut log).await, Some(8), "created + 8 activities");
+    let strict: Vec<_> = (0..8).map(|n| tokio::spawn(log_call(Some(8), n))).collect();
+    let mut won = 0;
+    for task in strict {
+        match task.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(status) => assert_eq!(status.code(), Code::Aborted, "{status:?}"),
+        }
+    }
+    assert_eq!(won, 1);
+    assert_eq!(version(&mut log).await, Some(9));
+}
