@@ -18,9 +18,18 @@ type Result<T, E = CommandError> = std::result::Result<T, E>;
 
 /// `principal`: the authenticated user id; it is the actor, and `options.actor` is only used
 /// for calls that did not pass the auth layer (handlers called directly).
-pub(crate) fn run_options(options: Option<pb::CommandOptions>, principal: Option<String>) -> Result<RunOptions> {
+/// `command` (the RPC name) scopes the idempotency key, so reusing a key for another kind of
+/// command is not mistaken for a retry.
+pub(crate) fn run_options(
+    options: Option<pb::CommandOptions>,
+    principal: Option<String>,
+    command: &str,
+) -> Result<RunOptions> {
     let o = options.unwrap_or_default();
-    let key = (!o.idempotency_key.trim().is_empty()).then(|| IdempotencyKey::new(o.idempotency_key.trim()));
+    let key = match o.idempotency_key.trim() {
+        "" => None,
+        key => Some(IdempotencyKey::new(&format!("{command}\u{0}{key}"))),
+    };
     let actor = principal.unwrap_or_else(|| o.actor.trim().to_owned());
     if actor.is_empty() {
         return Err(CommandError::request(
