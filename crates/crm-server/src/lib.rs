@@ -39,6 +39,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         tracing::warn!(path = %path.display(), "fresh data directory: the first administrator token was written to this file");
         println!("crm-server bootstrap administrator token written to {}", path.display());
     }
+    let projections = services::projections::Projections::start(&config.data_dir, store.clone()).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding the gRPC listener on {}", config.listen))?;
@@ -73,6 +74,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     // On shutdown: mark NOT_SERVING, close the log (in-flight appends finish and are
     // acknowledged, subscriptions end), then let tonic drain the connections.
     // Clients that never read their GOAWAY get `SHUTDOWN_GRACE` before the process exits.
+    let query = pb::query_server::QueryServer::new(services::query::QueryService::new(projections.clone()));
+    let audit = pb::audit_server::AuditServer::new(services::audit::AuditService::new(projections.clone()));
+    let admin = pb::admin_server::AdminServer::new(services::admin::AdminService::new(projections.clone()));
     let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
     let closing = {
         let store = store.clone();
@@ -81,6 +85,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             shutdown.await;
             tracing::info!("shutdown requested");
             reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            projections.stop().await;
             let _ = tokio::task::spawn_blocking(move || store.close()).await;
             let _ = closed_tx.send(());
         }
@@ -108,6 +113,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .add_service(reflection)
         .add_service(eventlog)
         .add_service(commands)
+        .add_service(query)
+        .add_service(audit)
+        .add_service(admin)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), closing);
     let grace = async {
         if closed_rx.await.is_ok() {

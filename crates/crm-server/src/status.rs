@@ -34,6 +34,23 @@ pub fn from_eventlog(e: crm_eventlog::Error) -> Status {
     status
 }
 
+/// Converts a read-model error: a position not reached in time is DeadlineExceeded (naming
+/// the position reached), an unknown projection NotFound, a stopped runner Unavailable, a
+/// failed projector FailedPrecondition (naming the failing position), storage Internal and a
+/// corrupt stored value DataLoss.
+pub fn from_projection(e: crm_projection_runtime::Error) -> Status {
+    use crm_projection_runtime::Error as E;
+    let code = match &e {
+        E::NotReached { .. } => Code::DeadlineExceeded,
+        E::UnknownProjection(_) => Code::NotFound,
+        E::NotRunning(_) | E::Log(_) => Code::Unavailable,
+        E::Apply { .. } => Code::FailedPrecondition,
+        E::Storage(_) => Code::Internal,
+        E::Corrupt { .. } => Code::DataLoss,
+    };
+    Status::new(code, e.to_string())
+}
+
 /// An InvalidArgument status naming `field` and the `rule` it broke.
 pub fn invalid(field: &str, rule: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("invalid argument `{field}`: {rule}"))

@@ -70,7 +70,7 @@ impl Projector for AuditProjector {
         state: &mut State<'_, Value>,
         _rules: &Rules,
         recorded: &RecordedEvent,
-        event: &Event,
+        event: Option<&Event>,
     ) -> Result<(), String> {
         let p = recorded.position;
         let actor = if recorded.metadata.actor.is_empty() { "-" } else { recorded.metadata.actor.as_str() };
@@ -90,12 +90,12 @@ impl Projector for AuditProjector {
             }),
         );
         match event {
-            Event::CustomersMerged(e) => {
+            Some(Event::CustomersMerged(e)) => {
                 let mut key = merged_prefix(&e.survivor_id.0);
                 key.extend_from_slice(e.absorbed_id.0.to_string().as_bytes());
                 state.put(key, Value::Indexed);
             }
-            Event::OpportunityOpened(e) => {
+            Some(Event::OpportunityOpened(e)) => {
                 let mut key = opportunities_prefix(&e.customer_id.0);
                 key.extend_from_slice(e.opportunity_id.0.to_string().as_bytes());
                 state.put(key, Value::Indexed);

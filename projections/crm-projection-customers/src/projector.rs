@@ -207,8 +207,15 @@ impl Projector for CustomersProjector {
         0
     }
 
-    fn apply(&self, state: &mut State<'_, Value>, rules: &Rules, recorded: &RecordedEvent, event: &Event) -> Result {
+    fn apply(
+        &self,
+        state: &mut State<'_, Value>,
+        rules: &Rules,
+        recorded: &RecordedEvent,
+        event: Option<&Event>,
+    ) -> Result {
         let _ = rules;
+        let Some(event) = event else { return Ok(()) };
         match event {
             Event::CustomerCreated(e) => {
                 let view = CustomerView {

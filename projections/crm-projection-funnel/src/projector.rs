@@ -160,7 +160,14 @@ impl Projector for FunnelProjector {
         Fingerprint::of(&(&rules.stage_time_limits, &p.stages, &p.won_stage, &p.lost_stage, &self.calendar))
     }
 
-    fn apply(&self, state: &mut State<'_, Value>, rules: &Rules, _recorded: &RecordedEvent, event: &Event) -> Result {
+    fn apply(
+        &self,
+        state: &mut State<'_, Value>,
+        rules: &Rules,
+        _recorded: &RecordedEvent,
+        event: Option<&Event>,
+    ) -> Result {
+        let Some(event) = event else { return Ok(()) };
         match event {
             Event::CustomerCreated(e) => {
                 let region = e.fields.get("region").cloned().unwrap_or_else(|| NO_REGION.to_owned());

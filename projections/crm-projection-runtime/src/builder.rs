@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crm_domain::{Event, Rules};
+use crm_domain::{DecodeError, Event, Rules};
 use crm_eventlog::SledEventStore;
 use serde::{Deserialize, Serialize};
 
@@ -100,17 +100,20 @@ impl<P: Projector> Builder<P> {
                     )));
                 }
                 let event = match Event::decode(&recorded.event_type, recorded.schema_version, &recorded.payload) {
-                    Ok(event) => event,
+                    Ok(event) => Some(event),
+                    // Not a domain event (the auth subsystem's token events, say): the
+                    // projector sees it without a payload.
+                    Err(DecodeError::UnknownEventType(_)) => None,
                     Err(e) => {
                         self.cache.clear();
                         return Err(fail(format!("decoding {}: {e}", recorded.event_type)));
                     }
                 };
-                if let Err(detail) = projector.apply(&mut state, &self.meta.rules, recorded, &event) {
+                if let Err(detail) = projector.apply(&mut state, &self.meta.rules, recorded, event.as_ref()) {
                     self.cache.clear();
                     return Err(fail(detail));
                 }
-                if let Event::RulesChanged(changed) = &event {
+                if let Some(Event::RulesChanged(changed)) = &event {
                     self.seen_rules = Some(changed.rules.clone());
                 }
                 position = recorded.position;

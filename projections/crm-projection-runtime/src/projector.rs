@@ -34,14 +34,17 @@ pub trait Projector: Send + Sync + 'static {
     fn fingerprint(&self, rules: &Rules) -> u64;
 
     /// Folds one event into the state. `rules` are the rules this build runs with (the rules
-    /// current when the build started, see [`Projector::fingerprint`]). An error stops this
-    /// projector at this event; nothing is skipped.
+    /// current when the build started, see [`Projector::fingerprint`]). `event` is the decoded
+    /// domain event, `None` for event types the domain does not define (the auth
+    /// subsystem's token events, for one); a domain event that fails to decode never gets
+    /// here, it stops the projector. An error stops this projector at this event; nothing is
+    /// skipped.
     fn apply(
         &self,
         state: &mut State<'_, Self::Value>,
         rules: &Rules,
         recorded: &RecordedEvent,
-        event: &Event,
+        event: Option<&Event>,
     ) -> std::result::Result<(), String>;
 }
 

@@ -46,6 +46,15 @@ impl ProjectionDb {
         Ok(())
     }
 
+    /// The serving tree of projection `name`, for operators' repair tools and tests; writing
+    /// to it behind the runner's back is exactly what `verify` detects.
+    pub fn serving_tree(&self, name: &str) -> Result<Option<sled::Tree>> {
+        match self.active_generation(name)? {
+            Some(generation) => Ok(Some(self.tree(name, generation)?)),
+            None => Ok(None),
+        }
+    }
+
     fn active_key(name: &str) -> Vec<u8> {
         format!("active/{name}").into_bytes()
     }
@@ -202,6 +211,7 @@ struct Shared {
     name: &'static str,
     status: Mutex<ProjectionStatus>,
     serving: RwLock<sled::Tree>,
+    serving_rules: RwLock<Arc<Rules>>,
     position_tx: watch::Sender<u64>,
     commands: mpsc::UnboundedSender<Command>,
 }
@@ -222,6 +232,11 @@ impl ProjectionHandle {
         let tree = self.shared.serving.read().expect("serving lock").clone();
         let position = *self.shared.position_tx.borrow();
         Reader { tree, position }
+    }
+
+    /// The rules the serving build was made with.
+    pub fn rules(&self) -> Arc<Rules> {
+        self.shared.serving_rules.read().expect("rules lock").clone()
     }
 
     /// The last applied position of the serving build.
@@ -358,6 +373,7 @@ pub fn spawn<P: Projector>(db: &ProjectionDb, store: SledEventStore, projector: 
         name,
         status: Mutex::new(status),
         serving: RwLock::new(tree),
+        serving_rules: RwLock::new(Arc::new(active.meta.rules.clone())),
         position_tx,
         commands: commands_tx,
     });
@@ -633,6 +649,7 @@ impl<P: Projector> Runner<P> {
                 self.generation = shadow.generation;
                 self.failed = false;
                 let meta = &self.active.as_ref().expect("active build").meta;
+                *self.shared.serving_rules.write().expect("rules lock") = Arc::new(meta.rules.clone());
                 {
                     let mut status = self.shared.status.lock().expect("status lock");
                     status.state = RunState::Live;

@@ -19,8 +19,12 @@ pub fn fold_all<P: Projector>(projector: &P, rules: &Rules, events: &[RecordedEv
     let mut cache = Cache::<P::Value>::new();
     let mut state = cache.state(&tree);
     for recorded in events {
-        let event = Event::decode(&recorded.event_type, recorded.schema_version, &recorded.payload).expect("decodable");
-        projector.apply(&mut state, rules, recorded, &event).expect("applies");
+        let event = match Event::decode(&recorded.event_type, recorded.schema_version, &recorded.payload) {
+            Ok(event) => Some(event),
+            Err(crm_domain::DecodeError::UnknownEventType(_)) => None,
+            Err(e) => panic!("undecodable event at {}: {e}", recorded.position),
+        };
+        projector.apply(&mut state, rules, recorded, event.as_ref()).expect("applies");
     }
     let mut batch = sled::Batch::default();
     cache.drain_into(&mut batch);
@@ -81,7 +85,7 @@ impl Projector for Counting {
         state: &mut crate::State<'_, u64>,
         _rules: &Rules,
         recorded: &RecordedEvent,
-        _event: &Event,
+        _event: Option<&Event>,
     ) -> Result<(), String> {
         if self.fail_on.as_deref() == Some(recorded.event_type.as_str()) {
             return Err(format!("refusing {}", recorded.event_type));

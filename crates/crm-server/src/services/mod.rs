@@ -1,4 +1,8 @@
 //! The tonic services.
 
+pub mod admin;
+pub mod audit;
 pub mod eventlog;
+pub mod projections;
+pub mod query;
 pub mod tokens;

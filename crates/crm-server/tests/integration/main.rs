@@ -5,4 +5,5 @@ mod commands;
 mod eventlog;
 mod faults;
 mod garbage;
+mod projections;
 mod support;
