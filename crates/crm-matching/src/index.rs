@@ -110,6 +110,15 @@ impl Index {
         self.by_id.get(id).copied()
     }
 
+    /// Number of slots, occupied or free.
+    pub(crate) fn slots(&self) -> u32 {
+        u32::try_from(self.entries.len()).expect("fewer than 2^32 records")
+    }
+
+    pub(crate) fn occupied(&self, slot: u32) -> Option<&Prepared> {
+        self.entries.get(slot as usize)?.as_ref().map(|e| &e.prepared)
+    }
+
     pub(crate) fn prepared_at(&self, slot: u32) -> &Prepared {
         &self.entry(slot).prepared
     }

@@ -55,7 +55,7 @@ pub use eval::{evaluate, EvalReport};
 pub use idcard::{id_check_char, parse_birth_date, parse_id_number, IdNumber};
 pub use index::{Candidate, Index};
 pub use keys::{blocking_keys, BlockKey, KeyKind};
-pub use matcher::{Collision, Match, Matcher};
+pub use matcher::{Collision, Match, Matcher, PairMatch};
 pub use prepare::{
     PhoneClass, Prepared, PreparedAddress, PreparedCompany, PreparedEmail, PreparedId, PreparedName, PreparedPhone,
     PreparedUscc,

@@ -8,11 +8,20 @@ use crate::index::Index;
 use crate::keys::KeyKind;
 use crate::prepare::Prepared;
 use crate::record::Record;
+use crate::rescan::scan_slots;
 
 /// A known customer that matches an incoming record.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Match {
     pub id: String,
+    pub result: MatchResult,
+}
+
+/// Two known customers that match each other.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PairMatch {
+    pub a: String,
+    pub b: String,
     pub result: MatchResult,
 }
 
@@ -93,6 +102,28 @@ impl Matcher {
     pub fn exact_collisions(&self, record: &Record) -> Vec<Collision> {
         let prepared = Prepared::new(record);
         self.index.exact_matches(&prepared).into_iter().map(|(p, key)| Collision { id: p.id.clone(), key }).collect()
+    }
+
+    /// Re-scores every candidate pair of the known customers with this matcher's rule
+    /// (after a threshold change, say) on all cores, without preparing or indexing again.
+    /// Returns the pairs that are duplicates or worth a review, best first.
+    pub fn duplicate_pairs(&self) -> Vec<PairMatch> {
+        let mut out: Vec<PairMatch> = scan_slots(&self.index, &self.config)
+            .into_iter()
+            .filter(|p| p.decision != Decision::Distinct)
+            .map(|p| {
+                let (a, b) = (self.index.prepared_at(p.a), self.index.prepared_at(p.b));
+                PairMatch { a: a.id.clone(), b: b.id.clone(), result: compare(a, b, &self.config) }
+            })
+            .collect();
+        out.sort_by(|x, y| y.result.weight.total_cmp(&x.result.weight).then_with(|| (&x.a, &x.b).cmp(&(&y.a, &y.b))));
+        out
+    }
+
+    /// Replaces the rule (thresholds, field models); the index is kept, and so are its
+    /// blocking settings (build a new `Matcher` to change those).
+    pub fn set_config(&mut self, config: MatchConfig) {
+        self.config = config;
     }
 
     /// Compares two records with this matcher's rule.

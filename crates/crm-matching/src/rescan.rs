@@ -67,17 +67,21 @@ pub fn rescan_prepared(prepared: Vec<Prepared>, config: &MatchConfig) -> Rescan 
     for p in prepared {
         index.insert(p);
     }
-    let index = &index;
-    let n = u32::try_from(records).expect("fewer than 2^32 records");
+    Rescan { records, compared: scan_slots(&index, config) }
+}
+
+/// Every candidate pair of an index, compared with `config`, as slots (`a < b`).
+pub(crate) fn scan_slots(index: &Index, config: &MatchConfig) -> Vec<ComparedPair> {
+    let n = index.slots();
     let workers = threads() as u32;
-    let compared = std::thread::scope(|s| {
+    std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
                 s.spawn(move || {
                     let mut out = Vec::new();
                     // Interleaved, so early (cheap) and late (expensive) records spread evenly.
                     for b in (w..n).step_by(workers as usize) {
-                        let pb = index.prepared_at(b);
+                        let Some(pb) = index.occupied(b) else { continue };
                         for (a, _, _) in index.candidate_slots_of(b, |slot| slot < b) {
                             let result = compare(index.prepared_at(a), pb, config);
                             out.push(ComparedPair { a, b, weight: result.weight, decision: result.decision });
@@ -91,6 +95,5 @@ pub fn rescan_prepared(prepared: Vec<Prepared>, config: &MatchConfig) -> Rescan 
             handles.into_iter().flat_map(|h| h.join().expect("scan thread panicked")).collect();
         all.sort_by_key(|p| (p.a, p.b));
         all
-    });
-    Rescan { records, compared }
+    })
 }

@@ -68,6 +68,13 @@ fn main() -> anyhow::Result<()> {
         best.push(fastest);
     }
     println!("lookups: {} (matches found {})", first.len(), found);
+    let t = Instant::now();
+    let pairs = matcher.duplicate_pairs();
+    println!(
+        "re-score of the whole index (duplicate_pairs): {:.1}s, {} pairs to review or merge",
+        t.elapsed().as_secs_f64(),
+        pairs.len()
+    );
     report("lookup ms, first run", &mut first);
     report(&format!("lookup ms, fastest of {}", options.repeat.max(1)), &mut best);
     Ok(())

@@ -70,3 +70,22 @@ fn reinserting_an_id_replaces_it() {
     let probe = Prepared::new(&company("lead", "北京康达医疗器械有限公司", "13800138000"));
     assert!(index.candidates(&probe).is_empty());
 }
+
+#[test]
+fn duplicate_pairs_rescores_the_index_with_a_new_rule() {
+    let mut matcher = Matcher::default();
+    matcher.insert(&company("c1", "北京市康达医疗器械有限公司", "13800138000"));
+    matcher.insert(&company("c2", "康达医疗器械（北京）有限公司", "+86 138 0013 8000"));
+    matcher.insert(&company("c3", "上海星辰电子有限公司", "13900139000"));
+    let pairs = matcher.duplicate_pairs();
+    assert_eq!(pairs.len(), 1, "{pairs:?}");
+    assert_eq!((pairs[0].a.as_str(), pairs[0].b.as_str()), ("c1", "c2"));
+    // A stricter rule: the same pair is no longer a duplicate, only worth a review.
+    let mut config = matcher.config().clone();
+    config.thresholds.match_weight = 60.0;
+    config.thresholds.sparse_floor = 60.0;
+    matcher.set_config(config);
+    let pairs = matcher.duplicate_pairs();
+    assert_eq!(pairs.len(), 1);
+    assert_eq!(pairs[0].result.decision, crm_matching::Decision::Review);
+}
