@@ -1,0 +1,369 @@
+//! `crm-projection-bench`: generates a large event base and measures the read models: rebuild
+//! events/s per projection, query latency through gRPC with concurrent clients, and
+//! projection lag under a sustained append rate. Results go to docs/PERFORMANCE.md.
+//!
+//! ```text
+//! crm-projection-bench generate --dir /tmp/base --commands 9000000
+//! crm-projection-bench rebuild  --dir /tmp/base
+//! crm-projection-bench query    --dir /tmp/base --clients 32 --seconds 20
+//! crm-projection-bench lag      --dir /tmp/base --rate 5000 --seconds 30
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use crm_eventlog::{Durability, EventStore, SledEventStore, StreamAppend};
+use crm_projection_audit::AuditProjector;
+use crm_projection_customers::CustomersProjector;
+use crm_projection_funnel::{Calendar, FunnelProjector};
+use crm_projection_runtime::fixtures::{Generator, GeneratorConfig};
+use crm_projection_runtime::{spawn, ProjectionDb, ProjectionHandle};
+use crm_proto::v1 as pb;
+
+/// Projection benchmarks.
+#[derive(Debug, Parser)]
+struct Options {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Appends generated commands to `<dir>/eventlog` (buffered durability, large groups).
+    Generate {
+        #[arg(long, env = "CRM_BENCH_DIR")]
+        dir: PathBuf,
+        /// Number of generated commands (about 1.1 events each).
+        #[arg(long, default_value_t = 1_000_000)]
+        commands: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Salespeople in the generated base.
+        #[arg(long, default_value_t = 500)]
+        users: usize,
+    },
+    /// Builds each read model from position 0 into a fresh database and reports events/s.
+    Rebuild {
+        #[arg(long, env = "CRM_BENCH_DIR")]
+        dir: PathBuf,
+        /// Only this projection (customers, funnel, audit); all when absent.
+        #[arg(long)]
+        only: Option<String>,
+    },
+    /// Starts the server in-process on `<dir>` and measures query latency with concurrent
+    /// gRPC clients (ListCustomers and GetFunnel with random filters).
+    Query {
+        #[arg(long, env = "CRM_BENCH_DIR")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
+    /// Appends generated commands at a fixed rate (durable, one atomic append per command)
+    /// while the three projections follow; samples their lag.
+    Lag {
+        #[arg(long, env = "CRM_BENCH_DIR")]
+        dir: PathBuf,
+        /// Commands per second.
+        #[arg(long, default_value_t = 5000)]
+        rate: u64,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(std::env::var("CRM_LOG").unwrap_or_else(|_| "warn".into())))
+        .with_writer(std::io::stderr)
+        .init();
+    match Options::parse().command {
+        Cmd::Generate { dir, commands, seed, users } => generate(&dir, commands, seed, users).await,
+        Cmd::Rebuild { dir, only } => rebuild(&dir, only.as_deref()).await,
+        Cmd::Query { dir, clients, seconds } => query(&dir, clients, seconds).await,
+        Cmd::Lag { dir, rate, seconds } => lag(&dir, rate, seconds).await,
+    }
+}
+
+fn open_store(dir: &Path) -> anyhow::Result<SledEventStore> {
+    SledEventStore::open(crm_eventlog::Config::new(dir.join("eventlog"))).context("opening the event log")
+}
+
+async fn generate(dir: &Path, commands: u64, seed: u64, users: usize) -> anyhow::Result<()> {
+    let store = open_store(dir)?;
+    let mut generator = Generator::new(GeneratorConfig { seed, users, ..Default::default() });
+    let started = Instant::now();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<StreamAppend>>(8);
+    // Generation on a blocking thread, appends here: both cores busy.
+    let producer = tokio::task::spawn_blocking(move || {
+        let mut left = commands;
+        let mut counter: u128 = u128::from(seed) << 96;
+        let mut ids = move || {
+            counter += 1;
+            uuid::Uuid::from_u128(counter)
+        };
+        while left > 0 {
+            let mut group = Vec::new();
+            let mut events = 0;
+            while left > 0 && events < 900 {
+                let command = generator.next_command();
+                events += command.events.len();
+                group.extend(command.to_appends(&mut ids));
+                left -= 1;
+            }
+            if tx.blocking_send(group).is_err() {
+                return;
+            }
+        }
+    });
+    let mut appended = 0u64;
+    let mut next_report = Instant::now() + Duration::from_secs(10);
+    while let Some(group) = rx.recv().await {
+        let results = store.append_many(group, Durability::Buffered).await?;
+        appended += results.iter().map(|r| r.last_position - r.first_position + 1).sum::<u64>();
+        if Instant::now() >= next_report {
+            next_report += Duration::from_secs(10);
+            eprintln!("{appended} events, {:.0} events/s", appended as f64 / started.elapsed().as_secs_f64());
+        }
+    }
+    producer.await?;
+    tokio::task::spawn_blocking({
+        let store = store.clone();
+        move || store.close()
+    })
+    .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "generated {commands} commands, {appended} events, head {} in {seconds:.1} s ({:.0} events/s)",
+        store.committed_head(),
+        appended as f64 / seconds
+    );
+    Ok(())
+}
+
+async fn rebuild(dir: &Path, only: Option<&str>) -> anyhow::Result<()> {
+    let store = open_store(dir)?;
+    let head = store.committed_head();
+    println!("log head {head}");
+    for name in ["customers", "funnel", "audit"] {
+        if only.is_some_and(|o| o != name) {
+            continue;
+        }
+        let scratch = dir.join(format!("bench-rebuild-{name}"));
+        let _ = std::fs::remove_dir_all(&scratch);
+        let db = ProjectionDb::open(&scratch)?;
+        let started = Instant::now();
+        let handle = match name {
+            "customers" => spawn(&db, store.clone(), CustomersProjector)?,
+            "funnel" => spawn(&db, store.clone(), FunnelProjector::new(Calendar::china_2026()))?,
+            _ => spawn(&db, store.clone(), AuditProjector)?,
+        };
+        handle.wait_for(head, Duration::from_secs(24 * 3600)).await?;
+        let seconds = started.elapsed().as_secs_f64();
+        handle.stop().await;
+        let status = handle.status();
+        anyhow::ensure!(status.failure.is_none(), "{name} failed: {:?}", status.failure);
+        println!("rebuild {name}: {head} events in {seconds:.2} s = {:.0} events/s", head as f64 / seconds);
+        drop(handle);
+        drop(db);
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+    store.close();
+    Ok(())
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+async fn query(dir: &Path, clients: usize, seconds: u64) -> anyhow::Result<()> {
+    // The server in this process, on a free port.
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    drop(listener);
+    let config = crm_server::Config { listen: addr, data_dir: dir.to_path_buf(), ..Default::default() };
+    let server = tokio::spawn(crm_server::run(config, async move {
+        let _ = stop_rx.await;
+    }));
+    let token = loop {
+        if let Ok(t) = std::fs::read_to_string(dir.join("bootstrap-admin-token")) {
+            if let Ok(channel) = tonic::transport::Channel::from_shared(format!("http://{addr}"))?.connect().await {
+                break (t.trim().to_owned(), channel);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (token, channel) = token;
+    let bearer: tonic::metadata::MetadataValue<tonic::metadata::Ascii> = format!("Bearer {token}").parse()?;
+    let with_token = move |mut r: tonic::Request<()>| {
+        r.metadata_mut().insert("authorization", bearer.clone());
+        Ok(r)
+    };
+    let mut admin = pb::admin_client::AdminClient::with_interceptor(channel.clone(), with_token.clone());
+    // Wait until every read model has caught up with the log.
+    loop {
+        let list = admin.list_projections(pb::ListProjectionsRequest {}).await?.into_inner();
+        if list.projections.iter().all(|p| p.lag_events == 0 && p.state == pb::ProjectionState::Live as i32) {
+            break;
+        }
+        eprintln!(
+            "catching up: {:?}",
+            list.projections.iter().map(|p| (p.name.clone(), p.position, p.head)).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    // Filter values from the data: owners and regions of a sample of customers.
+    let mut q = pb::query_client::QueryClient::with_interceptor(channel.clone(), with_token.clone());
+    let sample = q.list_customers(pb::ListCustomersRequest { page_size: 500, ..Default::default() }).await?.into_inner();
+    let owners: Arc<Vec<String>> = Arc::new(sample.customers.iter().map(|c| c.owner_id.clone()).collect());
+    let regions: Arc<Vec<String>> =
+        Arc::new(sample.customers.iter().filter_map(|c| c.fields.get("region").cloned()).collect());
+    let done = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        let mut q = pb::query_client::QueryClient::with_interceptor(channel.clone(), with_token.clone());
+        let (owners, regions, done) = (owners.clone(), regions.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut list = Vec::new();
+            let mut funnel = Vec::new();
+            let mut n = i;
+            while !done.load(Ordering::Relaxed) {
+                n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let pick = (n >> 33) as usize;
+                let started = Instant::now();
+                if pick % 2 == 0 {
+                    let mut r = pb::ListCustomersRequest { page_size: 20, ..Default::default() };
+                    match pick % 3 {
+                        0 => r.owner_id = owners[pick % owners.len()].clone(),
+                        1 => r.region = regions[pick % regions.len()].clone(),
+                        _ => r.stage = crm_domain::STAGE_NEEDS.into(),
+                    }
+                    q.list_customers(r).await.expect("list");
+                    list.push(started.elapsed().as_micros() as u64);
+                } else {
+                    let mut r = pb::GetFunnelRequest::default();
+                    match pick % 3 {
+                        0 => r.owner_id = owners[pick % owners.len()].clone(),
+                        1 => r.region = regions[pick % regions.len()].clone(),
+                        _ => {}
+                    }
+                    q.get_funnel(r).await.expect("funnel");
+                    funnel.push(started.elapsed().as_micros() as u64);
+                }
+            }
+            (list, funnel)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    done.store(true, Ordering::Relaxed);
+    let (mut list, mut funnel) = (Vec::new(), Vec::new());
+    for t in tasks {
+        let (l, f) = t.await?;
+        list.extend(l);
+        funnel.extend(f);
+    }
+    list.sort_unstable();
+    funnel.sort_unstable();
+    for (name, v) in [("ListCustomers", &list), ("GetFunnel", &funnel)] {
+        println!(
+            "{name}: {} calls in {seconds} s ({:.0}/s) with {clients} clients: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            v.len(),
+            v.len() as f64 / seconds as f64,
+            percentile(v, 50.0),
+            percentile(v, 99.0),
+            percentile(v, 100.0)
+        );
+    }
+    let _ = stop_tx.send(());
+    server.await??;
+    Ok(())
+}
+
+async fn lag(dir: &Path, rate: u64, seconds: u64) -> anyhow::Result<()> {
+    let store = open_store(dir)?;
+    let db = ProjectionDb::open(&dir.join("projections"))?;
+    let handles: Vec<ProjectionHandle> = vec![
+        spawn(&db, store.clone(), CustomersProjector)?,
+        spawn(&db, store.clone(), FunnelProjector::new(Calendar::china_2026()))?,
+        spawn(&db, store.clone(), AuditProjector)?,
+    ];
+    let head = store.committed_head();
+    for h in &handles {
+        h.wait_for(head, Duration::from_secs(24 * 3600)).await?;
+    }
+    eprintln!("caught up at {head}; appending {rate} commands/s for {seconds} s");
+    // Writers: each command is one durable atomic append, paced per writer.
+    let writers = 64u64;
+    let done = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (store, done) = (store.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut generator = Generator::new(GeneratorConfig { seed: 1000 + w, users: 50, ..Default::default() });
+            let interval = Duration::from_secs_f64(writers as f64 / rate as f64);
+            let mut next = tokio::time::Instant::now();
+            let mut sent = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                let command = generator.next_command();
+                let appends = command.to_appends(&mut uuid::Uuid::now_v7);
+                store.append_many(appends, Durability::Durable).await.expect("append");
+                sent += 1;
+                next += interval;
+                tokio::time::sleep_until(next).await;
+            }
+            sent
+        }));
+    }
+    let started = Instant::now();
+    let mut samples: Vec<(String, f64, u64)> = Vec::new();
+    while started.elapsed() < Duration::from_secs(seconds) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let head = store.committed_head();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros() as i64;
+        for h in &handles {
+            let p = h.position();
+            let lag_seconds = if p >= head {
+                0.0
+            } else {
+                let e = store.read_all_blocking(p + 1, 1)?;
+                e.first().map_or(0.0, |e| (now - e.recorded_at_micros).max(0) as f64 / 1e6)
+            };
+            samples.push((h.name().to_owned(), lag_seconds, head.saturating_sub(p)));
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    let mut commands = 0;
+    for t in tasks {
+        commands += t.await?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!("sustained {:.0} commands/s ({commands} in {elapsed:.1} s), head {}", commands as f64 / elapsed, store.committed_head());
+    for h in &handles {
+        let mut lags: Vec<f64> = samples.iter().filter(|s| s.0 == h.name()).map(|s| s.1).collect();
+        let max_events = samples.iter().filter(|s| s.0 == h.name()).map(|s| s.2).max().unwrap_or(0);
+        lags.sort_by(f64::total_cmp);
+        let p = |q: f64| lags[((q / 100.0) * (lags.len() - 1) as f64).round() as usize];
+        println!(
+            "lag {}: median {:.3} s, p99 {:.3} s, max {:.3} s, max {max_events} events behind ({} samples every 100 ms)",
+            h.name(),
+            p(50.0),
+            p(99.0),
+            p(100.0),
+            lags.len()
+        );
+        h.stop().await;
+    }
+    store.close();
+    Ok(())
+}
