@@ -45,8 +45,8 @@ pub enum Value {
     Opportunity(OpportunityState),
     /// A customer's region (`-` when unknown).
     Region(String),
-    /// An overdue-index entry: `d/<scope>/<due>/<opportunity>` holds the stage.
-    Due(String),
+    /// Open opportunities due on a day in a stage: `d/<scope>/<due>/<stage>`.
+    DueCount(u64),
 }
 
 /// Region used when the customer has none.
@@ -60,8 +60,8 @@ pub(crate) fn bucket_key(scope: &str, month: &str, stage: &str) -> Vec<u8> {
     format!("b/{scope}/{month}/{stage}").into_bytes()
 }
 
-pub(crate) fn due_key(scope: &str, due: NaiveDate, opportunity: &Uuid) -> Vec<u8> {
-    format!("d/{scope}/{due}/{opportunity}").into_bytes()
+pub(crate) fn due_key(scope: &str, due: NaiveDate, stage: &str) -> Vec<u8> {
+    format!("d/{scope}/{due}/{stage}").into_bytes()
 }
 
 fn opportunity_key(id: &Uuid) -> Vec<u8> {
@@ -109,17 +109,22 @@ impl FunnelProjector {
         Ok(())
     }
 
-    fn set_due(state: &mut State<'_, Value>, o: &OpportunityState, id: &Uuid, present: bool) {
+    /// Counts the open opportunity in (or out of) its stage's due-day bucket.
+    fn set_due(state: &mut State<'_, Value>, o: &OpportunityState, _id: &Uuid, present: bool) -> Result {
         if let Some(due) = o.due {
             for scope in scopes(&o.region, &o.owner) {
-                let key = due_key(&scope, due, id);
-                if present {
-                    state.put(key, Value::Due(o.stage.clone()));
-                } else {
-                    state.remove(key);
-                }
+                let key = due_key(&scope, due, &o.stage);
+                state.update(&key, |old| {
+                    let n = match old {
+                        Some(Value::DueCount(n)) => n,
+                        _ => 0,
+                    };
+                    let n = if present { n + 1 } else { n.saturating_sub(1) };
+                    (n > 0).then_some(Value::DueCount(n))
+                })?;
             }
         }
+        Ok(())
     }
 
     fn due(&self, rules: &Rules, stage: &str, at: &DateTime<Utc>) -> Option<NaiveDate> {
@@ -152,7 +157,7 @@ impl Projector for FunnelProjector {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn fingerprint(&self, rules: &Rules) -> u64 {
@@ -210,7 +215,7 @@ impl Projector for FunnelProjector {
                     open: true,
                 };
                 Self::bump(state, &o.region, &o.owner, &e.opened_at, &o.stage, |b| b.entered += 1)?;
-                Self::set_due(state, &o, &e.opportunity_id.0, true);
+                Self::set_due(state, &o, &e.opportunity_id.0, true)?;
                 state.put(opportunity_key(&e.opportunity_id.0), Value::Opportunity(o));
                 Ok(())
             }
@@ -218,7 +223,7 @@ impl Projector for FunnelProjector {
                 let id = e.opportunity_id.0;
                 let mut o = Self::load(state, &id)?;
                 self.exit(state, &o, &e.moved_at, &e.to)?;
-                Self::set_due(state, &o, &id, false);
+                Self::set_due(state, &o, &id, false)?;
                 o.stage = e.to.clone();
                 o.entered_at = e.moved_at;
                 o.due = self.due(rules, &e.to, &e.moved_at);
@@ -226,7 +231,7 @@ impl Projector for FunnelProjector {
                     b.entered += 1;
                     *b.root_causes.entry(e.root_cause.clone()).or_default() += 1;
                 })?;
-                Self::set_due(state, &o, &id, true);
+                Self::set_due(state, &o, &id, true)?;
                 state.put(opportunity_key(&id), Value::Opportunity(o));
                 Ok(())
             }
@@ -235,7 +240,7 @@ impl Projector for FunnelProjector {
                 let mut o = Self::load(state, &id)?;
                 let won_stage = rules.pipeline.won_stage.clone();
                 self.exit(state, &o, &e.won_at, &won_stage)?;
-                Self::set_due(state, &o, &id, false);
+                Self::set_due(state, &o, &id, false)?;
                 let verified = [&e.finance_receipt_ref, &e.contract_ref, &e.delivery_acceptance_ref]
                     .iter()
                     .all(|r| !r.trim().is_empty());
@@ -258,7 +263,7 @@ impl Projector for FunnelProjector {
                 let mut o = Self::load(state, &id)?;
                 let lost_stage = rules.pipeline.lost_stage.clone();
                 self.exit(state, &o, &e.lost_at, &lost_stage)?;
-                Self::set_due(state, &o, &id, false);
+                Self::set_due(state, &o, &id, false)?;
                 Self::bump(state, &o.region, &o.owner, &e.lost_at, &lost_stage, |b| b.entered += 1)?;
                 o.stage = lost_stage;
                 o.open = false;
@@ -269,10 +274,10 @@ impl Projector for FunnelProjector {
             Event::OwnerChanged(e) => {
                 if let Owned::Opportunity(id) = e.subject {
                     let mut o = Self::load(state, &id.0)?;
-                    Self::set_due(state, &o, &id.0, false);
+                    Self::set_due(state, &o, &id.0, false)?;
                     o.owner = e.to.0;
                     if o.open {
-                        Self::set_due(state, &o, &id.0, true);
+                        Self::set_due(state, &o, &id.0, true)?;
                     }
                     state.put(opportunity_key(&id.0), Value::Opportunity(o));
                 }

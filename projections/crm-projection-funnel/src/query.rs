@@ -135,12 +135,13 @@ pub fn funnel(reader: &Reader, q: &FunnelQuery) -> Result<FunnelReport> {
     for entry in reader.tree.scan_prefix(due_prefix.as_bytes()) {
         let (key, value) = entry?;
         let rest = String::from_utf8_lossy(&key[due_prefix.len()..]).into_owned();
-        let Some(due) = rest.get(..10).and_then(|d| d.parse::<NaiveDate>().ok()) else { continue };
+        let Some((due, stage)) = rest.split_once('/') else { continue };
+        let Ok(due) = due.parse::<NaiveDate>() else { continue };
         if due >= q.today {
             break;
         }
-        if let Value::Due(stage) = crm_projection_runtime::decode_value::<Value>(&key, &value)? {
-            *overdue.entry(stage).or_default() += 1;
+        if let Value::DueCount(n) = crm_projection_runtime::decode_value::<Value>(&key, &value)? {
+            *overdue.entry(stage.to_owned()).or_default() += n;
         }
     }
     let mut report = FunnelReport::default();

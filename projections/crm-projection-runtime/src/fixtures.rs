@@ -32,8 +32,8 @@ pub struct GeneratorConfig {
     pub users: usize,
     /// Start time of the simulated clock.
     pub start: DateTime<Utc>,
-    /// Mean simulated time between commands.
-    pub step_minutes: i64,
+    /// Mean simulated time between commands, in seconds.
+    pub step_seconds: i64,
 }
 
 impl Default for GeneratorConfig {
@@ -42,7 +42,7 @@ impl Default for GeneratorConfig {
             seed: 1,
             users: 20,
             start: Utc.with_ymd_and_hms(2026, 1, 5, 9, 0, 0).single().expect("valid start"),
-            step_minutes: 3,
+            step_seconds: 180,
         }
     }
 }
@@ -114,7 +114,7 @@ impl Generator {
         Generator {
             rng: config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
             now: config.start,
-            step: config.step_minutes.max(1),
+            step: config.step_seconds.max(1),
             users: Vec::new(),
             users_pending: config.users.max(1),
             customers: Vec::new(),
@@ -154,8 +154,8 @@ impl Generator {
     }
 
     fn tick(&mut self) {
-        let minutes = 1 + self.below(2 * self.step as usize) as i64;
-        self.now += Duration::minutes(minutes);
+        let seconds = 1 + self.below(2 * self.step as usize) as i64;
+        self.now += Duration::seconds(seconds);
     }
 
     /// The next command's events.

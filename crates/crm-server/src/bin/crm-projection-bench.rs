@@ -97,7 +97,9 @@ fn open_store(dir: &Path) -> anyhow::Result<SledEventStore> {
 
 async fn generate(dir: &Path, commands: u64, seed: u64, users: usize) -> anyhow::Result<()> {
     let store = open_store(dir)?;
-    let mut generator = Generator::new(GeneratorConfig { seed, users, ..Default::default() });
+    // The base spans about 18 months of simulated time, whatever its size.
+    let step_seconds = (18 * 30 * 24 * 3600 / commands.max(1)).max(1) as i64;
+    let mut generator = Generator::new(GeneratorConfig { seed, users, step_seconds, ..Default::default() });
     let started = Instant::now();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<StreamAppend>>(8);
     // Generation on a blocking thread, appends here: both cores busy.
@@ -225,7 +227,8 @@ async fn query(dir: &Path, clients: usize, seconds: u64) -> anyhow::Result<()> {
     }
     // Filter values from the data: owners and regions of a sample of customers.
     let mut q = pb::query_client::QueryClient::with_interceptor(channel.clone(), with_token.clone());
-    let sample = q.list_customers(pb::ListCustomersRequest { page_size: 500, ..Default::default() }).await?.into_inner();
+    let sample =
+        q.list_customers(pb::ListCustomersRequest { page_size: 500, ..Default::default() }).await?.into_inner();
     let owners: Arc<Vec<String>> = Arc::new(sample.customers.iter().map(|c| c.owner_id.clone()).collect());
     let regions: Arc<Vec<String>> =
         Arc::new(sample.customers.iter().filter_map(|c| c.fields.get("region").cloned()).collect());
@@ -348,7 +351,11 @@ async fn lag(dir: &Path, rate: u64, seconds: u64) -> anyhow::Result<()> {
         commands += t.await?;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    println!("sustained {:.0} commands/s ({commands} in {elapsed:.1} s), head {}", commands as f64 / elapsed, store.committed_head());
+    println!(
+        "sustained {:.0} commands/s ({commands} in {elapsed:.1} s), head {}",
+        commands as f64 / elapsed,
+        store.committed_head()
+    );
     for h in &handles {
         let mut lags: Vec<f64> = samples.iter().filter(|s| s.0 == h.name()).map(|s| s.1).collect();
         let max_events = samples.iter().filter(|s| s.0 == h.name()).map(|s| s.2).max().unwrap_or(0);

@@ -185,3 +185,36 @@ async fn wait_for_returns_once_the_position_is_applied() {
     let err = handle.wait_for(head + 10, Duration::from_millis(50)).await.unwrap_err();
     assert!(matches!(err, crm_projection_runtime::Error::NotReached { wanted, .. } if wanted == head + 10));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_outside_the_domain_reach_projectors_undecoded_and_bad_domain_payloads_stop_them() {
+    let log = TempLog::new();
+    append_all(&log.store, &commands(9, 20)).await;
+    let foreign = |event_type: &str| crm_eventlog::NewEvent {
+        id: uuid::Uuid::now_v7(),
+        event_type: event_type.into(),
+        schema_version: 1,
+        metadata: Default::default(),
+        payload: b"not bincode of any domain event".to_vec(),
+    };
+    log.store.append("tokens", crm_eventlog::ExpectedVersion::Any, vec![foreign("TokenIssued")]).await.unwrap();
+    let db = ProjectionDb::temporary().unwrap();
+    let projector = Counting::new("counting");
+    let handle = spawn(&db, log.store.clone(), projector.clone()).unwrap();
+    settle(&handle, &projector, &log.store).await;
+    assert_eq!(total(&handle), log.store.committed_head(), "the token event is counted, not skipped");
+
+    // A domain type whose payload does not decode is a failure at its position.
+    let bad =
+        log.store.append("customer-x", crm_eventlog::ExpectedVersion::Any, vec![foreign("CustomerCreated")]).await;
+    let bad_position = bad.unwrap().first_position;
+    for _ in 0..500 {
+        if handle.status().state == RunState::Failed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let status = handle.status();
+    assert_eq!(status.failure.map(|f| f.position), Some(bad_position));
+    assert_eq!(status.position, bad_position - 1);
+}
