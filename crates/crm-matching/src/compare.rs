@@ -507,7 +507,9 @@ pub fn compare(a: &Prepared, b: &Prepared, config: &MatchConfig) -> MatchResult 
     }
     let explanation = Explanation { fields };
     let weight = explanation.total();
-    let threshold = t.match_weight_for(attainable);
+    // The sparse-record rule is for pairs that contradict each other nowhere.
+    let contradicted = explanation.fields.iter().any(|f| f.outcome == Outcome::Disagree);
+    let threshold = if contradicted { t.match_weight } else { t.match_weight_for(attainable) };
     let decision = if weight >= threshold {
         Decision::Duplicate
     } else if weight >= t.review_weight.min(threshold) {

@@ -26,9 +26,9 @@ pub struct Thresholds {
     pub match_weight: f64,
     /// Total weight at or above which a pair is shown for review.
     pub review_weight: f64,
-    /// Sparse records: when the fields both records have could add up to little, a pair is
-    /// also a duplicate once its weight reaches `sparse_share` of what they could reach at
-    /// most, provided it reaches `sparse_floor`. Two records that only have a name and an
+    /// Sparse records: when the fields both records have could add up to little, a pair in
+    /// which no field disagrees is also a duplicate once its weight reaches `sparse_share`
+    /// of what they could reach at most, provided it reaches `sparse_floor`. Two records that only have a name and an
     /// address cannot reach `match_weight` with a single typing error, but agree on most
     /// of what they have.
     pub sparse_share: f64,

@@ -35,6 +35,8 @@ pub enum KeyKind {
     NameGram,
     /// Soundex of one name token with the initial of another (order and spelling tolerant).
     NameSound,
+    /// The first three letters of every token of a Latin name, sorted.
+    NamePrefix,
     BirthDate,
     /// Soundex of a name token with the postcode.
     NamePlace,
@@ -65,6 +67,7 @@ impl KeyKind {
             | KeyKind::BirthDate => 2.0,
             KeyKind::AddressNumber | KeyKind::NamePlace | KeyKind::NameYear => 1.0,
             KeyKind::CompanyGram | KeyKind::NameGram | KeyKind::NameSound => 0.8,
+            KeyKind::NamePrefix => 1.5,
         }
     }
 }
@@ -142,6 +145,13 @@ pub fn blocking_keys(p: &Prepared) -> Vec<BlockKey> {
         }
         add(KeyKind::NameTokens, name.tokens.join(" "));
         if !name.hanzi {
+            // First three letters of each token, sorted: survives typos after the third
+            // letter and a swapped order.
+            if name.tokens.len() >= 2 {
+                let mut prefixes: Vec<String> = name.tokens.iter().map(|t| t.chars().take(3).collect()).collect();
+                prefixes.sort();
+                add(KeyKind::NamePrefix, prefixes.join(" "));
+            }
             for (i, t) in name.tokens.iter().enumerate() {
                 for (j, other) in name.tokens.iter().enumerate() {
                     if i != j {
