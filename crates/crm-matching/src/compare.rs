@@ -203,7 +203,10 @@ fn names(a: &PreparedName, b: &PreparedName, t: &Thresholds) -> Cmp {
 }
 
 fn companies(a: &PreparedCompany, b: &PreparedCompany, t: &Thresholds) -> Cmp {
-    let regions_differ = matches!((&a.region, &b.region), (Some(x), Some(y)) if x != y);
+    // Regions differ only if neither name mentions the other's: "江苏省南京市..." has region
+    // 江苏 (the outermost) and still names 南京.
+    let regions_differ = matches!((&a.region, &b.region), (Some(x), Some(y))
+        if x != y && !a.normalized.contains(y.as_str()) && !b.normalized.contains(x.as_str()));
     let (similarity, reason) = if a.normalized == b.normalized {
         (1.0, "same name")
     } else if a.stem == b.stem || (a.core == b.core && (a.industry.is_none() || b.industry.is_none())) {

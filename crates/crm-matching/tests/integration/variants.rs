@@ -293,3 +293,19 @@ fn latin_person_variants_are_duplicates() {
         "a relative at the same address"
     );
 }
+
+#[test]
+fn province_before_the_city_is_the_same_company() {
+    let a = Record { name: Some("陈静".into()), ..Record::company("a", "南京恒通电子有限公司") };
+    let b = Record {
+        name: Some("陈静".into()), ..Record::company("b", "江苏省南京市恒通电子股份有限公司")
+    };
+    let result = compare(&Prepared::new(&a), &Prepared::new(&b), &MatchConfig::default());
+    let company = result.explanation.field(Field::Company).expect("company compared");
+    assert_eq!(company.outcome, Outcome::Agree, "{}", result.explanation);
+    assert_eq!(result.decision, Decision::Duplicate, "{}", result.explanation);
+    // A different city is a different registration.
+    let c = Record { name: Some("陈静".into()), ..Record::company("c", "上海恒通电子有限公司") };
+    let other = compare(&Prepared::new(&a), &Prepared::new(&c), &MatchConfig::default());
+    assert_eq!(other.explanation.field(Field::Company).map(|f| f.outcome), Some(Outcome::Neutral));
+}
