@@ -95,6 +95,8 @@ pub struct PreparedAddress {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prepared {
     pub id: String,
+    /// The record's kind, except that a company without a company name but with a
+    /// person's name counts as a person.
     pub kind: RecordKind,
     pub name: Option<PreparedName>,
     pub company: Option<PreparedCompany>,
@@ -361,7 +363,13 @@ impl Prepared {
         let region = non_empty(&record.region).and_then(region_key);
         Prepared {
             id: record.id.clone(),
-            kind: record.kind,
+            // A "company" without a company name but with a person's name is a person: the
+            // person models fit it (households, common names), the company ones do not.
+            kind: if record.kind == RecordKind::Company && company.is_none() && name.is_some() {
+                RecordKind::Person
+            } else {
+                record.kind
+            },
             name,
             company,
             uscc: uscc.map(|u| PreparedUscc { normalized: u.normalized, checksum_ok: u.checksum_ok }),

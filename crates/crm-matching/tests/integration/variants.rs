@@ -309,3 +309,11 @@ fn province_before_the_city_is_the_same_company() {
     let other = compare(&Prepared::new(&a), &Prepared::new(&c), &MatchConfig::default());
     assert_eq!(other.explanation.field(Field::Company).map(|f| f.outcome), Some(Outcome::Neutral));
 }
+
+#[test]
+fn a_company_without_a_company_name_is_compared_as_a_person() {
+    let record = Record { name: Some("李静怡".into()), birth_date: Some("1988-04-12".into()), ..Record::default() };
+    assert_eq!(record.kind, RecordKind::Company, "the default kind");
+    assert_eq!(Prepared::new(&record).kind, RecordKind::Person);
+    assert_eq!(Prepared::new(&company()).kind, RecordKind::Company);
+}
