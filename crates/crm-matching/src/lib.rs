@@ -33,7 +33,8 @@
 //! let found = matcher.find(&lead);
 //! assert_eq!(found[0].id, "c-1");
 //! assert_eq!(found[0].result.decision, Decision::Duplicate);
-//! println!("{}", found[0].result.explanation); // company +13.2 (same core), name +5.0 (1 edit), ...
+//! // "company +13.2 (same core), name ..., mobile +19.6 (same number)"
+//! println!("{}", found[0].result.explanation);
 //! ```
 
 mod compare;
