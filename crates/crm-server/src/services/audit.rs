@@ -39,6 +39,22 @@ fn non_empty(s: String) -> Option<String> {
 
 #[tonic::async_trait]
 impl pb::audit_server::Audit for AuditService {
+    async fn verify_log(&self, _: Request<pb::VerifyLogRequest>) -> Result<Response<pb::VerifyLogResponse>, Status> {
+        let store = self.projections.store.clone();
+        let report = tokio::task::spawn_blocking(move || store.verify_log(|_, _| {}))
+            .await
+            .map_err(|e| Status::internal(format!("verification task failed: {e}")))?
+            .map_err(crate::status::from_eventlog)?;
+        let (first_broken_position, detail) = report.first_broken.clone().unwrap_or_default();
+        Ok(Response::new(pb::VerifyLogResponse {
+            verified: report.verified,
+            head: report.head,
+            intact: report.first_broken.is_none(),
+            first_broken_position,
+            detail,
+        }))
+    }
+
     async fn list_operations(
         &self,
         request: Request<pb::ListOperationsRequest>,
