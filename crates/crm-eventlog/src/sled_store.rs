@@ -271,22 +271,19 @@ impl SledEventStore {
         self.inner.committed.load(Ordering::Acquire)
     }
 
-    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Inner) -> Result<T> + Send + 'static) -> Result<T> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || f(&inner))
-            .await
-            .map_err(|e| Error::Storage(format!("read task failed: {e}")))?
-    }
-}
-
-#[async_trait]
-impl EventStore for SledEventStore {
-    async fn append_many(&self, appends: Vec<StreamAppend>, durability: Durability) -> Result<Vec<AppendResult>> {
+    /// [`EventStore::append_many`] with a given `recorded_at` (microseconds since the Unix
+    /// epoch) instead of the current time: for copying a log (backup, restore), so that the
+    /// copy keeps the original times and therefore the same chain hashes.
+    pub async fn append_many_recorded_at(
+        &self,
+        appends: Vec<StreamAppend>,
+        durability: Durability,
+        now: i64,
+    ) -> Result<Vec<AppendResult>> {
         validate(&appends)?;
         if let Some(reason) = self.inner.failed.lock().expect("failed lock").clone() {
             return Err(Error::Unavailable(reason));
         }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64);
         let appends = appends
             .into_iter()
             .map(|a| PreparedAppend {
@@ -305,6 +302,21 @@ impl EventStore for SledEventStore {
                 .map_err(|_| Error::Unavailable("event store writer stopped".into()))?;
         }
         rx.await.map_err(|_| Error::Unavailable("event store writer stopped before acknowledging".into()))?
+    }
+
+    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Inner) -> Result<T> + Send + 'static) -> Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| Error::Storage(format!("read task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl EventStore for SledEventStore {
+    async fn append_many(&self, appends: Vec<StreamAppend>, durability: Durability) -> Result<Vec<AppendResult>> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64);
+        self.append_many_recorded_at(appends, durability, now).await
     }
 
     async fn read_stream(
