@@ -14,7 +14,10 @@ pub mod policy;
 pub mod tokens;
 
 pub use layer::{AuthLayer, Limits};
-pub use policy::{mask_phone, permission_for, FieldMasks, MethodAccess, Permission, Principal, Role, Scope};
+pub use policy::{
+    mask_fields, mask_identity_number, mask_phone, permission_for, FieldMasks, MethodAccess, Permission, Principal,
+    Role, Scope,
+};
 pub use tokens::{IssuedToken, TokenRecord, TokenStore};
 
 /// The principal of a request, as put there by the auth layer. Errors when the request did

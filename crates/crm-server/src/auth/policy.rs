@@ -263,14 +263,45 @@ impl Principal {
 /// stay, the middle becomes `****` (`+8613800138000` -> `138****8000`).
 pub fn mask_phone(phone: &str) -> String {
     let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
-    let national = digits
-        .strip_prefix("0086")
-        .or_else(|| digits.strip_prefix("86").filter(|d| d.len() >= 9))
-        .unwrap_or(&digits);
+    let national =
+        digits.strip_prefix("0086").or_else(|| digits.strip_prefix("86").filter(|d| d.len() >= 9)).unwrap_or(&digits);
     if national.len() < 7 {
         return "*".repeat(national.len().max(4));
     }
     format!("{}****{}", &national[..3], &national[national.len() - 4..])
+}
+
+/// The kinds of sensitive value a profile field can hold.
+enum Sensitive {
+    Phone,
+    IdentityNumber,
+    ContractAmount,
+}
+
+/// What kind of sensitive value a profile field holds, judged by its name.
+fn sensitive_kind(field: &str) -> Option<Sensitive> {
+    let f = field.trim_start_matches("custom.").to_ascii_lowercase();
+    if f.contains("phone") || f.contains("mobile") || f == "tel" || f.contains("手机") || f.contains("电话") {
+        Some(Sensitive::Phone)
+    } else if f.contains("identity") || f.contains("id_number") || f.contains("id_card") || f.contains("身份证") {
+        Some(Sensitive::IdentityNumber)
+    } else if f.contains("amount") || f.contains("金额") {
+        Some(Sensitive::ContractAmount)
+    } else {
+        None
+    }
+}
+
+/// Applies `masks` to a record's profile fields in place.
+pub fn mask_fields<'a>(fields: impl IntoIterator<Item = (&'a String, &'a mut String)>, masks: FieldMasks) {
+    for (name, value) in fields {
+        match sensitive_kind(name) {
+            Some(Sensitive::Phone) if masks.phone => *value = mask_phone(value),
+            Some(Sensitive::IdentityNumber) if masks.identity_number => *value = mask_identity_number(value),
+            Some(Sensitive::ContractAmount) if masks.contract_amount => *value = "***".to_owned(),
+            _ => {}
+        }
+    }
 }
 
 /// Masks an identity number: first 6 (the region code) and last 4 characters stay.
@@ -299,6 +330,26 @@ mod tests {
             assert_eq!(mask_phone(input), want, "{input}");
         }
         assert_eq!(mask_identity_number("11010519900307001X"), "110105********001X");
+    }
+
+    #[test]
+    fn fields_are_masked_by_name() {
+        let mut fields: std::collections::BTreeMap<String, String> = [
+            ("name", "北京某某科技"),
+            ("phone", "+8613800138000"),
+            ("custom.contact_mobile", "13900139000"),
+            ("custom.identity_number", "11010519900307001X"),
+            ("custom.contract_amount", "1200000"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        mask_fields(fields.iter_mut(), FieldMasks { contract_amount: true, identity_number: true, phone: true });
+        assert_eq!(fields["name"], "北京某某科技");
+        assert_eq!(fields["phone"], "138****8000");
+        assert_eq!(fields["custom.contact_mobile"], "139****9000");
+        assert_eq!(fields["custom.identity_number"], "110105********001X");
+        assert_eq!(fields["custom.contract_amount"], "***");
     }
 
     #[test]

@@ -122,23 +122,53 @@ pub(crate) enum Answer<'a> {
 
 /// **The one place in the query path where a principal's record scope and field masks
 /// apply.** Every Query and Audit handler passes its answer (or, for aggregates, its request)
-/// through here before responding. Today it lets everything through unchanged: scoping and
-/// masking read-model answers is the security issue's to fill in, with the principal the
-/// auth layer put into the request extensions.
+/// through here before responding: records outside the principal's scope are dropped
+/// (own records for sales reps, their region for regional managers), and phone numbers,
+/// identity numbers and contract amounts are masked as the role requires (docs/SECURITY.md).
 pub(crate) fn restrict(extensions: &http::Extensions, answer: Answer<'_>) {
-    let _principal = extensions.get::<crate::auth::Principal>();
+    use crate::auth::{mask_fields, Scope};
+    // Every call passes the auth layer; a request without a principal sees nothing.
+    let Some(principal) = extensions.get::<crate::auth::Principal>() else {
+        match answer {
+            Answer::Customers(customers) => customers.clear(),
+            Answer::Operations(operations) => operations.clear(),
+            Answer::Snapshot(snapshot) => *snapshot = None,
+            Answer::Funnel(request) => request.owner_id = "-".into(),
+        }
+        return;
+    };
+    let scope = principal.scope();
+    let masks = principal.masks();
+    let visible = |owner: &str, fields: &std::collections::HashMap<String, String>| {
+        scope.admits(Some(owner).filter(|o| !o.is_empty()), fields.get("region").map(String::as_str))
+    };
     match answer {
         Answer::Customers(customers) => {
-            let _ = customers;
+            customers.retain(|c| visible(&c.owner_id, &c.fields));
+            for c in customers.iter_mut() {
+                mask_fields(c.fields.iter_mut(), masks);
+            }
         }
-        Answer::Funnel(request) => {
-            let _ = request;
-        }
+        Answer::Funnel(request) => match scope {
+            Scope::Own(user) => request.owner_id = user,
+            Scope::Region(region) => request.region = region,
+            Scope::All => {}
+        },
         Answer::Operations(operations) => {
-            let _ = operations;
+            if scope != Scope::All {
+                // Only roles that see everything hold the audit permission; anything else
+                // reaching here sees no operation log.
+                operations.clear();
+            }
         }
         Answer::Snapshot(snapshot) => {
-            let _ = snapshot;
+            if let Some(s) = snapshot {
+                if !visible(&s.owner_id, &s.fields) {
+                    *snapshot = None;
+                } else {
+                    mask_fields(s.fields.iter_mut(), masks);
+                }
+            }
         }
     }
 }

@@ -323,3 +323,113 @@ async fn tls_when_a_certificate_and_key_are_configured() {
     let mut plain = pb::event_log_client::EventLogClient::new(server.channel().await);
     assert!(plain.get_head(pb::GetHeadRequest {}).await.is_err());
 }
+
+/// What each role gets back from the customer list: its records only, with the fields its
+/// role must not see masked (docs/SECURITY.md, "What each role sees").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_sees_its_records_with_its_masks() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut commands = pb::command_service_client::CommandServiceClient::new(server.channel().await);
+    let (east, north) = (uuid::Uuid::now_v7().to_string(), uuid::Uuid::now_v7().to_string());
+    for (user, region) in [(&east, "华东"), (&north, "华北")] {
+        commands
+            .create_user(pb::CreateUserRequest {
+                user_id: user.clone(),
+                name: format!("销售{region}"),
+                role: pb::UserRole::SalesRep as i32,
+                region: region.into(),
+                team: region.into(),
+                capacity: 50,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let mut position = 0;
+    for (name, owner, region, phone) in [
+        ("上海某某精密机械有限公司", &east, "华东", "+86 138 0013 8000"),
+        ("北京某某医疗器械有限公司", &north, "华北", "+86 139 0013 9000"),
+    ] {
+        let fields = [
+            ("name", name),
+            ("region", region),
+            ("phone", phone),
+            ("custom.identity_number", "11010519900307001X"),
+            ("custom.contract_amount", "1200000"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let r = commands
+            .create_customer(pb::CreateCustomerRequest { fields, owner_id: owner.clone(), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+        position = r.position;
+    }
+    let tokens = pb::tokens_client::TokensClient::new(server.channel().await);
+    let issue = |user: String, role: &str, region: &str| {
+        let request =
+            pb::IssueTokenRequest { user_id: user, role: role.into(), region: region.into(), ..Default::default() };
+        let mut tokens = tokens.clone();
+        async move { tokens.issue_token(request).await.unwrap().into_inner().token }
+    };
+    let cases = [
+        // role, token, visible names, phone shown as, identity shown as
+        (
+            "sales_rep",
+            issue(east.clone(), "sales_rep", "华东").await,
+            vec!["上海某某精密机械有限公司"],
+            "+8613800138000",
+            "110105********001X",
+        ),
+        (
+            "regional_manager",
+            issue("m-1".into(), "regional_manager", "华北").await,
+            vec!["北京某某医疗器械有限公司"],
+            "139****9000",
+            "110105********001X",
+        ),
+        (
+            "auditor",
+            issue("a-1".into(), "auditor", "").await,
+            vec!["上海某某精密机械有限公司", "北京某某医疗器械有限公司"],
+            "***",
+            "110105********001X",
+        ),
+        (
+            "administrator",
+            issue("root".into(), "administrator", "").await,
+            vec!["上海某某精密机械有限公司", "北京某某医疗器械有限公司"],
+            "+86",
+            "11010519900307001X",
+        ),
+    ];
+    for (role, token, visible, phone, identity) in cases {
+        let mut query = pb::query_client::QueryClient::new(server.channel_with(&token).await);
+        let list = query
+            .list_customers(pb::ListCustomersRequest { min_position: position, page_size: 100, ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut names: Vec<&str> = list.customers.iter().map(|c| c.fields["name"].as_str()).collect();
+        names.sort();
+        let mut want = visible.clone();
+        want.sort();
+        assert_eq!(names, want, "{role} sees its records only");
+        for c in &list.customers {
+            let shown = &c.fields["phone"];
+            match phone {
+                "***" => assert!(shown.contains("****"), "{role}: phone {shown} masked"),
+                "+86" => assert!(shown.starts_with("+86") && !shown.contains('*'), "{role}: phone {shown} in full"),
+                exact => assert_eq!(shown, exact, "{role}: phone"),
+            }
+            assert_eq!(c.fields["custom.identity_number"], identity, "{role}: identity number");
+            assert_eq!(
+                c.fields["custom.contract_amount"], "1200000",
+                "{role}: contract amounts are for every role that sees the record"
+            );
+        }
+    }
+}
