@@ -112,3 +112,51 @@ proptest! {
         }
     }
 }
+
+fn any_record() -> impl Strategy<Value = Record> {
+    let text = || prop::option::of(any::<String>());
+    (
+        (any::<bool>(), text(), text(), text(), prop::collection::vec(any::<String>(), 0..3)),
+        (text(), text(), text(), text(), text(), text(), text()),
+    )
+        .prop_map(
+            |(
+                (person, name, company, uscc, phones),
+                (email, address, postcode, region, industry, birth_date, id_number),
+            )| Record {
+                id: String::new(),
+                kind: if person { RecordKind::Person } else { RecordKind::Company },
+                name,
+                company,
+                uscc,
+                phones,
+                email,
+                address,
+                postcode,
+                region,
+                industry,
+                birth_date,
+                id_number,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Any text in any field: preparing, blocking and comparing never panic, and the
+    /// properties still hold.
+    #[test]
+    fn arbitrary_text_is_handled(a in any_record(), b in any_record()) {
+        let config = MatchConfig::default();
+        let (pa, pb) = (Prepared::new(&a), Prepared::new(&b));
+        let _ = crm_matching::blocking_keys(&pa);
+        let ab = compare(&pa, &pb, &config);
+        let ba = compare(&pb, &pa, &config);
+        prop_assert_eq!(ab.weight.to_bits(), ba.weight.to_bits());
+        prop_assert!(compare(&pa, &pa, &config).weight >= ab.weight);
+        let mut index = Index::default();
+        index.insert(Prepared::new(&Record { id: "a".into(), ..a }));
+        let _ = index.candidates(&pb);
+    }
+}
