@@ -7,6 +7,7 @@
 //! | domain NotFound                              | NotFound           | `crm-kind`, `crm-id`           |
 //! | domain AlreadyExists                         | AlreadyExists      | `crm-kind`, `crm-id`           |
 //! | expected version mismatch                    | Aborted            | `crm-current-version`          |
+//! | too many items in one command                | ResourceExhausted  | `crm-field`                    |
 //! | stored event that cannot be decoded          | DataLoss           |                                |
 //! | event log errors                             | see `crate::status`|                                |
 //!
@@ -26,6 +27,9 @@ pub enum CommandError {
     /// The caller's `expected_version` does not match the primary stream.
     #[error("wrong expected version for stream `{stream}`: expected {expected}, current {}", display(*.current))]
     Conflict { stream: String, expected: u64, current: Option<u64> },
+    /// A collection in the request has more items than one command may carry.
+    #[error("`{field}` has {actual} items; one command may carry at most {limit}")]
+    TooMany { field: String, limit: usize, actual: usize },
     #[error(transparent)]
     Log(#[from] crm_eventlog::Error),
     #[error("cannot decode an event of stream `{stream}`: {source}")]
@@ -88,6 +92,11 @@ impl From<CommandError> for Status {
                 if let Some(v) = current {
                     put(&mut s, "crm-current-version", &v.to_string());
                 }
+                s
+            }
+            CommandError::TooMany { field, .. } => {
+                let mut s = Status::new(Code::ResourceExhausted, message);
+                put(&mut s, "crm-field", &field);
                 s
             }
             CommandError::Log(e) => crate::status::from_eventlog(e),

@@ -25,7 +25,10 @@ use tonic::{Request, Response, Status};
 pub use error::CommandError;
 
 use convert::{id, new_id, opt, optional_id, run_options};
-use engine::{Cmd, Engine, Outcome, RunOptions};
+use engine::Outcome;
+// The intake captures form leads through the same engine.
+pub(crate) use engine::{Cmd, Engine, RunOptions};
+pub(crate) use ids::IdempotencyKey;
 
 /// Renders a stored payload as JSON (decoded and upcast), for `RecordedEvent.payload_json`.
 pub fn render_payload(e: &RecordedEvent) -> Option<String> {
@@ -73,10 +76,22 @@ fn split<T>(request: Request<T>) -> (Option<String>, T) {
     (principal, request.into_inner())
 }
 
+/// Most items (map entries, list elements) one collection of a command may carry.
+pub const MAX_ITEMS_PER_FIELD: usize = 200;
+
+/// Refuses a collection over [`MAX_ITEMS_PER_FIELD`] with ResourceExhausted naming it.
+fn at_most(field: &str, actual: usize) -> Result<(), CommandError> {
+    if actual > MAX_ITEMS_PER_FIELD {
+        return Err(CommandError::TooMany { field: field.to_owned(), limit: MAX_ITEMS_PER_FIELD, actual });
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl<S: EventStore + Clone> pb::command_service_server::CommandService for Commands<S> {
     async fn capture_lead(&self, request: Request<pb::CaptureLeadRequest>) -> Answer {
         let (principal, r) = split(request);
+        at_most("custom_attributes", r.custom_attributes.len())?;
         let opts = run_options(r.options.clone(), principal, "CaptureLead")?;
         let channel = convert::channel(&r)?;
         let cmd = CaptureLead {
@@ -104,19 +119,19 @@ impl<S: EventStore + Clone> pb::command_service_server::CommandService for Comma
 
     async fn auto_assign_lead(&self, request: Request<pb::AutoAssignLeadRequest>) -> Answer {
         let (principal, r) = split(request);
-        let opts = run_options(r.options, principal, "ChangeRules")?;
+        let opts = run_options(r.options, principal, "AutoAssignLead")?;
         self.run(opts, Cmd::AutoAssignLead { lead: id("lead_id", &r.lead_id)? }).await
     }
 
     async fn claim_lead(&self, request: Request<pb::ClaimLeadRequest>) -> Answer {
         let (principal, r) = split(request);
-        let opts = run_options(r.options, principal, "AutoAssignLead")?;
+        let opts = run_options(r.options, principal, "ClaimLead")?;
         self.run(opts, Cmd::ClaimLead { lead: id("lead_id", &r.lead_id)?, user: id("user_id", &r.user_id)? }).await
     }
 
     async fn release_lead(&self, request: Request<pb::ReleaseLeadRequest>) -> Answer {
         let (principal, r) = split(request);
-        let opts = run_options(r.options, principal, "ClaimLead")?;
+        let opts = run_options(r.options, principal, "ReleaseLead")?;
         let cmd =
             Cmd::ReleaseLead { lead: id("lead_id", &r.lead_id)?, user: id("user_id", &r.user_id)?, reason: r.reason };
         self.run(opts, cmd).await
@@ -124,7 +139,7 @@ impl<S: EventStore + Clone> pb::command_service_server::CommandService for Comma
 
     async fn qualify_lead(&self, request: Request<pb::QualifyLeadRequest>) -> Answer {
         let (principal, r) = split(request);
-        let opts = run_options(r.options, principal, "ReleaseLead")?;
+        let opts = run_options(r.options, principal, "QualifyLead")?;
         let customer_id = if r.link_existing {
             id("customer_id", &r.customer_id)?
         } else {
@@ -142,7 +157,8 @@ impl<S: EventStore + Clone> pb::command_service_server::CommandService for Comma
 
     async fn create_customer(&self, request: Request<pb::CreateCustomerRequest>) -> Answer {
         let (principal, r) = split(request);
-        let opts = run_options(r.options, principal, "QualifyLead")?;
+        at_most("fields", r.fields.len())?;
+        let opts = run_options(r.options, principal, "CreateCustomer")?;
         let customer = new_id("customer_id", &r.customer_id, &opts)?;
         let cmd = CustomerCommand::Create {
             customer_id: customer,
@@ -154,7 +170,9 @@ impl<S: EventStore + Clone> pb::command_service_server::CommandService for Comma
 
     async fn update_customer(&self, request: Request<pb::UpdateCustomerRequest>) -> Answer {
         let (principal, r) = split(request);
-        let opts = run_options(r.options, principal, "CreateCustomer")?;
+        at_most("set", r.set.len())?;
+        at_most("clear", r.clear.len())?;
+        let opts = run_options(r.options, principal, "UpdateCustomer")?;
         let mut changes: std::collections::BTreeMap<String, Option<String>> =
             r.set.into_iter().map(|(k, v)| (k, Some(v))).collect();
         for field in r.clear {
@@ -169,7 +187,7 @@ impl<S: EventStore + Clone> pb::command_service_server::CommandService for Comma
 
     async fn add_contact(&self, request: Request<pb::AddContactRequest>) -> Answer {
         let (principal, r) = split(request);
-        let opts = run_options(r.options, principal, "UpdateCustomer")?;
+        let opts = run_options(r.options, principal, "AddContact")?;
         let contact = NewContact {
             contact_id: new_id("contact_id", &r.contact_id, &opts)?,
             name: r.name,
@@ -185,7 +203,8 @@ impl<S: EventStore + Clone> pb::command_service_server::CommandService for Comma
 
     async fn log_activity(&self, request: Request<pb::LogActivityRequest>) -> Answer {
         let (principal, r) = split(request);
-        let opts = run_options(r.options, principal, "AddContact")?;
+        at_most("keywords", r.keywords.len())?;
+        let opts = run_options(r.options, principal, "LogActivity")?;
         let activity = LogActivity {
             activity_id: new_id("activity_id", &r.activity_id, &opts)?,
             by: id("by_user_id", &r.by_user_id)?,
@@ -205,7 +224,8 @@ impl<S: EventStore + Clone> pb::command_service_server::CommandService for Comma
 
     async fn move_stage(&self, request: Request<pb::MoveStageRequest>) -> Answer {
         let (principal, r) = split(request);
-        let opts = run_options(r.options, principal, "LogActivity")?;
+        at_most("evidence", r.evidence.len())?;
+        let opts = run_options(r.options, principal, "MoveStage")?;
         let cmd = OpportunityCommand::MoveStage {
             to: r.to_stage,
             root_cause: r.root_cause,
@@ -216,7 +236,7 @@ impl<S: EventStore + Clone> pb::command_service_server::CommandService for Comma
 
     async fn mark_won(&self, request: Request<pb::MarkWonRequest>) -> Answer {
         let (principal, r) = split(request);
-        let opts = run_options(r.options, principal, "MoveStage")?;
+        let opts = run_options(r.options, principal, "MarkWon")?;
         let cmd = OpportunityCommand::MarkWon {
             finance_receipt_ref: r.finance_receipt_ref,
             contract_ref: r.contract_ref,
@@ -227,14 +247,15 @@ impl<S: EventStore + Clone> pb::command_service_server::CommandService for Comma
 
     async fn mark_lost(&self, request: Request<pb::MarkLostRequest>) -> Answer {
         let (principal, r) = split(request);
-        let opts = run_options(r.options, principal, "MarkWon")?;
+        let opts = run_options(r.options, principal, "MarkLost")?;
         let cmd = OpportunityCommand::MarkLost { reason: r.reason };
         self.run(opts, Cmd::Opportunity { opportunity: id("opportunity_id", &r.opportunity_id)?, cmd }).await
     }
 
     async fn merge_customers(&self, request: Request<pb::MergeCustomersRequest>) -> Answer {
         let (principal, r) = split(request);
-        let opts = run_options(r.options, principal, "MarkLost")?;
+        at_most("winners", r.winners.len())?;
+        let opts = run_options(r.options, principal, "MergeCustomers")?;
         let cmd = MergeCustomers {
             reason: r.reason,
             reason_text: r.reason_text,
@@ -250,7 +271,7 @@ impl<S: EventStore + Clone> pb::command_service_server::CommandService for Comma
 
     async fn unmerge_customers(&self, request: Request<pb::UnmergeCustomersRequest>) -> Answer {
         let (principal, r) = split(request);
-        let opts = run_options(r.options, principal, "MergeCustomers")?;
+        let opts = run_options(r.options, principal, "UnmergeCustomers")?;
         let cmd = Cmd::Unmerge {
             survivor: id("survivor_id", &r.survivor_id)?,
             absorbed: id("absorbed_id", &r.absorbed_id)?,
@@ -261,7 +282,8 @@ impl<S: EventStore + Clone> pb::command_service_server::CommandService for Comma
 
     async fn handover_owner(&self, request: Request<pb::HandoverOwnerRequest>) -> Answer {
         let (principal, r) = split(request);
-        let opts = run_options(r.options, principal, "UnmergeCustomers")?;
+        at_most("receiver_ids", r.receiver_ids.len())?;
+        let opts = run_options(r.options, principal, "HandoverOwner")?;
         let receivers = r
             .receiver_ids
             .iter()
@@ -274,7 +296,7 @@ impl<S: EventStore + Clone> pb::command_service_server::CommandService for Comma
 
     async fn create_user(&self, request: Request<pb::CreateUserRequest>) -> Answer {
         let (principal, r) = split(request);
-        let opts = run_options(r.options, principal, "HandoverOwner")?;
+        let opts = run_options(r.options, principal, "CreateUser")?;
         let user = new_id("user_id", &r.user_id, &opts)?;
         let cmd = UserCommand::Create {
             user_id: user,
@@ -289,28 +311,28 @@ impl<S: EventStore + Clone> pb::command_service_server::CommandService for Comma
 
     async fn set_user_role(&self, request: Request<pb::SetUserRoleRequest>) -> Answer {
         let (principal, r) = split(request);
-        let opts = run_options(r.options, principal, "CreateUser")?;
+        let opts = run_options(r.options, principal, "SetUserRole")?;
         let cmd = UserCommand::SetRole { role: convert::role("role", r.role)? };
         self.run(opts, Cmd::User { user: id("user_id", &r.user_id)?, cmd }).await
     }
 
     async fn set_user_region(&self, request: Request<pb::SetUserRegionRequest>) -> Answer {
         let (principal, r) = split(request);
-        let opts = run_options(r.options, principal, "SetUserRole")?;
+        let opts = run_options(r.options, principal, "SetUserRegion")?;
         let cmd = UserCommand::SetRegion { region: opt(r.region), team: opt(r.team) };
         self.run(opts, Cmd::User { user: id("user_id", &r.user_id)?, cmd }).await
     }
 
     async fn deactivate_user(&self, request: Request<pb::DeactivateUserRequest>) -> Answer {
         let (principal, r) = split(request);
-        let opts = run_options(r.options, principal, "SetUserRegion")?;
+        let opts = run_options(r.options, principal, "DeactivateUser")?;
         let cmd = UserCommand::Deactivate { reason: r.reason };
         self.run(opts, Cmd::User { user: id("user_id", &r.user_id)?, cmd }).await
     }
 
     async fn change_rules(&self, request: Request<pb::ChangeRulesRequest>) -> Answer {
         let (principal, r) = split(request);
-        let opts = run_options(r.options, principal, "DeactivateUser")?;
+        let opts = run_options(r.options, principal, "ChangeRules")?;
         let rules = r.rules.ok_or_else(|| CommandError::request("rules", "required"))?;
         let cmd = Cmd::ChangeRules { rules: Box::new(convert::rules_from_proto(rules)?), reason: r.reason };
         self.run(opts, cmd).await

@@ -291,6 +291,22 @@ async fn rate_limit_and_oversized_requests_give_resource_exhausted() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
+
+    // Too many items in one command, though the request itself is small.
+    let many = (0..201).map(|i| (format!("k{i}"), "v".to_owned())).collect();
+    let err = commands
+        .capture_lead(pb::CaptureLeadRequest {
+            company: "杭州某某电子有限公司".into(),
+            phone: "+86 138 0013 8000".into(),
+            source: "api".into(),
+            channel: pb::LeadChannel::Api as i32,
+            custom_attributes: many,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
+    assert!(err.message().contains("`custom_attributes`"), "{}", err.message());
 }
 
 #[tokio::test]
