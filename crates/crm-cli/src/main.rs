@@ -76,6 +76,9 @@ enum Command {
     /// Show or change the business rules (TOML).
     #[command(subcommand)]
     Rules(cmd::rules::RulesCmd),
+    /// Intake sources: health, resume a paused source, quarantined records.
+    #[command(subcommand)]
+    Source(cmd::sources::SourceCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,5 +142,6 @@ async fn run(opts: Opts) -> Result<u8> {
         Command::Backup(args) => cmd::backup::backup(&conn, args).await,
         Command::Restore(args) => cmd::backup::restore(args).await,
         Command::Rules(c) => cmd::rules::run(&conn, c).await,
+        Command::Source(c) => cmd::sources::run(&conn, c).await,
     }
 }

@@ -6,6 +6,7 @@ pub(crate) mod export;
 pub(crate) mod history;
 pub(crate) mod rebuild;
 pub(crate) mod rules;
+pub(crate) mod sources;
 pub(crate) mod status;
 pub(crate) mod tokens;
 pub(crate) mod verify;

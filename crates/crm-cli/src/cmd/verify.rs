@@ -1,5 +1,5 @@
-//! `crmctl verify log` (hash chain; offline on a data directory, or online through a backup
-//! copy) and `crmctl verify <projection>` (`Admin.VerifyProjection`).
+//! `crmctl verify log` (hash chain and checksums: `Audit.VerifyLog`, or offline on a data
+//! directory) and `crmctl verify <projection>` (`Admin.VerifyProjection`).
 
 use std::path::PathBuf;
 
@@ -16,8 +16,8 @@ use crate::util::table;
 pub(crate) struct VerifyArgs {
     /// `log`, or the name of a projection.
     target: String,
-    /// For `log`: the data directory of a stopped server (or a backup). Without it, `verify
-    /// log` asks the running server (not available yet: the server has no VerifyLog RPC).
+    /// For `log`: verify the log of this data directory (a stopped server's, or a backup)
+    /// instead of asking the running server (`Audit.VerifyLog`).
     #[arg(long, env = "CRM_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Print at most this many differences.
@@ -46,23 +46,20 @@ pub(crate) fn verify_log_offline(data_dir: &std::path::Path, bar: bool) -> Resul
 
 pub(crate) async fn run(conn: &Connection, args: VerifyArgs) -> Result<u8> {
     if args.target == "log" {
-        let Some(dir) = args.data_dir else {
-            anyhow::bail!(
-                "verify log needs --data-dir: the server has no Audit.VerifyLog RPC yet; run it on a stopped \
-                 server's data directory, or on a copy made with `crmctl backup`"
-            );
-        };
-        let v = tokio::task::spawn_blocking(move || verify_log_offline(&dir, true)).await??;
-        return Ok(match v.first_broken {
-            None => {
-                println!("log ok: {} events verified, head {}", v.verified, v.head);
-                0
-            }
-            Some((position, detail)) => {
-                println!("log BROKEN at position {position}: {detail} ({} events verified before it)", v.verified);
-                2
-            }
-        });
+        if let Some(dir) = args.data_dir {
+            let v = tokio::task::spawn_blocking(move || verify_log_offline(&dir, true)).await??;
+            return Ok(log_outcome(v.verified, v.head, v.first_broken));
+        }
+        let r = conn
+            .connect()
+            .await?
+            .audit()
+            .verify_log(pb::VerifyLogRequest {})
+            .await
+            .map_err(|s| status("Audit.VerifyLog", s))?
+            .into_inner();
+        let broken = (!r.intact).then_some((r.first_broken_position, r.detail));
+        return Ok(log_outcome(r.verified, r.head, broken));
     }
     let r = conn
         .connect()
@@ -94,4 +91,17 @@ pub(crate) async fn run(conn: &Connection, args: VerifyArgs) -> Result<u8> {
         .collect();
     print!("{}", table(&["KEY", "EXPECTED", "STORED"], &rows));
     Ok(2)
+}
+
+fn log_outcome(verified: u64, head: u64, broken: Option<(u64, String)>) -> u8 {
+    match broken {
+        None => {
+            println!("log ok: {verified} events verified, head {head}");
+            0
+        }
+        Some((position, detail)) => {
+            println!("log BROKEN at position {position}: {detail} ({verified} events verified before it)");
+            2
+        }
+    }
 }

@@ -144,3 +144,40 @@ async fn history_shows_the_timeline_and_the_state_as_of_a_position_and_audit_lis
     let none = server.run(&["audit", "--from", "2020-01-01", "--to", "2020-01-02", "--format", "csv"]);
     assert_eq!(none.lines().count(), 1, "{none}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_source_shows_in_status_and_resumes_and_the_log_verifies_online() {
+    use crm_proto::v1 as pb;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None);
+    let mut intake = pb::intake_client::IntakeClient::new(server.channel().await);
+    intake
+        .configure_source(pb::ConfigureSourceRequest {
+            source: "finance".into(),
+            fields: [("name".to_owned(), pb::FieldRule { required: true, ..Default::default() })].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // A broken export: records without a modification time; five such batches pause the source.
+    let broken = pb::SyncRecordsRequest {
+        source: "finance".into(),
+        records: vec![pb::SyncRecord { external_id: "KH9".into(), modified_at_micros: 0, fields: vec![] }],
+        ..Default::default()
+    };
+    for _ in 0..5 {
+        intake.sync_records(broken.clone()).await.unwrap_err();
+    }
+    let status: serde_json::Value = serde_json::from_str(&server.run(&["status", "--format", "json"])).unwrap();
+    let finance = status["sources"].as_array().unwrap().iter().find(|s| s["source"] == "finance").unwrap().clone();
+    assert_eq!(finance["paused"], true, "{status}");
+    assert!(server.run(&["source", "list"]).contains("PAUSED"));
+
+    let out = server.run(&["source", "resume", "finance"]);
+    assert!(out.contains("resumed finance"), "{out}");
+    let list = server.run(&["source", "list"]);
+    assert!(list.contains("running") && !list.contains("PAUSED"), "{list}");
+
+    let out = server.run(&["verify", "log"]);
+    assert!(out.starts_with("log ok"), "{out}");
+}

@@ -6,8 +6,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// The `crm-server` binary of this target directory, built on first use when a
-/// `cargo test -p crm-cli` did not build it (`cargo test --workspace` does).
+/// The `crm-server` binary of this target directory. `cargo test -p crm-cli` does not build
+/// another package's binary, so the first call runs `cargo build -p crm-server` into the same
+/// target directory (a no-op when it is up to date). In CI (`CI` set), or with
+/// `CRM_TEST_SERVER_PREBUILT`, an existing binary is used as it is: `cargo test --workspace`
+/// has just built it.
 pub(crate) fn server_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -15,13 +18,15 @@ pub(crate) fn server_binary() -> &'static Path {
         let exe = std::env::current_exe().expect("test binary path");
         let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_owned();
         let bin = profile_dir.join(format!("crm-server{}", std::env::consts::EXE_SUFFIX));
-        if !bin.exists() {
+        let prebuilt = std::env::var_os("CI").is_some() || std::env::var_os("CRM_TEST_SERVER_PREBUILT").is_some();
+        if !(prebuilt && bin.exists()) {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut cmd = Command::new(cargo);
             cmd.args(["build", "-p", "crm-server", "--bin", "crm-server"]);
             if profile_dir.file_name().is_some_and(|n| n == "release") {
                 cmd.arg("--release");
             }
+            cmd.arg("--quiet");
             // The same target directory as this test binary.
             cmd.env("CARGO_TARGET_DIR", profile_dir.parent().expect("target dir"));
             let status = cmd.status().expect("run cargo build -p crm-server");
