@@ -10,12 +10,20 @@ pub(crate) fn is_cjk(c: char) -> bool {
     matches!(c, '\u{4E00}'..='\u{9FFF}' | '\u{3400}'..='\u{4DBF}' | '\u{F900}'..='\u{FAFF}')
 }
 
-/// NFKC, lowercase, every character that is neither alphanumeric nor CJK becomes a space,
-/// runs of spaces become one. Full-width text folds to ASCII.
+/// NFKD without combining marks (accents: "José" -> "jose", "Zhāng" -> "zhang"),
+/// lowercase, every character that is neither alphanumeric nor CJK becomes a space, runs of
+/// spaces become one. Full-width text folds to ASCII.
 pub(crate) fn fold(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
     let mut space = false;
-    for c in raw.nfkc().flat_map(char::to_lowercase) {
+    let chars = raw.nfkd().filter(|c| !unicode_normalization::char::is_combining_mark(*c));
+    for c in chars.flat_map(char::to_lowercase).flat_map(|c| {
+        if c == 'ß' {
+            ['s', 's'].into_iter().take(2)
+        } else {
+            [c, c].into_iter().take(1)
+        }
+    }) {
         if c.is_alphanumeric() {
             if space && !out.is_empty() {
                 out.push(' ');
@@ -257,6 +265,8 @@ mod tests {
     #[test]
     fn folding_and_tokens() {
         assert_eq!(fold("  Ｍａｉｎ  St., No.１２ "), "main st no 12");
+        assert_eq!(fold("José Müller-Straße"), "jose muller strasse");
+        assert_eq!(fold("Zhāng Wěi"), "zhang wei");
         assert_eq!(address_tokens(&fold("建国路88号")), vec!["88", "号", "国路", "建国"]);
         assert_eq!(chinese_name_tokens("张建国"), vec!["zhang", "jianguo"]);
         assert_eq!(pinyin_syllables("伟威"), vec!["wei", "wei"]);
