@@ -3,9 +3,10 @@
 //! A backup streams the running server's log through `EventLog.ReadAll` (up to the head when
 //! it starts, so the copy is one consistent prefix) into a new data directory, appending with
 //! `SledEventStore::append_many_recorded_at`: positions, stream versions, event ids, types,
-//! schema versions, metadata, payloads and recorded-at times are all kept, so the copy's hash
-//! chain is the original's. A restore does the same from a backup, a stopped server's data
-//! directory or an `export events` file, optionally stopping at a position or time.
+//! schema versions, metadata, payloads and recorded-at times are all kept, so the frames hash
+//! to the same chain; the copy is verified before the command succeeds. A restore does the
+//! same from a backup, a stopped server's data directory or an `export events` file,
+//! optionally stopping at a position or time.
 
 use std::collections::HashSet;
 use std::io::BufRead;
