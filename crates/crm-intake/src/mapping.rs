@@ -98,6 +98,9 @@ pub struct MappedForm {
     pub custom_attributes: BTreeMap<String, String>,
     /// One per mapped field and per unmapped field present, in field-name order.
     pub observations: Vec<FieldObservation>,
+    /// Unmapped fields whose value was used as the lead's contact because no mapped contact
+    /// arrived (a renamed phone field must not cost the lead); they stay custom attributes.
+    pub salvaged: Vec<(String, LeadField)>,
 }
 
 impl MappedForm {
@@ -166,7 +169,34 @@ pub fn map_submission(mapping: &FormMapping, values: &BTreeMap<String, String>) 
         out.observations.push(FieldObservation { field: field.clone(), outcome });
     }
     out.observations.sort_by(|a, b| a.field.cmp(&b.field));
+    salvage_contact(&mut out);
     out
+}
+
+/// When no mapped contact arrived, takes the first unmapped value that is a valid phone
+/// number, else the first that looks like an e-mail address.
+fn salvage_contact(out: &mut MappedForm) {
+    let has_contact =
+        [LeadField::Phone, LeadField::Email, LeadField::Wechat].iter().any(|f| out.fields.contains_key(f));
+    if has_contact {
+        return;
+    }
+    let unmapped = |o: &&FieldObservation| o.outcome == ObservationOutcome::Unmapped;
+    let candidates: Vec<(String, String)> = out
+        .observations
+        .iter()
+        .filter(unmapped)
+        .filter_map(|o| out.custom_attributes.get(&o.field).map(|v| (o.field.clone(), v.clone())))
+        .collect();
+    let found = candidates
+        .iter()
+        .find(|(_, v)| normalize_phone(v).valid)
+        .map(|(f, v)| (f, v, LeadField::Phone))
+        .or_else(|| candidates.iter().find(|(_, v)| looks_like_email(v)).map(|(f, v)| (f, v, LeadField::Email)));
+    if let Some((field, value, target)) = found {
+        out.fields.insert(target, value.clone());
+        out.salvaged.push((field.clone(), target));
+    }
 }
 
 #[cfg(test)]
@@ -188,6 +218,20 @@ mod tests {
         let unmapped: Vec<_> = m.observations.iter().filter(|o| o.outcome == ObservationOutcome::Unmapped).collect();
         assert_eq!(unmapped.len(), 1);
         assert_eq!(unmapped[0].field, "budget_range");
+    }
+
+    #[test]
+    fn a_renamed_phone_field_still_gives_the_lead_its_contact() {
+        let m = map_submission(
+            &FormMapping::identity("f"),
+            &form(&[("name", "王芳"), ("mobile", "13900001111"), ("note", "x")]),
+        );
+        assert_eq!(m.get(LeadField::Phone).as_deref(), Some("13900001111"));
+        assert_eq!(m.salvaged, vec![("mobile".to_owned(), LeadField::Phone)]);
+        assert_eq!(m.custom_attributes.get("mobile").map(String::as_str), Some("13900001111"));
+        let with_phone =
+            map_submission(&FormMapping::identity("f"), &form(&[("phone", "13900001111"), ("alt", "13900002222")]));
+        assert!(with_phone.salvaged.is_empty());
     }
 
     #[test]

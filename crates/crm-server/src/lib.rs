@@ -9,8 +9,10 @@
 pub mod auth;
 pub mod commands;
 pub mod config;
+pub mod intake;
 pub mod services;
 pub mod status;
+pub mod subscriptions;
 
 use std::future::Future;
 
@@ -40,6 +42,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         println!("crm-server bootstrap administrator token written to {}", path.display());
     }
     let projections = services::projections::Projections::start(&config.data_dir, store.clone()).await?;
+    let intake = intake::Intake::start(store.clone())
+        .await
+        .map_err(|s| anyhow::anyhow!("starting the intake: {}", s.message()))?;
+    let subscriptions = {
+        let render: services::eventlog::PayloadRenderer = std::sync::Arc::new(|e: &crm_eventlog::RecordedEvent| {
+            auth::tokens::render(e).or_else(|| commands::render_payload(e))
+        });
+        std::sync::Arc::new(
+            subscriptions::Subscriptions::open(&config.data_dir, store.clone(), store.watch_head(), Some(render))
+                .context("opening the subscription store")?,
+        )
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding the gRPC listener on {}", config.listen))?;
@@ -77,6 +91,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let query = pb::query_server::QueryServer::new(services::query::QueryService::new(projections.clone()));
     let audit = pb::audit_server::AuditServer::new(services::audit::AuditService::new(projections.clone()));
     let admin = pb::admin_server::AdminServer::new(services::admin::AdminService::new(projections.clone()));
+    let intake_service =
+        pb::intake_server::IntakeServer::new(intake::IntakeService::new(intake)).max_decoding_message_size(max);
+    let subscriptions_service = pb::subscriptions_server::SubscriptionsServer::new(
+        subscriptions::SubscriptionService::new(subscriptions.clone()),
+    )
+    .max_decoding_message_size(max);
     let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
     let closing = {
         let store = store.clone();
@@ -87,6 +107,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
             projections.stop().await;
             let _ = tokio::task::spawn_blocking(move || store.close()).await;
+            subscriptions.flush();
             let _ = closed_tx.send(());
         }
     };
@@ -113,6 +134,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .add_service(reflection)
         .add_service(eventlog)
         .add_service(commands)
+        .add_service(intake_service)
+        .add_service(subscriptions_service)
         .add_service(query)
         .add_service(audit)
         .add_service(admin)

@@ -5,5 +5,7 @@ mod commands;
 mod eventlog;
 mod faults;
 mod garbage;
+mod intake;
 mod projections;
+mod subscriptions;
 mod support;
