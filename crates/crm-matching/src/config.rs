@@ -180,7 +180,7 @@ pub struct BlockingConfig {
 
 impl Default for BlockingConfig {
     fn default() -> Self {
-        BlockingConfig { max_block: 200, max_candidates: 12, min_support: 2.0 }
+        BlockingConfig { max_block: 200, max_candidates: 16, min_support: 2.0 }
     }
 }
 
