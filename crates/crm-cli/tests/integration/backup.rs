@@ -92,6 +92,28 @@ fn backup_restore_and_point_in_time_restore_give_identical_logs_and_read_models(
         verify_projections(&server);
     }
 
+    // A backup taken while an import runs holds one consistent prefix of the log.
+    let later = dir.path().join("later.csv");
+    let rows: String = (0..40).map(|i| format!("示例贸易有限公司{i:02},1390000{i:04}\n")).collect();
+    std::fs::write(&later, format!("客户名称,手机\n{rows}")).unwrap();
+    let mut import = original
+        .crmctl()
+        .args(["import", later.to_str().unwrap(), "--mapping", more_mapping.to_str().unwrap(), "--batch-size", "2"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let during = dir.path().join("during");
+    original.run(&["backup", "--out", during.to_str().unwrap()]);
+    assert!(import.wait().unwrap().success());
+    let copied = dir.path().join("during-restored");
+    restore(&during, &copied, &[]);
+    let server = Server::start(&copied, Some(&token));
+    let copy = server.run(&["export", "events"]);
+    let h = copy.lines().count().to_string();
+    assert_eq!(copy, original.run(&["export", "events", "--to", &h]), "the backup is the original's prefix");
+    verify_projections(&server);
+    drop(server);
+
     // A restore never writes into an existing log.
     let again = crmctl().args(["restore", "--from"]).arg(&backup).arg("--data-dir").arg(&full).output().unwrap();
     assert!(!again.status.success());

@@ -143,4 +143,27 @@ async fn gbk_fixture_gives_the_expected_report_and_imports_exactly_once_across_a
     assert_eq!(by_legacy("KH0017").get(col("phone")), Some("+8613320203030"), "0086 prefix");
     assert_eq!(by_legacy("KH0005").get(col("custom.phone_raw")), Some("1381234"), "an invalid phone is kept raw");
     assert_eq!(by_legacy("KH0008").get(col("uscc")), Some("91420100MA4K5L6M7D"), "uppercase, no space");
+
+    // An auditor's export is masked as the server masks it for that role.
+    let auditor = server.run(&["token", "issue", "--user", "shen.jie", "--role", "auditor"]);
+    let out = crate::support::ok(
+        crate::support::crmctl()
+            .env("CRM_SERVER", &server.url)
+            .env("CRM_TOKEN", auditor.trim())
+            .args(["export", "customers"])
+            .output()
+            .unwrap(),
+        &["export", "customers"],
+    );
+    let mut reader = csv::Reader::from_reader(out.as_bytes());
+    let masked_header: Vec<String> = reader.headers().unwrap().iter().map(str::to_owned).collect();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 15);
+    let (phone, legacy) = (
+        masked_header.iter().position(|h| h == "phone").unwrap(),
+        masked_header.iter().position(|h| h == "custom.legacy_id").unwrap(),
+    );
+    let kh3 = rows.iter().find(|r| r.get(legacy) == Some("KH0003")).unwrap();
+    let masked = kh3.get(phone).unwrap();
+    assert!(masked.contains('*') && !masked.contains("13922334455"), "auditor sees {masked}");
 }
