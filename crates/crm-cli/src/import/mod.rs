@@ -123,11 +123,17 @@ pub(crate) fn decode(bytes: &[u8], encoding: Encoding) -> Result<Decoded> {
     Ok(Decoded { text, encoding, sha256, malformed })
 }
 
-/// What the progress file records: the file it belongs to and how many planned rows are done.
+/// What the progress file records: the file it belongs to and how far the import got.
 #[derive(Debug, Serialize, Deserialize, Default)]
+#[serde(default)]
 struct Progress {
     file_sha256: String,
-    /// Rows of the plan's import list (in order) whose customers are stored.
+    /// Every row to import up to this file line is stored. Rows are sent in line order and a
+    /// batch is recorded only once all of it is acknowledged, so this is a safe resume point
+    /// even if the plan changes between runs (a row newly found to duplicate a customer
+    /// created meanwhile is skipped either way).
+    last_line: u64,
+    /// Rows stored so far (for display).
     done: usize,
     created: usize,
     deduplicated: usize,
@@ -235,20 +241,26 @@ pub(crate) async fn run(conn: &Connection, args: ImportArgs) -> Result<u8> {
     let clients = clients.expect("connected for a real run");
     let path = progress_path(&args);
     let mut progress = load_progress(&path, &decoded.sha256)?;
-    let rows = plan.to_import();
-    if progress.done > 0 {
-        eprintln!("resuming: {} of {} rows were imported before ({})", progress.done, rows.len(), path.display());
+    let all_rows = plan.to_import();
+    let rows: Vec<_> = all_rows.iter().filter(|r| r.line > progress.last_line).copied().collect();
+    if progress.last_line > 0 {
+        eprintln!(
+            "resuming after line {}: {} of {} rows left ({})",
+            progress.last_line,
+            rows.len(),
+            all_rows.len(),
+            path.display()
+        );
     }
-    let bar = ProgressBar::new(rows.len() as u64);
+    let bar = ProgressBar::new(all_rows.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("import [{bar:40}] {pos}/{len} rows {per_sec} {msg}")
             .expect("valid template")
             .progress_chars("=> "),
     );
-    bar.set_position(progress.done as u64);
+    bar.set_position((all_rows.len() - rows.len()) as u64);
     let mut last_position = 0;
-    while progress.done < rows.len() {
-        let batch = &rows[progress.done..(progress.done + args.batch_size.max(1)).min(rows.len())];
+    for (n, batch) in rows.chunks(args.batch_size.max(1)).enumerate() {
         let calls = batch.iter().map(|row| {
             let mut commands = clients.commands();
             let request = pb::CreateCustomerRequest {
@@ -280,20 +292,21 @@ pub(crate) async fn run(conn: &Connection, args: ImportArgs) -> Result<u8> {
             }
         }
         progress.done += batch.len();
+        progress.last_line = batch.last().map_or(progress.last_line, |r| r.line);
         save_progress(&path, &progress)?;
-        bar.set_position(progress.done as u64);
-        if args.pause_ms > 0 && progress.done < rows.len() {
+        bar.inc(batch.len() as u64);
+        if args.pause_ms > 0 && (n + 1) * args.batch_size.max(1) < rows.len() {
             tokio::time::sleep(Duration::from_millis(args.pause_ms)).await;
         }
     }
     bar.finish_and_clear();
     println!(
         "imported {} rows from {} ({} created, {} already there); {} skipped; last position {}",
-        rows.len(),
+        all_rows.len(),
         args.file.display(),
         progress.created,
         progress.deduplicated,
-        plan.report.rows - rows.len(),
+        plan.report.rows - all_rows.len(),
         last_position
     );
     println!("progress file {} (keep it to make a re-run a no-op; remove it to re-check every row)", path.display());
