@@ -50,6 +50,7 @@ impl<P: Projector> Builder<P> {
     /// A build over `tree`, resuming from its stored checkpoint, or starting empty with `rules`.
     pub(crate) fn open(projector: Arc<P>, tree: sled::Tree, rules: Rules) -> Result<Self, Failure> {
         let stored = tree.get(META_KEY).map_err(|e| Failure { position: 0, detail: e.to_string() })?;
+        let fresh = stored.is_none() && tree.is_empty();
         let meta = match stored {
             Some(bytes) => {
                 decode_value::<Meta>(META_KEY, &bytes).map_err(|e| Failure { position: 0, detail: e.to_string() })?
@@ -62,7 +63,7 @@ impl<P: Projector> Builder<P> {
                 last_recorded_at_micros: 0,
             },
         };
-        Ok(Builder { projector, tree, meta, seen_rules: None, cache: Cache::new() })
+        Ok(Builder { projector, tree, meta, seen_rules: None, cache: Cache::new(fresh) })
     }
 
     /// Applies events after the checkpoint up to `up_to` (and never past the committed head),
@@ -136,7 +137,6 @@ impl<P: Projector> Builder<P> {
             // Record the build's version and rules even before the first event.
             let _ = self.tree.insert(META_KEY, encode_value(&self.meta));
         }
-        debug_assert_eq!(self.cache.len(), 0);
         Ok(StepOutcome { applied })
     }
 }

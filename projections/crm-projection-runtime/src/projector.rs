@@ -129,12 +129,19 @@ struct Slot<V> {
 pub struct State<'a, V> {
     tree: &'a sled::Tree,
     cache: &'a mut HashMap<Vec<u8>, Slot<V>>,
+    /// Every key the tree holds is in the cache (a fresh build that never evicted): a miss
+    /// is an absent key, no tree read needed.
+    complete: bool,
 }
 
 impl<V: Serialize + DeserializeOwned + Clone> State<'_, V> {
     fn load(&mut self, key: &[u8]) -> std::result::Result<&mut Slot<V>, String> {
         debug_assert!(key.first().is_some_and(|b| *b != 0), "state keys are non-empty and do not start with 0x00");
         if !self.cache.contains_key(key) {
+            if self.complete {
+                self.cache.insert(key.to_vec(), Slot { value: None, dirty: false });
+                return Ok(self.cache.get_mut(key).expect("just inserted"));
+            }
             let value = match self.tree.get(key).map_err(|e| e.to_string())? {
                 Some(bytes) => Some(decode_value(key, &bytes).map_err(|e| e.to_string())?),
                 None => None,
@@ -185,35 +192,55 @@ impl<V: Serialize + DeserializeOwned + Clone> State<'_, V> {
     }
 }
 
-/// The write-back cache of one batch, owned by a builder between batches.
+/// Most entries the cache keeps between batches; past this it is emptied after a commit.
+const CACHE_CAPACITY: usize = 1_000_000;
+
+/// The write-back cache of a build, kept between batches (clean entries only) up to
+/// [`CACHE_CAPACITY`] entries, so hot keys are decoded once and a fresh build never reads
+/// its own tree.
 pub(crate) struct Cache<V> {
     slots: HashMap<Vec<u8>, Slot<V>>,
+    complete: bool,
 }
 
 impl<V: Serialize + DeserializeOwned + Clone> Cache<V> {
-    pub(crate) fn new() -> Self {
-        Cache { slots: HashMap::new() }
+    /// `complete`: the tree is empty (a fresh build), so the cache holds everything.
+    pub(crate) fn new(complete: bool) -> Self {
+        Cache { slots: HashMap::new(), complete }
     }
 
     pub(crate) fn state<'a>(&'a mut self, tree: &'a sled::Tree) -> State<'a, V> {
-        State { tree, cache: &mut self.slots }
+        State { tree, cache: &mut self.slots, complete: self.complete }
     }
 
+    /// Forgets every entry, committed or not (after a failed batch); reads go to the tree.
     pub(crate) fn clear(&mut self) {
         self.slots.clear();
+        self.complete = false;
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.slots.len()
-    }
-
-    /// Moves every dirty entry into `batch` and empties the cache.
+    /// Moves every dirty entry into `batch`, keeping clean copies (or emptying the cache when
+    /// it is over capacity).
     pub(crate) fn drain_into(&mut self, batch: &mut sled::Batch) {
-        for (key, slot) in self.slots.drain() {
+        let keep = self.slots.len() <= CACHE_CAPACITY;
+        if !keep {
+            self.complete = false;
+            for (key, slot) in self.slots.drain() {
+                if slot.dirty {
+                    match slot.value {
+                        Some(v) => batch.insert(key, encode_value(&v)),
+                        None => batch.remove(key),
+                    }
+                }
+            }
+            return;
+        }
+        for (key, slot) in self.slots.iter_mut() {
             if slot.dirty {
-                match slot.value {
-                    Some(v) => batch.insert(key, encode_value(&v)),
-                    None => batch.remove(key),
+                slot.dirty = false;
+                match &slot.value {
+                    Some(v) => batch.insert(key.as_slice(), encode_value(v)),
+                    None => batch.remove(key.as_slice()),
                 }
             }
         }

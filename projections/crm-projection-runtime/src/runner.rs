@@ -32,7 +32,7 @@ pub struct ProjectionDb {
 impl ProjectionDb {
     /// Opens (or creates) the database in `path` (the server uses `<data-dir>/projections`).
     pub fn open(path: &Path) -> Result<Self> {
-        Ok(ProjectionDb { db: sled::Config::new().path(path).open()? })
+        Ok(ProjectionDb { db: sled::Config::new().path(path).mode(sled::Mode::HighThroughput).open()? })
     }
 
     /// A temporary database, removed when dropped (tests).

@@ -16,7 +16,7 @@ use crate::projector::{encode_value, Cache, Projector, META_KEY};
 pub fn fold_all<P: Projector>(projector: &P, rules: &Rules, events: &[RecordedEvent]) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let db = sled::Config::new().temporary(true).open().expect("temporary sled");
     let tree = db.open_tree("fold").expect("tree");
-    let mut cache = Cache::<P::Value>::new();
+    let mut cache = Cache::<P::Value>::new(true);
     let mut state = cache.state(&tree);
     for recorded in events {
         let event = match Event::decode(&recorded.event_type, recorded.schema_version, &recorded.payload) {
@@ -238,8 +238,12 @@ pub async fn assert_incremental_equals_rebuild<P: Projector + Clone>(
     (log, handle, db)
 }
 
-/// Opens the projection database again once every handle of the previous opening is gone.
-async fn reopen(dir: &std::path::Path) -> crate::ProjectionDb {
+/// Opens the projection database again once every handle of the previous opening is gone
+/// (the runner task drops its handle just after answering `stop`).
+///
+/// # Panics
+/// After 5 seconds.
+pub async fn reopen(dir: &std::path::Path) -> crate::ProjectionDb {
     for _ in 0..500 {
         match crate::ProjectionDb::open(dir) {
             Ok(db) => return db,

@@ -110,18 +110,30 @@ async fn generate(dir: &Path, commands: u64, seed: u64, users: usize) -> anyhow:
             counter += 1;
             uuid::Uuid::from_u128(counter)
         };
+        // One atomic append per group of commands; a stream may appear once per append, so
+        // a command touching a stream already in the group starts the next group (the log
+        // order stays the generation order).
+        let mut group: Vec<StreamAppend> = Vec::new();
+        let mut streams = std::collections::HashSet::new();
+        let mut events = 0;
         while left > 0 {
-            let mut group = Vec::new();
-            let mut events = 0;
-            while left > 0 && events < 900 {
-                let command = generator.next_command();
-                events += command.events.len();
-                group.extend(command.to_appends(&mut ids));
-                left -= 1;
+            let appends = generator.next_command().to_appends(&mut ids);
+            left -= 1;
+            if events + 4 > 900 || appends.iter().any(|a| streams.contains(&a.stream)) {
+                if tx.blocking_send(std::mem::take(&mut group)).is_err() {
+                    return;
+                }
+                streams.clear();
+                events = 0;
             }
-            if tx.blocking_send(group).is_err() {
-                return;
+            for a in appends {
+                events += a.events.len();
+                streams.insert(a.stream.clone());
+                group.push(a);
             }
+        }
+        if !group.is_empty() {
+            let _ = tx.blocking_send(group);
         }
     });
     let mut appended = 0u64;

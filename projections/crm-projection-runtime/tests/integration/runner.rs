@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use crm_eventlog::EventStore;
 use crm_projection_runtime::fixtures::{Generator, GeneratorConfig};
-use crm_projection_runtime::testing::{all_events, append_all, dump, fold_all, settle, Counting, TempLog};
+use crm_projection_runtime::testing::{all_events, append_all, dump, fold_all, reopen, settle, Counting, TempLog};
 use crm_projection_runtime::{spawn, ProjectionDb, RunState};
 
 fn commands(seed: u64, n: usize) -> Vec<crm_projection_runtime::fixtures::Generated> {
@@ -27,7 +27,7 @@ async fn a_restart_resumes_after_the_checkpoint_without_double_counting() {
         handle.stop().await;
     }
     append_all(&log.store, &commands(2, 300)).await;
-    let db = ProjectionDb::open(&db_dir).unwrap();
+    let db = reopen(&db_dir).await;
     let handle = spawn(&db, log.store.clone(), Counting::new("counting")).unwrap();
     settle(&handle, &Counting::new("counting"), &log.store).await;
     let head = log.store.committed_head();
@@ -132,7 +132,7 @@ async fn a_new_version_rebuilds_in_a_shadow_and_swaps() {
         handle.stop().await;
     }
     let v2 = Counting { version: 2, ..Counting::new("counting") };
-    let db = ProjectionDb::open(&db_dir).unwrap();
+    let db = reopen(&db_dir).await;
     let handle = spawn(&db, log.store.clone(), v2.clone()).unwrap();
     // The old build serves at once, complete, while the new one is built.
     let first = handle.reader();
