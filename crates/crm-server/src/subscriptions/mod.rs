@@ -153,9 +153,14 @@ impl<S: EventStore + Clone> Subscriptions<S> {
     ) {
         let mut head = self.head.clone();
         loop {
-            let next = {
+            // Registered before looking, so a wake between the look and the wait is not lost.
+            let woken = handle.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let (next, read_to, room) = {
                 let mut g = handle.state.lock().await;
-                self.next_batch(&mut g, consumer, batch, json).await
+                let next = self.next_batch(&mut g, consumer, batch, json).await;
+                (next, g.read_to, g.room())
             };
             match next {
                 Err(status) => {
@@ -167,11 +172,12 @@ impl<S: EventStore + Clone> Subscriptions<S> {
                         break;
                     }
                 }
+                // Nothing to send: wait for new events (only if there is room for them), an
+                // ack that frees room, a nack, a replay or a departing consumer.
                 Ok(None) => {
-                    let read_to = handle.state.lock().await.read_to;
                     tokio::select! {
-                        changed = head.wait_for(|h| *h > read_to) => if changed.is_err() { break },
-                        () = handle.wake.notified() => {}
+                        changed = head.wait_for(|h| *h > read_to), if room > 0 => if changed.is_err() { break },
+                        () = &mut woken => {}
                         () = tx.closed() => break,
                     }
                 }

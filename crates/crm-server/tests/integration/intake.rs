@@ -460,3 +460,98 @@ async fn failing_records_go_to_quarantine_while_the_rest_continues() {
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
 }
+
+#[tokio::test]
+async fn our_own_edit_wins_against_an_older_record_and_loses_to_a_later_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut intake = client(&server).await;
+    configure_erp(&mut intake, "erp").await;
+    let r = intake
+        .sync_records(pb::SyncRecordsRequest {
+            source: "erp".into(),
+            records: vec![erp_record(
+                7,
+                T0,
+                vec![field("name", Some("示例七有限公司")), field("industry", Some("机械"))],
+            )],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.applied, 1);
+    let p = intake
+        .get_field_provenance(pb::GetFieldProvenanceRequest {
+            source: "erp".into(),
+            external_id: "KH000007".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // A salesperson corrects the industry in the CRM (recorded now, long after T0).
+    let mut commands = pb::command_service_client::CommandServiceClient::new(server.channel().await);
+    commands
+        .update_customer(pb::UpdateCustomerRequest {
+            customer_id: p.customer_id.clone(),
+            set: [("industry".to_owned(), "医疗器械".to_owned())].into_iter().collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ours = intake
+        .get_field_provenance(pb::GetFieldProvenanceRequest {
+            customer_id: p.customer_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let industry = ours.fields.iter().find(|f| f.field == "industry").unwrap().clone();
+    assert_eq!((industry.value.as_str(), industry.origin.as_str()), ("医疗器械", "crm"));
+
+    // An ERP record modified before our edit, and one modified exactly at it (a tie): ours stays.
+    for modified in [T0 + 1, industry.at_micros] {
+        let r = intake
+            .sync_records(pb::SyncRecordsRequest {
+                source: "erp".into(),
+                records: vec![erp_record(
+                    7,
+                    modified,
+                    vec![field("name", Some("示例七有限公司")), field("industry", Some("机械"))],
+                )],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((r.applied, r.fields_kept), (1, 1), "modified at {modified}");
+    }
+    // One modified after our edit wins.
+    let r = intake
+        .sync_records(pb::SyncRecordsRequest {
+            source: "erp".into(),
+            records: vec![erp_record(
+                7,
+                industry.at_micros + 1,
+                vec![field("name", Some("示例七有限公司")), field("industry", Some("电子"))],
+            )],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.applied, r.fields_kept), (1, 0));
+    let after = intake
+        .get_field_provenance(pb::GetFieldProvenanceRequest { customer_id: p.customer_id, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let industry = after.fields.iter().find(|f| f.field == "industry").unwrap();
+    assert_eq!(
+        (industry.value.as_str(), industry.origin.as_str(), industry.external_id.as_str()),
+        ("电子", "sync", "KH000007")
+    );
+}
