@@ -14,7 +14,7 @@ use crate::util::table;
 
 #[derive(Debug, Args)]
 pub(crate) struct VerifyArgs {
-    /// `log`, or the name of a projection.
+    /// `log`, the name of a projection, or `all` (every projection).
     target: String,
     /// For `log`: verify the log of this data directory (a stopped server's, or a backup)
     /// instead of asking the running server (`Audit.VerifyLog`).
@@ -61,17 +61,36 @@ pub(crate) async fn run(conn: &Connection, args: VerifyArgs) -> Result<u8> {
         let broken = (!r.intact).then_some((r.first_broken_position, r.detail));
         return Ok(log_outcome(r.verified, r.head, broken));
     }
-    let r = conn
-        .connect()
-        .await?
-        .admin()
-        .verify_projection(pb::VerifyProjectionRequest { name: args.target.clone() })
-        .await
-        .map_err(|s| status("Admin.VerifyProjection", s))?
-        .into_inner();
+    let mut admin = conn.connect().await?.admin();
+    let names = if args.target == "all" {
+        admin
+            .list_projections(pb::ListProjectionsRequest {})
+            .await
+            .map_err(|s| status("Admin.ListProjections", s))?
+            .into_inner()
+            .projections
+            .into_iter()
+            .map(|p| p.name)
+            .collect()
+    } else {
+        vec![args.target.clone()]
+    };
+    let mut code = 0;
+    for name in names {
+        let r = admin
+            .verify_projection(pb::VerifyProjectionRequest { name })
+            .await
+            .map_err(|s| status("Admin.VerifyProjection", s))?
+            .into_inner();
+        code = code.max(report(r, args.show));
+    }
+    Ok(code)
+}
+
+fn report(r: pb::VerifyProjectionResponse, show: usize) -> u8 {
     if r.total_differences == 0 {
         println!("{} ok: {} keys equal a rebuild from the log at position {}", r.name, r.keys_compared, r.position);
-        return Ok(0);
+        return 0;
     }
     println!(
         "{} DIFFERS from a rebuild at position {}: {} of {} keys",
@@ -80,7 +99,7 @@ pub(crate) async fn run(conn: &Connection, args: VerifyArgs) -> Result<u8> {
     let rows: Vec<Vec<String>> = r
         .differences
         .iter()
-        .take(args.show)
+        .take(show)
         .map(|d| {
             vec![
                 d.key.clone(),
@@ -90,7 +109,7 @@ pub(crate) async fn run(conn: &Connection, args: VerifyArgs) -> Result<u8> {
         })
         .collect();
     print!("{}", table(&["KEY", "EXPECTED", "STORED"], &rows));
-    Ok(2)
+    2
 }
 
 fn log_outcome(verified: u64, head: u64, broken: Option<(u64, String)>) -> u8 {
