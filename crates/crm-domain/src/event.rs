@@ -282,6 +282,16 @@ pub struct CustomerRestored {
     pub survivor_id: CustomerId,
 }
 
+/// On `customer_id`'s stream: a suspected duplicate pair (with `other_id`) was reviewed and
+/// judged to be two different customers. The duplicates read model marks the pair dismissed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DuplicateDismissed {
+    pub customer_id: CustomerId,
+    pub other_id: CustomerId,
+    /// Why they are not duplicates; never empty.
+    pub reason: String,
+}
+
 /// On the customer's stream when one of its opportunities is won: it is now a repeat customer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CustomerDealWon {
@@ -507,6 +517,7 @@ events! {
     CustomerUnmerged = 1,
     CustomerRestored = 1,
     CustomerDealWon = 1,
+    DuplicateDismissed = 1,
     OpportunityOpened = 1,
     StageMoved = 1,
     OpportunityWon = 1,
@@ -556,6 +567,7 @@ impl Event {
             Event::CustomerAbsorbed(e) => e.absorbed_id.stream(),
             Event::CustomerUnmerged(e) => e.survivor_id.stream(),
             Event::CustomerRestored(e) => e.absorbed_id.stream(),
+            Event::DuplicateDismissed(e) => e.customer_id.stream(),
             Event::CustomerDealWon(e) => e.customer_id.stream(),
             Event::OpportunityOpened(e) => e.opportunity_id.stream(),
             Event::StageMoved(e) => e.opportunity_id.stream(),

@@ -75,10 +75,10 @@ pub use error::{DecodeError, DomainError};
 pub use event::{
     AbArm, ActivityKind, ActivityLogged, AssignmentReason, AssignmentTrace, CandidateTrace, Channel, Contact,
     ContactAdded, CustomerAbsorbed, CustomerCreated, CustomerDealWon, CustomerRestored, CustomerUnmerged,
-    CustomerUpdated, CustomersMerged, Event, FieldChange, LeadAssigned, LeadCaptured, LeadCapturedV1, LeadClaimed,
-    LeadQualified, LeadReleased, OpportunityLost, OpportunityOpened, OpportunityWon, Owned, OwnerChanged, Role,
-    RulesChanged, StageMoved, UserCreated, UserDeactivated, UserHandedOver, UserRegionChanged, UserRoleChanged,
-    EVENT_TYPES,
+    CustomerUpdated, CustomersMerged, DuplicateDismissed, Event, FieldChange, LeadAssigned, LeadCaptured,
+    LeadCapturedV1, LeadClaimed, LeadQualified, LeadReleased, OpportunityLost, OpportunityOpened, OpportunityWon,
+    Owned, OwnerChanged, Role, RulesChanged, StageMoved, UserCreated, UserDeactivated, UserHandedOver,
+    UserRegionChanged, UserRoleChanged, EVENT_TYPES,
 };
 pub use ids::{ActivityId, ContactId, CustomerId, LeadId, OpportunityId, StreamId, UserId, RULES_STREAM};
 pub use lead::{CaptureLead, Lead, LeadCommand, LeadStatus};

@@ -93,6 +93,11 @@ pub(crate) fn samples() -> Vec<Event> {
             post_merge_activities: vec![activity_id(1)],
         }),
         Event::CustomerRestored(CustomerRestored { absorbed_id: customer_id(2), survivor_id: customer_id(1) }),
+        Event::DuplicateDismissed(DuplicateDismissed {
+            customer_id: customer_id(1),
+            other_id: customer_id(2),
+            reason: "同名不同公司".into(),
+        }),
         Event::CustomerDealWon(CustomerDealWon { customer_id: customer_id(1), opportunity_id: opportunity_id(1) }),
         opened(1, 1, STAGE_INITIAL, false),
         stage_moved(1, STAGE_INITIAL, STAGE_NEEDS, &[("requirements_note", "6台监护仪")]),

@@ -1,0 +1,30 @@
+//! The duplicates read model: the live customers in a [`crm_matching::Matcher`], the
+//! candidate pairs it finds with their score, explanation and status (open, dismissed with
+//! a reason, merged), and one report per merge (what, why, by whom, the score at that moment).
+//!
+//! Keys (in the projection's own sled tree):
+//! - `r/<uuid>`: the customer's profile fields and whether it is absorbed ([`CustomerRecord`]);
+//! - `p/<uuid a>/<uuid b>` with `a < b`: a [`Candidate`] pair;
+//! - `m/<position, 20 digits>`: a [`MergeReport`], keyed by the `CustomersMerged` position;
+//! - `l/<absorbed uuid>`: the position of the absorbed customer's last merge report.
+//!
+//! The Matcher is not persisted: [`DuplicatesProjector::open`] rebuilds it in memory from
+//! the serving tree's `r/` records before the runner starts, and `apply` keeps it in step.
+//! Candidate pairs are found when a customer is created, updated, changed by a merge or
+//! restored by an unmerge; a pair's status survives later re-scoring. A shadow build
+//! (rebuild, verify) shares the live Matcher, so its lookups only count candidates that its
+//! own `r/` records show as live customers.
+//!
+//! ```
+//! use crm_projection_duplicates::DuplicatesProjector;
+//! use crm_projection_runtime::Projector;
+//! assert_eq!(DuplicatesProjector::new().name(), "duplicates");
+//! ```
+
+mod projector;
+mod query;
+
+pub use projector::{
+    pair_key, to_record, Candidate, Contribution, CustomerRecord, DuplicatesProjector, MergeReport, Status, Value,
+};
+pub use query::{customer, list, merge_reports, pair, Page, StatusFilter};

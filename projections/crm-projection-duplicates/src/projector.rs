@@ -1,0 +1,465 @@
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crm_domain::{normalize_company, Event, FieldChange, Rules};
+use crm_eventlog::RecordedEvent;
+use crm_matching::{MatchResult, Matcher, Record, RecordKind};
+use crm_projection_runtime::{decode_value, ProjectionDb, Projector, State};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A customer as the matcher sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerRecord {
+    pub id: Uuid,
+    pub fields: BTreeMap<String, String>,
+    /// Set while merged into another customer (then it is not in the Matcher).
+    pub absorbed_into: Option<Uuid>,
+}
+
+/// One field's share of a pair's weight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contribution {
+    pub field: String,
+    pub outcome: String,
+    pub weight: f64,
+    pub reason: String,
+}
+
+/// Where a candidate pair stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Status {
+    Open,
+    Dismissed { reason: String, actor: String, position: u64 },
+    Merged { survivor: Uuid, actor: String, position: u64 },
+}
+
+impl Status {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Status::Open => "open",
+            Status::Dismissed { .. } => "dismissed",
+            Status::Merged { .. } => "merged",
+        }
+    }
+}
+
+/// A suspected duplicate pair, `a < b`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub a: Uuid,
+    pub b: Uuid,
+    /// Log2 likelihood ratio; sort by it.
+    pub weight: f64,
+    /// `weight` mapped to 0..1 (0.5 at the pair's threshold), for display.
+    pub score: f64,
+    /// `duplicate` or `review`.
+    pub decision: String,
+    pub explanation: String,
+    pub contributions: Vec<Contribution>,
+    pub status: Status,
+    /// Position of the event that first made them a pair.
+    pub found_position: u64,
+    /// Position of the last event that changed this pair.
+    pub updated_position: u64,
+}
+
+/// One merge: from `CustomersMerged`, with the pair's score just before it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MergeReport {
+    pub survivor: Uuid,
+    pub absorbed: Uuid,
+    pub reason: String,
+    pub reason_text: String,
+    /// Who merged (the event's actor).
+    pub actor: String,
+    pub merged_at_micros: i64,
+    pub position: u64,
+    /// `field: old -> new` of the survivor's fields the merge changed.
+    pub field_changes: Vec<String>,
+    pub weight: f64,
+    pub score: f64,
+    pub decision: String,
+    pub explanation: String,
+    /// The pair's status before the merge (`open`, `dismissed`, or `none` when the matcher
+    /// had not suggested it).
+    pub status_before: String,
+    /// Position of the `CustomerUnmerged` that undid it.
+    pub unmerged_position: Option<u64>,
+    pub unmerged_by: Option<String>,
+    pub unmerge_reason: Option<String>,
+}
+
+/// What the duplicates tree stores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    Customer(CustomerRecord),
+    Pair(Box<Candidate>),
+    Merge(Box<MergeReport>),
+    LastMerge(u64),
+}
+
+pub(crate) fn record_key(id: &Uuid) -> Vec<u8> {
+    format!("r/{id}").into_bytes()
+}
+
+/// The key of the pair of `x` and `y`, in either order.
+pub fn pair_key(x: &Uuid, y: &Uuid) -> Vec<u8> {
+    let (a, b) = if x < y { (x, y) } else { (y, x) };
+    format!("p/{a}/{b}").into_bytes()
+}
+
+pub(crate) fn merge_key(position: u64) -> Vec<u8> {
+    format!("m/{position:020}").into_bytes()
+}
+
+fn last_merge_key(absorbed: &Uuid) -> Vec<u8> {
+    format!("l/{absorbed}").into_bytes()
+}
+
+/// A customer's profile as a matching record. A customer is a company when it has a USCC
+/// or a contact name, or when its name has a legal form or an industry word; else a person.
+pub fn to_record(id: &Uuid, fields: &BTreeMap<String, String>) -> Record {
+    let get = |k: &str| fields.get(k).filter(|v| !v.trim().is_empty()).cloned();
+    let name = get("name");
+    let company = get("uscc").is_some()
+        || get("contact_name").is_some()
+        || name.as_deref().is_some_and(|n| {
+            let c = normalize_company(n);
+            c.legal_form.is_some() || c.industry.is_some()
+        });
+    let mut record = Record { id: id.to_string(), ..Record::default() };
+    if company {
+        record.kind = RecordKind::Company;
+        record.company = name;
+        record.name = get("contact_name");
+    } else {
+        record.kind = RecordKind::Person;
+        record.name = name;
+    }
+    record.uscc = get("uscc");
+    record.phones = get("phone").into_iter().collect();
+    record.email = get("email");
+    record.address = get("address");
+    record.region = get("region");
+    record.industry = get("industry");
+    record
+}
+
+fn decision_name(result: &MatchResult) -> String {
+    format!("{:?}", result.decision).to_lowercase()
+}
+
+fn contributions(result: &MatchResult) -> Vec<Contribution> {
+    result
+        .explanation
+        .fields
+        .iter()
+        .map(|f| Contribution {
+            field: f.field.as_str().to_owned(),
+            outcome: format!("{:?}", f.outcome).to_lowercase(),
+            weight: f.weight,
+            reason: f.reason.to_owned(),
+        })
+        .collect()
+}
+
+fn apply_changes(fields: &mut BTreeMap<String, String>, changes: &[FieldChange]) {
+    for change in changes {
+        match &change.new {
+            Some(value) => fields.insert(change.field.clone(), value.clone()),
+            None => fields.remove(&change.field),
+        };
+    }
+}
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+/// The duplicates projector. It reads no rule; the match configuration is the Matcher's
+/// default.
+#[derive(Clone, Default)]
+pub struct DuplicatesProjector {
+    matcher: Arc<Mutex<Matcher>>,
+}
+
+impl std::fmt::Debug for DuplicatesProjector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DuplicatesProjector").field("customers", &self.lock().len()).finish()
+    }
+}
+
+impl DuplicatesProjector {
+    /// An empty projector, for a projection built from position 0.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A projector whose Matcher holds the live customers of the serving `duplicates` tree
+    /// in `db`, so the runner can resume from its checkpoint.
+    pub fn open(db: &ProjectionDb) -> crm_projection_runtime::Result<Self> {
+        let projector = Self::new();
+        if let Some(tree) = db.serving_tree("duplicates")? {
+            let mut matcher = projector.lock();
+            for entry in tree.scan_prefix(b"r/") {
+                let (key, bytes) = entry?;
+                if let Value::Customer(c) = decode_value::<Value>(&key, &bytes)? {
+                    if c.absorbed_into.is_none() {
+                        matcher.insert(&to_record(&c.id, &c.fields));
+                    }
+                }
+            }
+        }
+        Ok(projector)
+    }
+
+    /// The live Matcher (shared with the runner), for exact-collision checks on commands.
+    pub fn matcher(&self) -> Arc<Mutex<Matcher>> {
+        Arc::clone(&self.matcher)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Matcher> {
+        self.matcher.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn customer(state: &mut State<'_, Value>, id: &Uuid) -> Result<Option<CustomerRecord>> {
+        match state.get_cloned(&record_key(id))? {
+            Some(Value::Customer(c)) => Ok(Some(c)),
+            _ => Ok(None),
+        }
+    }
+
+    fn live(state: &mut State<'_, Value>, id: &Uuid) -> Result<bool> {
+        Ok(Self::customer(state, id)?.is_some_and(|c| c.absorbed_into.is_none()))
+    }
+
+    fn pair(state: &mut State<'_, Value>, x: &Uuid, y: &Uuid) -> Result<Option<Candidate>> {
+        match state.get_cloned(&pair_key(x, y))? {
+            Some(Value::Pair(p)) => Ok(Some(*p)),
+            _ => Ok(None),
+        }
+    }
+
+    fn put_pair(state: &mut State<'_, Value>, pair: Candidate) {
+        state.put(pair_key(&pair.a, &pair.b), Value::Pair(Box::new(pair)));
+    }
+
+    fn new_pair(x: Uuid, y: Uuid, result: &MatchResult, position: u64) -> Candidate {
+        let (a, b) = if x < y { (x, y) } else { (y, x) };
+        Candidate {
+            a,
+            b,
+            weight: result.weight,
+            score: result.score,
+            decision: decision_name(result),
+            explanation: result.explanation.to_string(),
+            contributions: contributions(result),
+            status: Status::Open,
+            found_position: position,
+            updated_position: position,
+        }
+    }
+
+    fn rescore(pair: &mut Candidate, result: &MatchResult, position: u64) {
+        pair.weight = result.weight;
+        pair.score = result.score;
+        pair.decision = decision_name(result);
+        pair.explanation = result.explanation.to_string();
+        pair.contributions = contributions(result);
+        pair.updated_position = position;
+    }
+
+    /// Stores `c`, puts it in the Matcher and records the pairs it forms with live customers.
+    fn index(&self, state: &mut State<'_, Value>, c: CustomerRecord, position: u64) -> Result {
+        let record = to_record(&c.id, &c.fields);
+        let id = c.id;
+        let live = c.absorbed_into.is_none();
+        state.put(record_key(&id), Value::Customer(c));
+        if !live {
+            return Ok(());
+        }
+        let found = {
+            let mut matcher = self.lock();
+            matcher.insert(&record);
+            matcher.find(&record)
+        };
+        for m in found {
+            let Ok(other) = Uuid::parse_str(&m.id) else { continue };
+            if other == id || !Self::live(state, &other)? {
+                continue;
+            }
+            let pair = match Self::pair(state, &id, &other)? {
+                Some(mut pair) => {
+                    Self::rescore(&mut pair, &m.result, position);
+                    pair
+                }
+                None => Self::new_pair(id, other, &m.result, position),
+            };
+            Self::put_pair(state, pair);
+        }
+        Ok(())
+    }
+
+    /// Scores two stored customers against each other.
+    fn score(&self, state: &mut State<'_, Value>, x: &Uuid, y: &Uuid) -> Result<Option<MatchResult>> {
+        let (Some(cx), Some(cy)) = (Self::customer(state, x)?, Self::customer(state, y)?) else {
+            return Ok(None);
+        };
+        Ok(Some(self.lock().compare(&to_record(x, &cx.fields), &to_record(y, &cy.fields))))
+    }
+}
+
+impl Projector for DuplicatesProjector {
+    type Value = Value;
+
+    fn name(&self) -> &'static str {
+        "duplicates"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn fingerprint(&self, rules: &Rules) -> u64 {
+        // The match configuration is the library default, not a rule.
+        let _ = rules;
+        0
+    }
+
+    fn apply(
+        &self,
+        state: &mut State<'_, Value>,
+        rules: &Rules,
+        recorded: &RecordedEvent,
+        event: Option<&Event>,
+    ) -> Result {
+        let _ = rules;
+        let Some(event) = event else { return Ok(()) };
+        let position = recorded.position;
+        match event {
+            Event::CustomerCreated(e) => {
+                let c = CustomerRecord { id: e.customer_id.0, fields: e.fields.clone(), absorbed_into: None };
+                self.index(state, c, position)
+            }
+            Event::CustomerUpdated(e) => {
+                let Some(mut c) = Self::customer(state, &e.customer_id.0)? else {
+                    return Err(format!("customer {} is not known", e.customer_id.0));
+                };
+                apply_changes(&mut c.fields, &e.changes);
+                self.index(state, c, position)
+            }
+            Event::CustomersMerged(e) => {
+                let (survivor, absorbed) = (e.survivor_id.0, e.absorbed_id.0);
+                let result = self.score(state, &survivor, &absorbed)?;
+                let before = Self::pair(state, &survivor, &absorbed)?;
+                let status_before = before.as_ref().map_or("none", |p| p.status.name()).to_owned();
+                let actor = recorded.metadata.actor.clone();
+                let mut pair = match (before, &result) {
+                    (Some(mut pair), Some(r)) => {
+                        Self::rescore(&mut pair, r, position);
+                        Some(pair)
+                    }
+                    (Some(pair), None) => Some(pair),
+                    (None, Some(r)) => Some(Self::new_pair(survivor, absorbed, r, position)),
+                    (None, None) => None,
+                };
+                if let Some(pair) = pair.as_mut() {
+                    pair.status = Status::Merged { survivor, actor: actor.clone(), position };
+                    pair.updated_position = position;
+                }
+                let report = MergeReport {
+                    survivor,
+                    absorbed,
+                    reason: e.reason.clone(),
+                    reason_text: e.reason_text.clone(),
+                    actor,
+                    merged_at_micros: e.merged_at.timestamp_micros(),
+                    position,
+                    field_changes: e
+                        .field_changes
+                        .iter()
+                        .map(|c| {
+                            format!(
+                                "{}: {} -> {}",
+                                c.field,
+                                c.old.as_deref().unwrap_or("(none)"),
+                                c.new.as_deref().unwrap_or("(none)")
+                            )
+                        })
+                        .collect(),
+                    weight: pair.as_ref().map_or(0.0, |p| p.weight),
+                    score: pair.as_ref().map_or(0.0, |p| p.score),
+                    decision: pair.as_ref().map_or_else(|| "unknown".to_owned(), |p| p.decision.clone()),
+                    explanation: pair.as_ref().map_or_else(String::new, |p| p.explanation.clone()),
+                    status_before,
+                    unmerged_position: None,
+                    unmerged_by: None,
+                    unmerge_reason: None,
+                };
+                state.put(merge_key(position), Value::Merge(Box::new(report)));
+                state.put(last_merge_key(&absorbed), Value::LastMerge(position));
+                if let Some(pair) = pair {
+                    Self::put_pair(state, pair);
+                }
+                if let Some(mut c) = Self::customer(state, &survivor)? {
+                    apply_changes(&mut c.fields, &e.field_changes);
+                    self.index(state, c, position)?;
+                }
+                Ok(())
+            }
+            Event::CustomerAbsorbed(e) => {
+                if let Some(mut c) = Self::customer(state, &e.absorbed_id.0)? {
+                    c.absorbed_into = Some(e.survivor_id.0);
+                    state.put(record_key(&c.id), Value::Customer(c));
+                }
+                self.lock().remove(&e.absorbed_id.0.to_string());
+                Ok(())
+            }
+            Event::CustomerUnmerged(e) => {
+                let (survivor, absorbed) = (e.survivor_id.0, e.absorbed_id.0);
+                if let Some(Value::LastMerge(at)) = state.get_cloned(&last_merge_key(&absorbed))? {
+                    if let Some(Value::Merge(mut report)) = state.get_cloned(&merge_key(at))? {
+                        report.unmerged_position = Some(position);
+                        report.unmerged_by = Some(recorded.metadata.actor.clone());
+                        report.unmerge_reason = Some(e.reason.clone());
+                        state.put(merge_key(at), Value::Merge(report));
+                    }
+                }
+                if let Some(mut pair) = Self::pair(state, &survivor, &absorbed)? {
+                    if matches!(pair.status, Status::Merged { .. }) {
+                        pair.status = Status::Open;
+                        pair.updated_position = position;
+                        Self::put_pair(state, pair);
+                    }
+                }
+                if let Some(mut c) = Self::customer(state, &survivor)? {
+                    apply_changes(&mut c.fields, &e.restored);
+                    self.index(state, c, position)?;
+                }
+                Ok(())
+            }
+            Event::CustomerRestored(e) => {
+                if let Some(mut c) = Self::customer(state, &e.absorbed_id.0)? {
+                    c.absorbed_into = None;
+                    self.index(state, c, position)?;
+                }
+                Ok(())
+            }
+            Event::DuplicateDismissed(e) => {
+                let (x, y) = (e.customer_id.0, e.other_id.0);
+                let mut pair = match Self::pair(state, &x, &y)? {
+                    Some(pair) => pair,
+                    None => match self.score(state, &x, &y)? {
+                        Some(r) => Self::new_pair(x, y, &r, position),
+                        None => return Ok(()),
+                    },
+                };
+                pair.status =
+                    Status::Dismissed { reason: e.reason.clone(), actor: recorded.metadata.actor.clone(), position };
+                pair.updated_position = position;
+                Self::put_pair(state, pair);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
