@@ -90,6 +90,7 @@ struct Opp {
 
 struct Cust {
     id: CustomerId,
+    owner: UserId,
     absorbed: bool,
     survivor_of: Vec<CustomerId>,
     fields: BTreeMap<String, String>,
@@ -102,6 +103,7 @@ pub struct Generator {
     now: DateTime<Utc>,
     step: i64,
     users: Vec<UserId>,
+    user_regions: Vec<&'static str>,
     users_pending: usize,
     customers: Vec<Cust>,
     open: Vec<Opp>,
@@ -116,6 +118,7 @@ impl Generator {
             now: config.start,
             step: config.step_seconds.max(1),
             users: Vec::new(),
+            user_regions: Vec::new(),
             users_pending: config.users.max(1),
             customers: Vec::new(),
             open: Vec::new(),
@@ -153,6 +156,20 @@ impl Generator {
         self.users[i]
     }
 
+    /// A salesperson of `region` (users are spread over the regions round-robin).
+    fn user_in(&mut self, region: &str) -> UserId {
+        let Some(r) = REGIONS.iter().position(|x| *x == region) else { return self.user() };
+        let per_region = self.users.len().div_ceil(REGIONS.len());
+        for _ in 0..4 {
+            // User k has region `REGIONS[(k + 1) % REGIONS.len()]`.
+            let i = self.below(per_region) * REGIONS.len() + (r + REGIONS.len() - 1) % REGIONS.len();
+            if i < self.users.len() && self.user_regions[i] == region {
+                return self.users[i];
+            }
+        }
+        self.user()
+    }
+
     fn tick(&mut self) {
         let seconds = 1 + self.below(2 * self.step as usize) as i64;
         self.now += Duration::seconds(seconds);
@@ -165,7 +182,9 @@ impl Generator {
             self.users_pending -= 1;
             let user_id = UserId(self.uuid());
             self.users.push(user_id);
-            let region = self.pick(REGIONS).to_owned();
+            let region = REGIONS[self.users.len() % REGIONS.len()];
+            self.user_regions.push(region);
+            let region = region.to_owned();
             let name = format!("{}{}", self.pick(SURNAMES), self.below(100));
             return Generated {
                 actor: "system:setup".into(),
@@ -236,8 +255,10 @@ impl Generator {
             let b = self.pick(TAGS).to_owned();
             fields.insert("custom.tags".into(), format!("{a},{b}"));
         }
-        let owner = Some(self.user());
+        let owner_id = self.user_in(region);
+        let owner = Some(owner_id);
         self.customers.push(Cust {
+            owner: owner_id,
             id,
             absorbed: false,
             survivor_of: Vec::new(),
@@ -307,7 +328,7 @@ impl Generator {
         let Some(i) = self.live_customer() else { return vec![] };
         let id = OpportunityId(self.uuid());
         let customer = self.customers[i].id;
-        let owner = self.user();
+        let owner = self.customers[i].owner;
         self.open.push(Opp { id, customer, stage: 0 });
         vec![Event::OpportunityOpened(OpportunityOpened {
             opportunity_id: id,

@@ -16,8 +16,10 @@ use crate::projector::{decode_value, printable_key, Projector, META_KEY};
 
 /// Most events a live step applies before committing.
 const LIVE_BATCH: u64 = 16_384;
+/// Most events a step applies before committing while far behind the head (catching up).
+const CATCH_UP_BATCH: u64 = 262_144;
 /// Most events a shadow (rebuild or verify) step applies before committing.
-const SHADOW_BATCH: u64 = 65_536;
+const SHADOW_BATCH: u64 = 262_144;
 /// How long a replaced tree stays readable for queries that still hold it.
 const RETIRE_AFTER: Duration = Duration::from_secs(10);
 /// Most differences a verification reports one by one (all are counted).
@@ -685,9 +687,11 @@ impl<P: Projector> Runner<P> {
             return false;
         }
         let store = self.store.clone();
+        let behind = self.store.committed_head() - builder.meta.position;
+        let batch = if behind > LIVE_BATCH { CATCH_UP_BATCH } else { LIVE_BATCH };
         let (builder, result) = tokio::task::spawn_blocking(move || {
             let mut builder = builder;
-            let result = builder.step(&store, u64::MAX, LIVE_BATCH);
+            let result = builder.step(&store, u64::MAX, batch);
             (builder, result)
         })
         .await

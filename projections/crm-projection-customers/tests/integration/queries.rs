@@ -36,7 +36,7 @@ fn ids(views: &[CustomerView]) -> BTreeSet<uuid::Uuid> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_and_searches_agree_with_a_brute_force_scan() {
-    let mut g = Generator::new(GeneratorConfig { seed: 42, users: 5, ..Default::default() });
+    let mut g = Generator::new(GeneratorConfig { seed: 43, users: 5, ..Default::default() });
     let commands: Vec<_> = (0..1500).map(|_| g.next_command()).collect();
     let (_log, handle, _db) = assert_incremental_equals_rebuild(crate::projector(), &commands, &[300]).await;
     let reader = handle.reader();
