@@ -255,9 +255,9 @@ async fn query(dir: &Path, clients: usize, seconds: u64) -> anyhow::Result<()> {
             let mut n = i;
             while !done.load(Ordering::Relaxed) {
                 n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                let pick = (n >> 33) as usize;
+                let pick = n >> 33;
                 let started = Instant::now();
-                if pick % 2 == 0 {
+                if pick.is_multiple_of(2) {
                     let mut r = pb::ListCustomersRequest { page_size: 20, ..Default::default() };
                     match pick % 3 {
                         0 => r.owner_id = owners[pick % owners.len()].clone(),
