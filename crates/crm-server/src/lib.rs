@@ -66,6 +66,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     health_reporter
         .set_serving::<pb::command_service_server::CommandServiceServer<commands::Commands<SledEventStore>>>()
         .await;
+    health_reporter
+        .set_serving::<pb::duplicates_server::DuplicatesServer<services::duplicates::DuplicatesService>>()
+        .await;
     health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crm_proto::FILE_DESCRIPTOR_SET)
@@ -91,6 +94,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let query = pb::query_server::QueryServer::new(services::query::QueryService::new(projections.clone()));
     let audit = pb::audit_server::AuditServer::new(services::audit::AuditService::new(projections.clone()));
     let admin = pb::admin_server::AdminServer::new(services::admin::AdminService::new(projections.clone()));
+    let duplicates =
+        pb::duplicates_server::DuplicatesServer::new(services::duplicates::DuplicatesService::new(projections.clone()));
     let intake_service =
         pb::intake_server::IntakeServer::new(intake::IntakeService::new(intake)).max_decoding_message_size(max);
     let subscriptions_service = pb::subscriptions_server::SubscriptionsServer::new(
@@ -139,6 +144,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .add_service(query)
         .add_service(audit)
         .add_service(admin)
+        .add_service(duplicates)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), closing);
     let grace = async {
         if closed_rx.await.is_ok() {

@@ -42,18 +42,62 @@ pub(crate) struct RunOptions {
 #[derive(Debug, Clone)]
 pub(crate) enum Cmd {
     CaptureLead(CaptureLead),
-    AssignLead { lead: LeadId, assignee: UserId },
-    AutoAssignLead { lead: LeadId },
-    ClaimLead { lead: LeadId, user: UserId },
-    ReleaseLead { lead: LeadId, user: UserId, reason: String },
-    QualifyLead { lead: LeadId, cmd: QualifyLead },
-    Customer { customer: CustomerId, cmd: CustomerCommand },
-    Opportunity { opportunity: OpportunityId, cmd: OpportunityCommand },
-    Merge { survivor: CustomerId, absorbed: CustomerId, cmd: MergeCustomers },
-    Unmerge { survivor: CustomerId, absorbed: CustomerId, reason: String },
-    Handover { departing: UserId, receivers: Vec<UserId> },
-    User { user: UserId, cmd: UserCommand },
-    ChangeRules { rules: Box<Rules>, reason: String },
+    AssignLead {
+        lead: LeadId,
+        assignee: UserId,
+    },
+    AutoAssignLead {
+        lead: LeadId,
+    },
+    ClaimLead {
+        lead: LeadId,
+        user: UserId,
+    },
+    ReleaseLead {
+        lead: LeadId,
+        user: UserId,
+        reason: String,
+    },
+    QualifyLead {
+        lead: LeadId,
+        cmd: QualifyLead,
+    },
+    Customer {
+        customer: CustomerId,
+        cmd: CustomerCommand,
+    },
+    Opportunity {
+        opportunity: OpportunityId,
+        cmd: OpportunityCommand,
+    },
+    Merge {
+        survivor: CustomerId,
+        absorbed: CustomerId,
+        cmd: MergeCustomers,
+    },
+    Unmerge {
+        survivor: CustomerId,
+        absorbed: CustomerId,
+        reason: String,
+    },
+    /// Two customers reviewed and judged not duplicates (`DuplicateDismissed` on `customer`).
+    DismissDuplicate {
+        customer: CustomerId,
+        other: CustomerId,
+        reason: String,
+    },
+    Handover {
+        departing: UserId,
+        receivers: Vec<UserId>,
+    },
+    User {
+        user: UserId,
+        cmd: UserCommand,
+    },
+    ChangeRules {
+        rules: Box<Rules>,
+        reason: String,
+    },
 }
 
 impl Cmd {
@@ -66,7 +110,9 @@ impl Cmd {
             | Cmd::ClaimLead { lead, .. }
             | Cmd::ReleaseLead { lead, .. }
             | Cmd::QualifyLead { lead, .. } => (lead.to_string(), lead.stream()),
-            Cmd::Customer { customer, .. } => (customer.to_string(), customer.stream()),
+            Cmd::Customer { customer, .. } | Cmd::DismissDuplicate { customer, .. } => {
+                (customer.to_string(), customer.stream())
+            }
             Cmd::Opportunity { opportunity, .. } => (opportunity.to_string(), opportunity.stream()),
             Cmd::Merge { survivor, .. } | Cmd::Unmerge { survivor, .. } => (survivor.to_string(), survivor.stream()),
             Cmd::Handover { departing, .. } => (departing.to_string(), departing.stream()),
@@ -302,6 +348,33 @@ impl<S: EventStore + Clone> Engine<S> {
                     return Err(DomainError::not_found("customer", absorbed).into());
                 }
                 unmerge_customers(&survivor, &absorbed_state, &reason, ctx)?
+            }
+            Cmd::DismissDuplicate { customer, other, reason } => {
+                let reason = reason.trim().to_owned();
+                if reason.is_empty() {
+                    return Err(
+                        DomainError::invalid("reason", "duplicate.reason_required", "say why they differ").into()
+                    );
+                }
+                if customer == other {
+                    return Err(DomainError::invalid(
+                        "customer_b_id",
+                        "duplicate.same_customer",
+                        "a pair is two customers",
+                    )
+                    .into());
+                }
+                for id in [customer, other] {
+                    let state: Customer = s.load(&id.stream()).await?;
+                    if state.id.is_none() {
+                        return Err(DomainError::not_found("customer", id).into());
+                    }
+                }
+                vec![Event::DuplicateDismissed(crm_domain::DuplicateDismissed {
+                    customer_id: customer,
+                    other_id: other,
+                    reason,
+                })]
             }
             Cmd::Handover { departing, receivers } => {
                 let departing_user = s.user(departing).await?;

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod duplicates;
 pub mod eventlog;
 pub mod projections;
 pub mod query;

@@ -9,6 +9,7 @@ use anyhow::Context;
 use crm_eventlog::SledEventStore;
 use crm_projection_audit::AuditProjector;
 use crm_projection_customers::CustomersProjector;
+use crm_projection_duplicates::DuplicatesProjector;
 use crm_projection_funnel::{Calendar, FunnelProjector};
 use crm_projection_runtime::{spawn, ProjectionDb, ProjectionHandle, Reader};
 use tonic::Status;
@@ -24,6 +25,8 @@ pub struct Projections {
     pub customers: ProjectionHandle,
     pub funnel: ProjectionHandle,
     pub audit: ProjectionHandle,
+    /// Suspected duplicate pairs and merge reports.
+    pub duplicates: ProjectionHandle,
     /// The funnel's working-day calendar.
     pub calendar: Calendar,
 }
@@ -43,11 +46,20 @@ impl Projections {
         let funnel = spawn(&db, store.clone(), FunnelProjector::new(calendar.clone()))
             .context("starting the funnel projection")?;
         let audit = spawn(&db, store.clone(), AuditProjector).context("starting the audit projection")?;
-        Ok(Projections { store, db, customers, funnel, audit, calendar })
+        // The Matcher is not persisted: rebuilt in memory from the stored customer records.
+        let duplicates_projector = {
+            let db = db.clone();
+            tokio::task::spawn_blocking(move || DuplicatesProjector::open(&db))
+                .await?
+                .context("loading the duplicates projection's customers")?
+        };
+        let duplicates =
+            spawn(&db, store.clone(), duplicates_projector).context("starting the duplicates projection")?;
+        Ok(Projections { store, db, customers, funnel, audit, duplicates, calendar })
     }
 
-    pub fn all(&self) -> [&ProjectionHandle; 3] {
-        [&self.customers, &self.funnel, &self.audit]
+    pub fn all(&self) -> [&ProjectionHandle; 4] {
+        [&self.customers, &self.funnel, &self.audit, &self.duplicates]
     }
 
     pub fn by_name(&self, name: &str) -> Result<&ProjectionHandle, Status> {

@@ -59,7 +59,7 @@ fn page_size(n: u32) -> usize {
     (if n == 0 { DEFAULT_PAGE } else { n.min(MAX_PAGE) }) as usize
 }
 
-fn view(v: CustomerView) -> pb::CustomerView {
+pub(crate) fn view(v: CustomerView) -> pb::CustomerView {
     pb::CustomerView {
         id: v.id.to_string(),
         fields: v.fields.into_iter().collect(),

@@ -2,6 +2,7 @@
 
 mod auth;
 mod commands;
+mod duplicates;
 mod eventlog;
 mod faults;
 mod garbage;
