@@ -10,10 +10,10 @@
 //!
 //! The Matcher is not persisted: [`DuplicatesProjector::open`] rebuilds it in memory from
 //! the serving tree's `r/` records before the runner starts, and `apply` keeps it in step.
-//! Candidate pairs are found when a customer is created, updated, changed by a merge or
-//! restored by an unmerge; a pair's status survives later re-scoring. A shadow build
-//! (rebuild, verify) shares the live Matcher, so its lookups only count candidates that its
-//! own `r/` records show as live customers.
+//! Each build (tree: serving, shadow, verify) has its own Matcher, started empty when the
+//! build starts from position 0. Candidate pairs are found when a customer is created,
+//! updated, changed by a merge or restored by an unmerge; a pair's status survives later
+//! re-scoring.
 //!
 //! ```
 //! use crm_projection_duplicates::DuplicatesProjector;

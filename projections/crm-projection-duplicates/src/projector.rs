@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crm_domain::{normalize_company, Event, FieldChange, Rules};
@@ -175,17 +175,30 @@ fn apply_changes(fields: &mut BTreeMap<String, String>, changes: &[FieldChange])
 
 type Result<T = ()> = std::result::Result<T, String>;
 
+/// One build's Matcher and the last position it applied (a lower one starts a new build
+/// on the same tree: a verify reuses `duplicates/verify`).
+#[derive(Default)]
+struct Build {
+    matcher: Arc<Mutex<Matcher>>,
+    position: u64,
+}
+
 /// The duplicates projector. It reads no rule; the match configuration is the Matcher's
-/// default.
+/// default. Each build (tree) has its own Matcher, so a shadow build or a verify never sees
+/// the live build's customers.
 #[derive(Clone, Default)]
 pub struct DuplicatesProjector {
-    matcher: Arc<Mutex<Matcher>>,
+    builds: Arc<Mutex<HashMap<String, Build>>>,
 }
 
 impl std::fmt::Debug for DuplicatesProjector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DuplicatesProjector").field("customers", &self.lock().len()).finish()
+        f.debug_struct("DuplicatesProjector").finish_non_exhaustive()
     }
+}
+
+fn generation(tree: &str) -> Option<u64> {
+    tree.rsplit('/').next().and_then(|g| g.parse().ok())
 }
 
 impl DuplicatesProjector {
@@ -199,7 +212,8 @@ impl DuplicatesProjector {
     pub fn open(db: &ProjectionDb) -> crm_projection_runtime::Result<Self> {
         let projector = Self::new();
         if let Some(tree) = db.serving_tree("duplicates")? {
-            let mut matcher = projector.lock();
+            let name = String::from_utf8_lossy(&tree.name()).into_owned();
+            let mut matcher = Matcher::default();
             for entry in tree.scan_prefix(b"r/") {
                 let (key, bytes) = entry?;
                 if let Value::Customer(c) = decode_value::<Value>(&key, &bytes)? {
@@ -208,17 +222,43 @@ impl DuplicatesProjector {
                     }
                 }
             }
+            // `u64::MAX`: loaded from the stored records; the runner resumes after them.
+            let (matcher, position) = (Arc::new(Mutex::new(matcher)), u64::MAX);
+            projector
+                .builds
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(name, Build { matcher, position });
         }
         Ok(projector)
     }
 
-    /// The live Matcher (shared with the runner), for exact-collision checks on commands.
-    pub fn matcher(&self) -> Arc<Mutex<Matcher>> {
-        Arc::clone(&self.matcher)
+    /// The Matcher of the build writing `state`'s tree, started afresh when `position` shows
+    /// a new build on that tree. Keeps the two newest generations (serving and shadow) and
+    /// the verify build.
+    fn matcher_for(&self, state: &State<'_, Value>, position: u64) -> Arc<Mutex<Matcher>> {
+        let name = state.tree_name();
+        let mut builds = self.builds.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !builds.contains_key(&name) {
+            let mut generations: Vec<u64> = builds.keys().filter_map(|k| generation(k)).collect();
+            generations.sort_unstable();
+            if generation(&name).is_some() && generations.len() >= 2 {
+                let oldest = generations[0];
+                builds.retain(|k, _| generation(k) != Some(oldest));
+            }
+        }
+        let build = builds.entry(name).or_default();
+        if build.position == u64::MAX {
+            build.position = position;
+        } else if position < build.position {
+            *build = Build::default();
+        }
+        build.position = position;
+        Arc::clone(&build.matcher)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Matcher> {
-        self.matcher.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(matcher: &Mutex<Matcher>) -> MutexGuard<'_, Matcher> {
+        matcher.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn customer(state: &mut State<'_, Value>, id: &Uuid) -> Result<Option<CustomerRecord>> {
@@ -269,7 +309,7 @@ impl DuplicatesProjector {
     }
 
     /// Stores `c`, puts it in the Matcher and records the pairs it forms with live customers.
-    fn index(&self, state: &mut State<'_, Value>, c: CustomerRecord, position: u64) -> Result {
+    fn index(m: &Mutex<Matcher>, state: &mut State<'_, Value>, c: CustomerRecord, position: u64) -> Result {
         let record = to_record(&c.id, &c.fields);
         let id = c.id;
         let live = c.absorbed_into.is_none();
@@ -278,7 +318,7 @@ impl DuplicatesProjector {
             return Ok(());
         }
         let found = {
-            let mut matcher = self.lock();
+            let mut matcher = Self::lock(m);
             matcher.insert(&record);
             matcher.find(&record)
         };
@@ -300,11 +340,11 @@ impl DuplicatesProjector {
     }
 
     /// Scores two stored customers against each other.
-    fn score(&self, state: &mut State<'_, Value>, x: &Uuid, y: &Uuid) -> Result<Option<MatchResult>> {
+    fn score(m: &Mutex<Matcher>, state: &mut State<'_, Value>, x: &Uuid, y: &Uuid) -> Result<Option<MatchResult>> {
         let (Some(cx), Some(cy)) = (Self::customer(state, x)?, Self::customer(state, y)?) else {
             return Ok(None);
         };
-        Ok(Some(self.lock().compare(&to_record(x, &cx.fields), &to_record(y, &cy.fields))))
+        Ok(Some(Self::lock(m).compare(&to_record(x, &cx.fields), &to_record(y, &cy.fields))))
     }
 }
 
@@ -335,21 +375,23 @@ impl Projector for DuplicatesProjector {
         let _ = rules;
         let Some(event) = event else { return Ok(()) };
         let position = recorded.position;
+        let matcher = self.matcher_for(state, position);
+        let m = &*matcher;
         match event {
             Event::CustomerCreated(e) => {
                 let c = CustomerRecord { id: e.customer_id.0, fields: e.fields.clone(), absorbed_into: None };
-                self.index(state, c, position)
+                Self::index(m, state, c, position)
             }
             Event::CustomerUpdated(e) => {
                 let Some(mut c) = Self::customer(state, &e.customer_id.0)? else {
                     return Err(format!("customer {} is not known", e.customer_id.0));
                 };
                 apply_changes(&mut c.fields, &e.changes);
-                self.index(state, c, position)
+                Self::index(m, state, c, position)
             }
             Event::CustomersMerged(e) => {
                 let (survivor, absorbed) = (e.survivor_id.0, e.absorbed_id.0);
-                let result = self.score(state, &survivor, &absorbed)?;
+                let result = Self::score(m, state, &survivor, &absorbed)?;
                 let before = Self::pair(state, &survivor, &absorbed)?;
                 let status_before = before.as_ref().map_or("none", |p| p.status.name()).to_owned();
                 let actor = recorded.metadata.actor.clone();
@@ -402,7 +444,7 @@ impl Projector for DuplicatesProjector {
                 }
                 if let Some(mut c) = Self::customer(state, &survivor)? {
                     apply_changes(&mut c.fields, &e.field_changes);
-                    self.index(state, c, position)?;
+                    Self::index(m, state, c, position)?;
                 }
                 Ok(())
             }
@@ -411,7 +453,7 @@ impl Projector for DuplicatesProjector {
                     c.absorbed_into = Some(e.survivor_id.0);
                     state.put(record_key(&c.id), Value::Customer(c));
                 }
-                self.lock().remove(&e.absorbed_id.0.to_string());
+                Self::lock(m).remove(&e.absorbed_id.0.to_string());
                 Ok(())
             }
             Event::CustomerUnmerged(e) => {
@@ -433,14 +475,14 @@ impl Projector for DuplicatesProjector {
                 }
                 if let Some(mut c) = Self::customer(state, &survivor)? {
                     apply_changes(&mut c.fields, &e.restored);
-                    self.index(state, c, position)?;
+                    Self::index(m, state, c, position)?;
                 }
                 Ok(())
             }
             Event::CustomerRestored(e) => {
                 if let Some(mut c) = Self::customer(state, &e.absorbed_id.0)? {
                     c.absorbed_into = None;
-                    self.index(state, c, position)?;
+                    Self::index(m, state, c, position)?;
                 }
                 Ok(())
             }
@@ -448,7 +490,7 @@ impl Projector for DuplicatesProjector {
                 let (x, y) = (e.customer_id.0, e.other_id.0);
                 let mut pair = match Self::pair(state, &x, &y)? {
                     Some(pair) => pair,
-                    None => match self.score(state, &x, &y)? {
+                    None => match Self::score(m, state, &x, &y)? {
                         Some(r) => Self::new_pair(x, y, &r, position),
                         None => return Ok(()),
                     },

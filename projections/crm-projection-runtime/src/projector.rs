@@ -135,6 +135,12 @@ pub struct State<'a, V> {
 }
 
 impl<V: Serialize + DeserializeOwned + Clone> State<'_, V> {
+    /// The name of the tree this build writes (`<projection>/<generation>` or
+    /// `<projection>/verify`), for projectors that keep in-memory structures per build.
+    pub fn tree_name(&self) -> String {
+        String::from_utf8_lossy(&self.tree.name()).into_owned()
+    }
+
     fn load(&mut self, key: &[u8]) -> std::result::Result<&mut Slot<V>, String> {
         debug_assert!(key.first().is_some_and(|b| *b != 0), "state keys are non-empty and do not start with 0x00");
         if !self.cache.contains_key(key) {

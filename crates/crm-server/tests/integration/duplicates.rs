@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use crm_proto::v1 as pb;
+use pb::admin_client::AdminClient;
 use pb::command_service_client::CommandServiceClient;
 use pb::duplicates_client::DuplicatesClient;
 use pb::event_log_client::EventLogClient;
@@ -55,6 +56,7 @@ async fn candidates_are_listed_dismissed_merged_reported_and_unmerged() {
     let mut commands = CommandServiceClient::new(channel.clone());
     let mut query = QueryClient::new(channel.clone());
     let mut log = EventLogClient::new(channel.clone());
+    let mut admin = AdminClient::new(channel.clone());
     let mut duplicates = DuplicatesClient::new(channel);
 
     let a = create(
@@ -239,4 +241,9 @@ async fn candidates_are_listed_dismissed_merged_reported_and_unmerged() {
         .into_inner();
     assert_eq!(open.candidates.len(), 1);
     assert!(is_pair(&open.candidates[0], &a.id, &b.id));
+
+    // A build from the log (its own Matcher) equals the live read model.
+    let report =
+        admin.verify_projection(pb::VerifyProjectionRequest { name: "duplicates".into() }).await.unwrap().into_inner();
+    assert_eq!(report.total_differences, 0, "{:?}", report.differences);
 }
