@@ -174,17 +174,18 @@ impl Validator {
                     clearable: false,
                 }),
                 Some(c) => {
-                    if let Some(v) = value {
-                        if let Err(e) = check(name, &c.rule, c.pattern.as_ref(), v) {
-                            errors.push(e);
-                            continue;
+                    let mut value = value.map(str::to_owned);
+                    if let Some(v) = &value {
+                        match check(name, &c.rule, c.pattern.as_ref(), v) {
+                            Ok(Some(normalised)) => value = Some(normalised),
+                            Ok(None) => {}
+                            Err(e) => {
+                                errors.push(e);
+                                continue;
+                            }
                         }
                     }
-                    out.push(Validated {
-                        target: c.target.clone(),
-                        value: value.map(str::to_owned),
-                        clearable: c.rule.clearable,
-                    });
+                    out.push(Validated { target: c.target.clone(), value, clearable: c.rule.clearable });
                 }
             }
         }
@@ -204,7 +205,10 @@ impl Validator {
     }
 }
 
-fn check(name: &str, rule: &FieldRule, pattern: Option<&Regex>, v: &str) -> Result<(), ValidationError> {
+/// Checks one value; a phone comes back in E.164 (so an unchanged number in another form
+/// compares equal to the stored one).
+fn check(name: &str, rule: &FieldRule, pattern: Option<&Regex>, v: &str) -> Result<Option<String>, ValidationError> {
+    let mut normalised = None;
     let range = |x: f64| -> Result<(), ValidationError> {
         if rule.min.is_some_and(|m| x < m) || rule.max.is_some_and(|m| x > m) {
             return Err(ValidationError::new(
@@ -231,8 +235,10 @@ fn check(name: &str, rule: &FieldRule, pattern: Option<&Regex>, v: &str) -> Resu
             range(x)?;
         }
         FieldType::Phone => {
-            if !normalize_phone(v).valid {
-                return Err(ValidationError::new(name, "type.phone", format!("{v} is not a valid phone number")));
+            let phone = normalize_phone(v);
+            match phone.e164 {
+                Some(e164) if phone.valid => normalised = Some(e164),
+                _ => return Err(ValidationError::new(name, "type.phone", format!("{v} is not a valid phone number"))),
             }
         }
         FieldType::Email => {
@@ -261,7 +267,7 @@ fn check(name: &str, rule: &FieldRule, pattern: Option<&Regex>, v: &str) -> Resu
             ));
         }
     }
-    Ok(())
+    Ok(normalised)
 }
 
 fn fmt_bound(b: Option<f64>) -> String {
@@ -332,6 +338,7 @@ mod tests {
             .unwrap();
         let targets: Vec<_> = out.iter().map(|o| (o.target.as_str(), o.clearable)).collect();
         assert_eq!(targets, vec![("name", false), ("phone", false), ("level", true), ("custom.erp_flag", false)]);
+        assert_eq!(out[1].value.as_deref(), Some("+8613800138000"), "phones are normalised to E.164");
     }
 
     #[test]

@@ -180,7 +180,13 @@ async fn sync_run(batches: usize, batch: usize, concurrency: usize) -> anyhow::R
                     ..Default::default()
                 };
                 let r = intake.sync_records(request).await?.into_inner();
-                anyhow::ensure!(r.quarantined == 0, "unexpected quarantine");
+                if r.quarantined > 0 {
+                    let listed = intake
+                        .list_quarantined(pb::ListQuarantinedRequest { source: format!("erp-{s}"), limit: 1 })
+                        .await?
+                        .into_inner();
+                    anyhow::bail!("{} records quarantined, first: {:?}", r.quarantined, listed.records.first());
+                }
                 records += batch;
             }
             anyhow::Ok(records)

@@ -3,7 +3,7 @@
 //! - Forms: the submission is mapped ([`crm_intake::map_submission`]), the lead is captured
 //!   through the command engine (the same path as `CommandService.CaptureLead`), then the raw
 //!   submission and any field-health alerts are recorded on `intake-form-<form>`.
-//! - Sync: one batch is planned against the in-memory state ([`state`]) under one lock,
+//! - Sync: one batch is planned against the in-memory state ([`state`]) under its source's lock,
 //!   each record validated, merged field by field ([`crm_intake::merge_field`]) and decided
 //!   by the customer aggregate of crm-domain, then everything the batch does (customer
 //!   events with `Exact` expectations, the `SyncBatchApplied` record with provenance and the
@@ -55,7 +55,9 @@ pub struct Intake<S> {
     engine: Engine<S>,
     state: Arc<StdMutex<State>>,
     applied: watch::Receiver<u64>,
-    sync_lock: tokio::sync::Mutex<()>,
+    /// One lock per source: a source's batches are planned and appended one at a time;
+    /// different sources run concurrently (their customers are disjoint).
+    source_locks: StdMutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     forms_lock: tokio::sync::Mutex<()>,
     health: HealthConfig,
 }
@@ -93,7 +95,7 @@ impl<S: EventStore + Clone> Intake<S> {
             store,
             state,
             applied: rx,
-            sync_lock: tokio::sync::Mutex::new(()),
+            source_locks: StdMutex::new(HashMap::new()),
             forms_lock: tokio::sync::Mutex::new(()),
             health,
         });
@@ -109,6 +111,19 @@ impl<S: EventStore + Clone> Intake<S> {
             }
         });
         Ok(intake)
+    }
+
+    async fn lock_source(&self, source: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self.source_locks.lock().expect("source locks").entry(source.to_owned()).or_default().clone();
+        lock.lock_owned().await
+    }
+
+    fn quarantined_source(&self, id: &str) -> Result<String, Status> {
+        let st = self.state.lock().expect("intake state");
+        st.quarantine
+            .get(id)
+            .map(|q| q.source.clone())
+            .ok_or_else(|| Status::not_found(format!("no quarantined record `{id}`")))
     }
 
     async fn wait_applied(&self, position: u64) -> Result<(), Status> {
@@ -342,7 +357,12 @@ fn plan_record(
     } else if changes.is_empty() {
         Vec::new()
     } else {
-        cust.customer.handle(CustomerCommand::Update { changes: changes.clone() }, ctx, &Rules::default())?
+        // The aggregate normalises (a phone to E.164) before comparing: a value that differs
+        // only in form is no change.
+        match cust.customer.handle(CustomerCommand::Update { changes: changes.clone() }, ctx, &Rules::default()) {
+            Err(DomainError::FailedPrecondition { rule, .. }) if rule == "customer.unchanged" => Vec::new(),
+            other => other?,
+        }
     };
     let mut written: Vec<String> = Vec::new();
     for e in &events {
@@ -410,14 +430,24 @@ impl<S: EventStore + Clone> Intake<S> {
             source: sync_tag(source),
             now: Utc::now(),
         };
-        let st = self.state.lock().expect("intake state");
-        let (validator, mut breaker, breaker_cfg) = match st.sources.get(source) {
+        let (validator, mut breaker, breaker_cfg) = match self.state.lock().expect("intake state").sources.get(source) {
             Some(s) => (s.validator.clone(), s.breaker.clone(), s.config.breaker.clone()),
             None => {
                 let cfg = SourceConfig::new(source);
                 (Arc::new(Validator::new(&cfg).expect("empty config")), Default::default(), cfg.breaker)
             }
         };
+        // Validation (phone parsing is the expensive part) needs no state: outside the lock.
+        let validated: Vec<_> = records
+            .iter()
+            .map(|r| {
+                let fields: Vec<(String, Option<String>)> =
+                    r.fields.iter().map(|f| (f.name.clone(), f.value.clone())).collect();
+                let result = validator.validate(&fields);
+                (fields, result)
+            })
+            .collect();
+        let st = self.state.lock().expect("intake state");
         let mut touched: HashMap<crm_domain::CustomerId, CustState> = HashMap::new();
         let mut order: Vec<crm_domain::CustomerId> = Vec::new();
         let mut events_of: HashMap<crm_domain::CustomerId, Vec<Event>> = HashMap::new();
@@ -430,7 +460,7 @@ impl<S: EventStore + Clone> Intake<S> {
             kept: 0,
             trip: None,
         };
-        for r in records {
+        for (r, (fields, result)) in records.iter().zip(validated) {
             let ext = r.external_id.trim();
             let qid = quarantine_id(source, ext, r.modified_at_micros);
             let latest =
@@ -439,9 +469,7 @@ impl<S: EventStore + Clone> Intake<S> {
                 plan.duplicates += 1;
                 continue;
             }
-            let fields: Vec<(String, Option<String>)> =
-                r.fields.iter().map(|f| (f.name.clone(), f.value.clone())).collect();
-            let values = match validator.validate(&fields) {
+            let values = match result {
                 Ok(v) => v,
                 Err(errors) => {
                     plan.quarantined.push(QuarantinedRecord {
@@ -590,7 +618,7 @@ impl<S: EventStore + Clone> Intake<S> {
     async fn sync(&self, actor: &str, r: pb::SyncRecordsRequest) -> Result<pb::SyncRecordsResponse, Status> {
         let started = Instant::now();
         let source = check_name("source", &r.source)?;
-        let _guard = self.sync_lock.lock().await;
+        let _guard = self.lock_source(&source).await;
         self.caught_up().await?;
         if let Some(reason) =
             self.state.lock().expect("intake state").sources.get(&source).and_then(|s| s.breaker.paused.clone())
@@ -925,7 +953,8 @@ impl<S: EventStore + Clone> pb::intake_server::Intake for IntakeService<S> {
         let actor = actor_of(&request)?;
         let r = request.into_inner();
         let intake = &self.inner;
-        let _guard = intake.sync_lock.lock().await;
+        intake.caught_up().await?;
+        let _guard = intake.lock_source(&intake.quarantined_source(&r.id)?).await;
         intake.caught_up().await?;
         let (appends, customer) = {
             let st = intake.state.lock().expect("intake state");
@@ -1011,7 +1040,8 @@ impl<S: EventStore + Clone> pb::intake_server::Intake for IntakeService<S> {
     ) -> Result<Response<pb::RejectQuarantinedResponse>, Status> {
         let actor = actor_of(&request)?;
         let r = request.into_inner();
-        let _guard = self.inner.sync_lock.lock().await;
+        self.inner.caught_up().await?;
+        let _guard = self.inner.lock_source(&self.inner.quarantined_source(&r.id)?).await;
         self.inner.caught_up().await?;
         let source = {
             let st = self.inner.state.lock().expect("intake state");
@@ -1110,7 +1140,7 @@ impl<S: EventStore + Clone> pb::intake_server::Intake for IntakeService<S> {
     ) -> Result<Response<pb::ResumeSourceResponse>, Status> {
         let actor = actor_of(&request)?;
         let source = check_name("source", &request.into_inner().source)?;
-        let _guard = self.inner.sync_lock.lock().await;
+        let _guard = self.inner.lock_source(&source).await;
         self.inner.caught_up().await?;
         let paused = self
             .inner
