@@ -129,6 +129,8 @@ struct Slot<V> {
 pub struct State<'a, V> {
     tree: &'a sled::Tree,
     cache: &'a mut HashMap<Vec<u8>, Slot<V>>,
+    /// Keys made dirty since the last commit, so a commit costs the keys it writes.
+    dirty: &'a mut Vec<Vec<u8>>,
     /// Every key the tree holds is in the cache (a fresh build that never evicted): a miss
     /// is an absent key, no tree read needed.
     complete: bool,
@@ -170,19 +172,44 @@ impl<V: Serialize + DeserializeOwned + Clone> State<'_, V> {
     /// Sets `key` to `value`.
     pub fn put(&mut self, key: Vec<u8>, value: V) {
         debug_assert!(key.first().is_some_and(|b| *b != 0), "state keys are non-empty and do not start with 0x00");
-        self.cache.insert(key, Slot { value: Some(value), dirty: true });
+        self.set(key, Some(value));
     }
 
     /// Removes `key`.
     pub fn remove(&mut self, key: Vec<u8>) {
-        self.cache.insert(key, Slot { value: None, dirty: true });
+        self.set(key, None);
+    }
+
+    fn set(&mut self, key: Vec<u8>, value: Option<V>) {
+        match self.cache.get_mut(&key) {
+            Some(slot) => {
+                slot.value = value;
+                if !slot.dirty {
+                    slot.dirty = true;
+                    self.dirty.push(key);
+                }
+            }
+            None => {
+                self.dirty.push(key.clone());
+                self.cache.insert(key, Slot { value, dirty: true });
+            }
+        }
+    }
+
+    fn mark(&mut self, key: &[u8]) {
+        let slot = self.cache.get_mut(key).expect("loaded");
+        if !slot.dirty {
+            slot.dirty = true;
+            self.dirty.push(key.to_vec());
+        }
     }
 
     /// Replaces the value under `key` with `f(old)`; `None` removes it.
     pub fn update(&mut self, key: &[u8], f: impl FnOnce(Option<V>) -> Option<V>) -> std::result::Result<(), String> {
-        let slot = self.load(key)?;
+        self.load(key)?;
+        self.mark(key);
+        let slot = self.cache.get_mut(key).expect("loaded");
         slot.value = f(slot.value.take());
-        slot.dirty = true;
         Ok(())
     }
 
@@ -192,8 +219,9 @@ impl<V: Serialize + DeserializeOwned + Clone> State<'_, V> {
         key: &[u8],
         default: impl FnOnce() -> V,
     ) -> std::result::Result<&mut V, String> {
-        let slot = self.load(key)?;
-        slot.dirty = true;
+        self.load(key)?;
+        self.mark(key);
+        let slot = self.cache.get_mut(key).expect("loaded");
         Ok(slot.value.get_or_insert_with(default))
     }
 }
@@ -206,49 +234,41 @@ const CACHE_CAPACITY: usize = 1_000_000;
 /// its own tree.
 pub(crate) struct Cache<V> {
     slots: HashMap<Vec<u8>, Slot<V>>,
+    dirty: Vec<Vec<u8>>,
     complete: bool,
 }
 
 impl<V: Serialize + DeserializeOwned + Clone> Cache<V> {
     /// `complete`: the tree is empty (a fresh build), so the cache holds everything.
     pub(crate) fn new(complete: bool) -> Self {
-        Cache { slots: HashMap::new(), complete }
+        Cache { slots: HashMap::new(), dirty: Vec::new(), complete }
     }
 
     pub(crate) fn state<'a>(&'a mut self, tree: &'a sled::Tree) -> State<'a, V> {
-        State { tree, cache: &mut self.slots, complete: self.complete }
+        State { tree, cache: &mut self.slots, dirty: &mut self.dirty, complete: self.complete }
     }
 
     /// Forgets every entry, committed or not (after a failed batch); reads go to the tree.
     pub(crate) fn clear(&mut self) {
         self.slots.clear();
+        self.dirty.clear();
         self.complete = false;
     }
 
     /// Moves every dirty entry into `batch`, keeping clean copies (or emptying the cache when
     /// it is over capacity).
     pub(crate) fn drain_into(&mut self, batch: &mut sled::Batch) {
-        let keep = self.slots.len() <= CACHE_CAPACITY;
-        if !keep {
-            self.complete = false;
-            for (key, slot) in self.slots.drain() {
-                if slot.dirty {
-                    match slot.value {
-                        Some(v) => batch.insert(key, encode_value(&v)),
-                        None => batch.remove(key),
-                    }
-                }
+        for key in self.dirty.drain(..) {
+            let slot = self.slots.get_mut(&key).expect("dirty keys are cached");
+            slot.dirty = false;
+            match &slot.value {
+                Some(v) => batch.insert(key, encode_value(v)),
+                None => batch.remove(key),
             }
-            return;
         }
-        for (key, slot) in self.slots.iter_mut() {
-            if slot.dirty {
-                slot.dirty = false;
-                match &slot.value {
-                    Some(v) => batch.insert(key.as_slice(), encode_value(v)),
-                    None => batch.remove(key.as_slice()),
-                }
-            }
+        if self.slots.len() > CACHE_CAPACITY {
+            self.slots.clear();
+            self.complete = false;
         }
     }
 }

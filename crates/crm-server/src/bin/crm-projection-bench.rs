@@ -206,7 +206,9 @@ async fn query(dir: &Path, clients: usize, seconds: u64) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     drop(listener);
-    let config = crm_server::Config { listen: addr, data_dir: dir.to_path_buf(), ..Default::default() };
+    // The bench measures the read path, not the per-token rate limit (2,000/s by default).
+    let limits = crm_server::auth::Limits { rate_per_sec: 1e9, burst: 1e9, max_concurrent: 10_000 };
+    let config = crm_server::Config { listen: addr, data_dir: dir.to_path_buf(), limits, ..Default::default() };
     let server = tokio::spawn(crm_server::run(config, async move {
         let _ = stop_rx.await;
     }));
