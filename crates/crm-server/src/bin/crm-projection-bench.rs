@@ -327,7 +327,10 @@ async fn lag(dir: &Path, rate: u64, seconds: u64) -> anyhow::Result<()> {
     for w in 0..writers {
         let (store, done) = (store.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
-            let mut generator = Generator::new(GeneratorConfig { seed: 1000 + w, users: 50, ..Default::default() });
+            // Seeds differ per run: the generator's ids derive from the seed, and a re-run must
+            // not create customers that exist already.
+            let seed = (std::process::id() as u64) << 16 | w;
+            let mut generator = Generator::new(GeneratorConfig { seed, users: 50, ..Default::default() });
             let interval = Duration::from_secs_f64(writers as f64 / rate as f64);
             let mut next = tokio::time::Instant::now();
             let mut sent = 0u64;
