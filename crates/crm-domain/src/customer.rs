@@ -379,7 +379,9 @@ impl Aggregate for Customer {
     }
 }
 
-pub(crate) fn apply_changes(fields: &mut BTreeMap<String, String>, changes: &[FieldChange]) {
+/// Applies field-by-field changes (`new: None` clears the field) to a customer's fields: the one
+/// fold of `CustomerUpdated`, merge and unmerge changes, shared with the read models.
+pub fn apply_changes(fields: &mut BTreeMap<String, String>, changes: &[FieldChange]) {
     for change in changes {
         match &change.new {
             Some(value) => fields.insert(change.field.clone(), value.clone()),

@@ -68,8 +68,8 @@ pub use assignment::{ab_bucket, choose_assignee, Candidate};
 pub use calendar::working_days_between;
 pub use context::CommandContext;
 pub use customer::{
-    conflicting_fields, Customer, CustomerCommand, LogActivity, MergeRecord, NewContact, CUSTOMER_FIELDS,
-    MAX_ACTIVITY_KEYWORDS,
+    apply_changes, conflicting_fields, Customer, CustomerCommand, LogActivity, MergeRecord, NewContact,
+    CUSTOMER_FIELDS, MAX_ACTIVITY_KEYWORDS,
 };
 pub use error::{DecodeError, DomainError};
 pub use event::{

@@ -1,6 +1,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
-use crm_domain::{Event, FieldChange, Owned, Rules};
+use crm_domain::{apply_changes, Event, Owned, Rules};
 use crm_eventlog::RecordedEvent;
 use crm_projection_runtime::{Projector, State};
 use serde::{Deserialize, Serialize};
@@ -138,15 +138,6 @@ fn tags_of(fields: &BTreeMap<String, String>) -> Vec<String> {
     tags.sort();
     tags.dedup();
     tags
-}
-
-fn apply_changes(fields: &mut BTreeMap<String, String>, changes: &[FieldChange]) {
-    for change in changes {
-        match &change.new {
-            Some(value) => fields.insert(change.field.clone(), value.clone()),
-            None => fields.remove(&change.field),
-        };
-    }
 }
 
 type Result<T = ()> = std::result::Result<T, String>;

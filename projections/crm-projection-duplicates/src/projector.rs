@@ -1,7 +1,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crm_domain::{normalize_company, Event, FieldChange, Rules};
+use crm_domain::{apply_changes, normalize_company, Event, Rules};
 use crm_eventlog::RecordedEvent;
 use crm_matching::{MatchResult, Matcher, Record, RecordKind};
 use crm_projection_runtime::{decode_value, ProjectionDb, Projector, State};
@@ -162,15 +162,6 @@ fn contributions(result: &MatchResult) -> Vec<Contribution> {
             reason: f.reason.to_owned(),
         })
         .collect()
-}
-
-fn apply_changes(fields: &mut BTreeMap<String, String>, changes: &[FieldChange]) {
-    for change in changes {
-        match &change.new {
-            Some(value) => fields.insert(change.field.clone(), value.clone()),
-            None => fields.remove(&change.field),
-        };
-    }
 }
 
 type Result<T = ()> = std::result::Result<T, String>;
