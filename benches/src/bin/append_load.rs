@@ -7,6 +7,10 @@
 //! In the same run it measures a raw 4 KiB append + fdatasync loop on the same disk. The last
 //! line printed is one JSON object with the results.
 
+/// mimalloc instead of glibc malloc: see the allocator note in docs/PERFORMANCE.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

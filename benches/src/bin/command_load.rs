@@ -10,6 +10,10 @@
 //! HTTP/2 connection, and sends `CaptureLead` commands one after another, each acknowledged
 //! only when durable. The last line printed is one JSON object with the results.
 
+/// mimalloc instead of glibc malloc: see the allocator note in docs/PERFORMANCE.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::time::Instant;
 

@@ -1,6 +1,10 @@
 //! `crm-server`: the CRM backend. With no flags it listens on 127.0.0.1:50051 and keeps its
 //! data in `./data`.
 
+/// mimalloc instead of glibc malloc: see the allocator note in docs/PERFORMANCE.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

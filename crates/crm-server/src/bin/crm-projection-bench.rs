@@ -9,6 +9,10 @@
 //! crm-projection-bench lag      --dir /tmp/base --rate 5000 --seconds 30
 //! ```
 
+/// mimalloc instead of glibc malloc: see the allocator note in docs/PERFORMANCE.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
