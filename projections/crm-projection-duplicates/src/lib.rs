@@ -25,6 +25,7 @@ mod projector;
 mod query;
 
 pub use projector::{
-    pair_key, to_record, Candidate, Contribution, CustomerRecord, DuplicatesProjector, MergeReport, Status, Value,
+    match_config, pair_key, to_record, Candidate, Contribution, CustomerRecord, DuplicatesProjector, MergeReport,
+    Status, Value,
 };
 pub use query::{customer, list, merge_reports, pair, Page, StatusFilter};
