@@ -33,8 +33,8 @@ fn guarded(n: u128, duplicates: DuplicateCheck) -> LeadCommand {
 fn a_capture_sharing_a_mobile_with_a_customer_is_refused_naming_it() {
     let check = DuplicateCheck { collisions: vec![collision(7, ExactKey::Mobile)], ..Default::default() };
     let result = given::<Lead>(vec![]).when(guarded(1, check)).result();
-    let Err(DomainError::FailedPrecondition { rule, detail, .. }) = result else { panic!("{result:?}") };
-    assert_eq!(rule, EXACT_KEY_RULE);
+    let Err(DomainError::FailedPrecondition { rule, detail, missing }) = result else { panic!("{result:?}") };
+    assert_eq!((rule.as_str(), missing), (EXACT_KEY_RULE, vec!["create_anyway".to_owned()]));
     assert!(detail.contains("mobile") && detail.contains(&customer_id(7).to_string()), "{detail}");
     assert!(detail.contains("create_anyway"), "{detail}");
 }

@@ -277,16 +277,24 @@ impl<S: EventStore + Clone> Engine<S> {
             let mut session = Session::new(&self.store);
             session.assume_new(&primary);
             let ctx = self.context(opts);
-            let events = self.decide(&mut session, &cmd, &ctx).await.map_err(|e| name_missing(e, &id))?;
-            let details = details_of(&events);
-            let suspected = suspected_of(&events);
-            let (appends, written) = self.appends(&session, opts, events)?;
-            match self.store.append_many(appends, Durability::Durable).await {
-                Ok(results) => {
-                    return Ok(Outcome { suspected, ..outcome(id, primary, &session, &written, &results, details) })
+            match self.decide(&mut session, &cmd, &ctx).await {
+                Ok(events) => {
+                    let details = details_of(&events);
+                    let suspected = suspected_of(&events);
+                    let (appends, written) = self.appends(&session, opts, events)?;
+                    match self.store.append_many(appends, Durability::Durable).await {
+                        Ok(results) => {
+                            let outcome = outcome(id, primary, &session, &written, &results, details);
+                            return Ok(Outcome { suspected, ..outcome });
+                        }
+                        Err(LogError::WrongExpectedVersion { .. } | LogError::IdempotencyConflict { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
                 }
-                Err(LogError::WrongExpectedVersion { .. } | LogError::IdempotencyConflict { .. }) => {}
-                Err(e) => return Err(e.into()),
+                // A keyed retry of a capture that was accepted is answered from its own events
+                // by the full path, even when the duplicate guard would refuse it now.
+                Err(CommandError::Domain(_)) if opts.key.is_some() => {}
+                Err(e) => return Err(name_missing(e, &id)),
             }
         }
         let mut attempt = 0;

@@ -263,7 +263,10 @@ async fn stream(log: &mut EventLogClient<AuthChannel>, stream: &str) -> Vec<crm_
         .await
         .unwrap()
         .into_inner();
-    r.events.iter().map(|e| crm_domain::Event::decode(&e.event_type, e.schema_version as u16, &e.payload).unwrap()).collect()
+    r.events
+        .iter()
+        .map(|e| crm_domain::Event::decode(&e.event_type, e.schema_version as u16, &e.payload).unwrap())
+        .collect()
 }
 
 fn lead(company: &str, name: &str, phone: &str, email: &str) -> pb::CaptureLeadRequest {
@@ -321,8 +324,11 @@ async fn capture_and_update_are_guarded_against_existing_customers() {
 
     // A fuzzy near-duplicate (similar company, same contact, no shared key): accepted, with the
     // candidate and its explanation in the response and a DuplicateSuspected in the log.
-    let fuzzy =
-        commands.capture_lead(lead("杭州星辰电子有限公司", "王建国", "", "wjg@example.com")).await.unwrap().into_inner();
+    let fuzzy = commands
+        .capture_lead(lead("杭州星辰电子有限公司", "王建国", "", "wjg@example.com"))
+        .await
+        .unwrap()
+        .into_inner();
     let found = &fuzzy.suspected_duplicates;
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!((found[0].customer_id.as_str(), found[0].exact_key.as_str()), (existing.id.as_str(), ""));
@@ -370,6 +376,21 @@ async fn capture_and_update_are_guarded_against_existing_customers() {
         })
         .await
         .unwrap();
+
+    // A keyed retry of an accepted capture is answered from its events, even though a
+    // customer with that mobile now exists (a new capture would be refused).
+    let keyed = || {
+        let mut r = lead("新月教育", "赵敏", "+86 137 0000 1111", "");
+        r.options = Some(pb::CommandOptions { idempotency_key: "e2e-guard-retry".into(), ..Default::default() });
+        r
+    };
+    let first = commands.capture_lead(keyed()).await.unwrap().into_inner();
+    assert!(!first.deduplicated);
+    let owner = create(&mut commands, &[("name", "新月教育培训有限公司"), ("phone", "13700001111")]).await;
+    let retry = commands.capture_lead(keyed()).await.unwrap().into_inner();
+    assert!(retry.deduplicated && retry.id == first.id, "{retry:?}");
+    let fresh = commands.capture_lead(lead("新月教育", "赵敏", "+86 137 0000 1111", "")).await.unwrap_err();
+    assert!(fresh.message().contains(&owner.id), "{fresh:?}");
 }
 
 /// Waits until the duplicates read model serves a build made with rules `version`.
@@ -397,7 +418,10 @@ async fn raising_the_company_threshold_rescans_and_drops_a_pair() {
     let e = create(&mut commands, &[("name", "杭州星辰电子科技有限公司"), ("contact_name", "王建国")]).await;
     let f = create(&mut commands, &[("name", "杭州星辰电子有限公司"), ("contact_name", "王建国")]).await;
     let list = duplicates
-        .list_duplicate_candidates(pb::ListDuplicateCandidatesRequest { min_position: f.position, ..Default::default() })
+        .list_duplicate_candidates(pb::ListDuplicateCandidatesRequest {
+            min_position: f.position,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -423,8 +447,11 @@ async fn raising_the_company_threshold_rescans_and_drops_a_pair() {
     assert!(!list.candidates.iter().any(|p| is_pair(p, &e.id, &f.id)), "{:?}", list.candidates);
 
     // The guard uses the same thresholds: a lead named like F finds F, no longer E.
-    let captured =
-        commands.capture_lead(lead("杭州星辰电子有限公司", "王建国", "", "wjg@example.com")).await.unwrap().into_inner();
+    let captured = commands
+        .capture_lead(lead("杭州星辰电子有限公司", "王建国", "", "wjg@example.com"))
+        .await
+        .unwrap()
+        .into_inner();
     let ids: Vec<&str> = captured.suspected_duplicates.iter().map(|s| s.customer_id.as_str()).collect();
     assert_eq!(ids, [f.id.as_str()], "{:?}", captured.suspected_duplicates);
 }
