@@ -89,6 +89,14 @@ pub enum CustomerCommand {
     Update {
         changes: BTreeMap<String, Option<String>>,
     },
+    /// An update with the duplicate guard: `duplicates` is the lookup of the customer's
+    /// fields after the change against the other live customers (done by the server). A
+    /// collision on a key the update sets refuses (`duplicate.exact_key`) unless
+    /// `duplicates.proceed_anyway`; anything found is recorded in a `DuplicateSuspected`.
+    UpdateGuarded {
+        changes: BTreeMap<String, Option<String>>,
+        duplicates: crate::duplicates::DuplicateCheck,
+    },
     AddContact(NewContact),
     LogActivity(LogActivity),
 }
@@ -331,6 +339,16 @@ impl Aggregate for Customer {
         match cmd {
             CustomerCommand::Create { .. } => unreachable!("handled above"),
             CustomerCommand::Update { changes } => self.update(id, changes),
+            CustomerCommand::UpdateGuarded { changes, duplicates } => {
+                let mut events = self.update(id, changes)?;
+                let changed = match events.first() {
+                    Some(Event::CustomerUpdated(e)) => e.changes.clone(),
+                    _ => Vec::new(),
+                };
+                let subject = crate::event::DuplicateSubject::Customer(id);
+                events.extend(crate::duplicates::guard_duplicates(subject, duplicates, Some(&changed))?);
+                Ok(events)
+            }
             CustomerCommand::AddContact(contact) => self.add_contact(id, contact),
             CustomerCommand::LogActivity(activity) => self.log_activity(id, activity, ctx, rules),
         }

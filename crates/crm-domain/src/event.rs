@@ -292,6 +292,35 @@ pub struct DuplicateDismissed {
     pub reason: String,
 }
 
+/// What a [`DuplicateSuspected`] is about: a lead being captured or a customer being edited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DuplicateSubject {
+    Lead(LeadId),
+    Customer(CustomerId),
+}
+
+impl DuplicateSubject {
+    pub fn stream(&self) -> String {
+        match self {
+            DuplicateSubject::Lead(id) => id.stream(),
+            DuplicateSubject::Customer(id) => id.stream(),
+        }
+    }
+}
+
+/// On the subject's stream, appended atomically with the `LeadCaptured` / `CustomerUpdated`
+/// it accompanies: the existing customers the duplicate guard found at that moment. Exact
+/// key collisions appear only when the caller proceeded anyway (`proceeded_anyway`, the
+/// request's `create_anyway` / `save_anyway`); otherwise the command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DuplicateSuspected {
+    pub subject: DuplicateSubject,
+    pub collisions: Vec<crate::duplicates::KeyCollision>,
+    /// Fuzzy candidates (review or duplicate score, no shared master key), best first.
+    pub suspected: Vec<crate::duplicates::SuspectedMatch>,
+    pub proceeded_anyway: bool,
+}
+
 /// On the customer's stream when one of its opportunities is won: it is now a repeat customer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CustomerDealWon {
@@ -518,6 +547,7 @@ events! {
     CustomerRestored = 1,
     CustomerDealWon = 1,
     DuplicateDismissed = 1,
+    DuplicateSuspected = 1,
     OpportunityOpened = 1,
     StageMoved = 1,
     OpportunityWon = 1,
@@ -568,6 +598,7 @@ impl Event {
             Event::CustomerUnmerged(e) => e.survivor_id.stream(),
             Event::CustomerRestored(e) => e.absorbed_id.stream(),
             Event::DuplicateDismissed(e) => e.customer_id.stream(),
+            Event::DuplicateSuspected(e) => e.subject.stream(),
             Event::CustomerDealWon(e) => e.customer_id.stream(),
             Event::OpportunityOpened(e) => e.opportunity_id.stream(),
             Event::StageMoved(e) => e.opportunity_id.stream(),

@@ -77,6 +77,14 @@ pub struct CaptureLead {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeadCommand {
     Capture(CaptureLead),
+    /// A capture with the duplicate guard: `duplicates` is the lookup of the lead's record
+    /// against the live customers (done by the server). An exact key collision refuses
+    /// (`duplicate.exact_key`) unless `duplicates.proceed_anyway`; anything found is
+    /// recorded in a `DuplicateSuspected` after the `LeadCaptured`.
+    CaptureGuarded {
+        capture: CaptureLead,
+        duplicates: crate::duplicates::DuplicateCheck,
+    },
     /// Manual assignment by a manager. `assignee` is the user's current state.
     Assign {
         assignee: UserSummary,
@@ -210,6 +218,13 @@ impl Aggregate for Lead {
     fn handle(&self, cmd: LeadCommand, ctx: &CommandContext, rules: &Rules) -> Result<Vec<Event>, DomainError> {
         match cmd {
             LeadCommand::Capture(capture) => self.capture(capture, ctx),
+            LeadCommand::CaptureGuarded { capture, duplicates } => {
+                let lead_id = capture.lead_id;
+                let mut events = self.capture(capture, ctx)?;
+                let subject = crate::event::DuplicateSubject::Lead(lead_id);
+                events.extend(crate::duplicates::guard_duplicates(subject, duplicates, None)?);
+                Ok(events)
+            }
             LeadCommand::Assign { assignee } => {
                 let lead_id = self.ensure_assignable()?;
                 assignee.ensure_active()?;

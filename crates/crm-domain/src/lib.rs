@@ -52,6 +52,7 @@ mod assignment;
 mod calendar;
 mod context;
 mod customer;
+mod duplicates;
 mod error;
 mod event;
 mod ids;
@@ -71,14 +72,18 @@ pub use customer::{
     apply_changes, conflicting_fields, Customer, CustomerCommand, LogActivity, MergeRecord, NewContact,
     CUSTOMER_FIELDS, MAX_ACTIVITY_KEYWORDS,
 };
+pub use duplicates::{
+    guard_duplicates, DuplicateCheck, ExactKey, FieldContribution, KeyCollision, SuspectedMatch, EXACT_KEY_RULE,
+    MATCHED_FIELDS,
+};
 pub use error::{DecodeError, DomainError};
 pub use event::{
     AbArm, ActivityKind, ActivityLogged, AssignmentReason, AssignmentTrace, CandidateTrace, Channel, Contact,
     ContactAdded, CustomerAbsorbed, CustomerCreated, CustomerDealWon, CustomerRestored, CustomerUnmerged,
-    CustomerUpdated, CustomersMerged, DuplicateDismissed, Event, FieldChange, LeadAssigned, LeadCaptured,
-    LeadCapturedV1, LeadClaimed, LeadQualified, LeadReleased, OpportunityLost, OpportunityOpened, OpportunityWon,
-    Owned, OwnerChanged, Role, RulesChanged, StageMoved, UserCreated, UserDeactivated, UserHandedOver,
-    UserRegionChanged, UserRoleChanged, EVENT_TYPES,
+    CustomerUpdated, CustomersMerged, DuplicateDismissed, DuplicateSubject, DuplicateSuspected, Event, FieldChange,
+    LeadAssigned, LeadCaptured, LeadCapturedV1, LeadClaimed, LeadQualified, LeadReleased, OpportunityLost,
+    OpportunityOpened, OpportunityWon, Owned, OwnerChanged, Role, RulesChanged, StageMoved, UserCreated,
+    UserDeactivated, UserHandedOver, UserRegionChanged, UserRoleChanged, EVENT_TYPES,
 };
 pub use ids::{ActivityId, ContactId, CustomerId, LeadId, OpportunityId, StreamId, UserId, RULES_STREAM};
 pub use lead::{CaptureLead, Lead, LeadCommand, LeadStatus};

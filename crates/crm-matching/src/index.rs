@@ -203,6 +203,23 @@ impl Index {
         out
     }
 
+    /// Records sharing a key of one of `kinds` with `record`: one entry per record and kind
+    /// (a record sharing both a USCC and a mobile is listed twice).
+    pub fn matches_by_kind(&self, record: &Prepared, kinds: &[KeyKind]) -> Vec<(&Prepared, KeyKind)> {
+        let mut out: Vec<(&Prepared, KeyKind)> = Vec::new();
+        for key in blocking_keys(record).iter().filter(|k| kinds.contains(&k.kind)) {
+            if let Some(Block::Open(slots)) = self.blocks.get(&key.hash()) {
+                for slot in slots {
+                    let p = self.prepared_at(*slot);
+                    if p.id != record.id && !out.iter().any(|(q, kind)| q.id == p.id && *kind == key.kind) {
+                        out.push((p, key.kind));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     pub(crate) fn candidate_slots(&self, record: &Prepared, keep: impl Fn(u32) -> bool) -> Vec<(u32, f32, bool)> {
         let keys: Vec<(KeyKind, u64)> = blocking_keys(record).iter().map(|k| (k.kind, k.hash())).collect();
         self.candidate_slots_by_keys(&keys, keep)

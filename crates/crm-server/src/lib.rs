@@ -85,8 +85,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         Some(render),
     ))
     .max_decoding_message_size(max);
-    let commands = pb::command_service_server::CommandServiceServer::new(commands::Commands::new(store.clone()))
-        .max_decoding_message_size(max);
+    let guard = std::sync::Arc::new(commands::DuplicateGuard::new(
+        projections.duplicates_projector.clone(),
+        projections.duplicates.clone(),
+    ));
+    let commands =
+        pb::command_service_server::CommandServiceServer::new(commands::Commands::with_guard(store.clone(), guard))
+            .max_decoding_message_size(max);
 
     // On shutdown: mark NOT_SERVING, close the log (in-flight appends finish and are
     // acknowledged, subscriptions end), then let tonic drain the connections.

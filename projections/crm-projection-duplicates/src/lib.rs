@@ -15,6 +15,11 @@
 //! updated, changed by a merge or restored by an unmerge; a pair's status survives later
 //! re-scoring.
 //!
+//! The Matcher's thresholds are the rules' duplicate thresholds ([`match_config`]); they are
+//! the fingerprint, so changing them rebuilds (re-scans) the read model from position 0.
+//! [`DuplicatesProjector::check`] is the lookup the command path's duplicate guard uses, on
+//! the same Matcher and configuration as the serving build.
+//!
 //! ```
 //! use crm_projection_duplicates::DuplicatesProjector;
 //! use crm_projection_runtime::Projector;
@@ -25,6 +30,7 @@ mod projector;
 mod query;
 
 pub use projector::{
-    pair_key, to_record, Candidate, Contribution, CustomerRecord, DuplicatesProjector, MergeReport, Status, Value,
+    match_config, pair_key, to_record, Candidate, Contribution, CustomerRecord, DuplicatesProjector, MergeReport,
+    Status, Value,
 };
 pub use query::{customer, list, merge_reports, pair, Page, StatusFilter};

@@ -1,10 +1,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crm_domain::{apply_changes, normalize_company, Event, Rules};
+use crm_domain::{
+    apply_changes, normalize_company, normalize_uscc, CustomerId, DuplicateCheck, Event, ExactKey, FieldContribution,
+    KeyCollision, Rules, SuspectedMatch,
+};
 use crm_eventlog::RecordedEvent;
-use crm_matching::{MatchResult, Matcher, Record, RecordKind};
-use crm_projection_runtime::{decode_value, ProjectionDb, Projector, State};
+use crm_matching::{KeyKind, MatchConfig, MatchResult, Matcher, Prepared, Record, RecordKind};
+use crm_projection_runtime::{decode_value, Fingerprint, ProjectionDb, Projector, State};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -146,6 +149,26 @@ pub fn to_record(id: &Uuid, fields: &BTreeMap<String, String>) -> Record {
     record
 }
 
+/// The matcher configuration of `rules`: the library's field models and blocking, with the
+/// operator's duplicate thresholds (company-name similarity, contact-name edit distance).
+pub fn match_config(rules: &Rules) -> MatchConfig {
+    let d = &rules.duplicates;
+    let mut config = MatchConfig::default();
+    config.thresholds.company_similarity = f64::from(d.company_name_similarity_pct) / 100.0;
+    config.thresholds.contact_name_max_edits = usize::from(d.contact_name_edit_distance);
+    config
+}
+
+/// Gives `matcher` the thresholds of `rules` (blocking is the same for all rules, so the
+/// index stays).
+fn configure(matcher: &Mutex<Matcher>, rules: &Rules) {
+    let config = match_config(rules);
+    let mut matcher = matcher.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if *matcher.config() != config {
+        matcher.set_config(config);
+    }
+}
+
 fn decision_name(result: &MatchResult) -> String {
     format!("{:?}", result.decision).to_lowercase()
 }
@@ -174,8 +197,8 @@ struct Build {
     position: u64,
 }
 
-/// The duplicates projector. It reads no rule; the match configuration is the Matcher's
-/// default. Each build (tree) has its own Matcher, so a shadow build or a verify never sees
+/// The duplicates projector. Its Matcher's thresholds come from the rules the build runs with
+/// ([`match_config`], part of the fingerprint: a threshold change rebuilds from 0). Each build (tree) has its own Matcher, so a shadow build or a verify never sees
 /// the live build's customers.
 #[derive(Clone, Default)]
 pub struct DuplicatesProjector {
@@ -227,7 +250,7 @@ impl DuplicatesProjector {
     /// The Matcher of the build writing `state`'s tree, started afresh when `position` shows
     /// a new build on that tree. Keeps the two newest generations (serving and shadow) and
     /// the verify build.
-    fn matcher_for(&self, state: &State<'_, Value>, position: u64) -> Arc<Mutex<Matcher>> {
+    fn matcher_for(&self, state: &State<'_, Value>, rules: &Rules, position: u64) -> Arc<Mutex<Matcher>> {
         let name = state.tree_name();
         let mut builds = self.builds.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !builds.contains_key(&name) {
@@ -245,7 +268,59 @@ impl DuplicatesProjector {
             *build = Build::default();
         }
         build.position = position;
+        configure(&build.matcher, rules);
         Arc::clone(&build.matcher)
+    }
+
+    /// The duplicate guard's lookup: the live customers of the build writing `tree` (made
+    /// with `rules`) that share a master key with the profile `fields` of `id` (USCC with a
+    /// valid checksum, E.164 mobile) or score at least the review threshold against them;
+    /// `id` itself (a customer being edited) is left out. A tree no build has written since
+    /// the process started (and `open` did not load) holds no customer: nothing is found.
+    pub fn check(&self, tree: &str, rules: &Rules, id: Uuid, fields: &BTreeMap<String, String>) -> DuplicateCheck {
+        let record = to_record(&id, fields);
+        let exclude = Some(id);
+        let matcher = {
+            let builds = self.builds.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match builds.get(tree) {
+                Some(build) => Arc::clone(&build.matcher),
+                None => return DuplicateCheck::default(),
+            }
+        };
+        configure(&matcher, rules);
+        let prepared = Prepared::new(&record);
+        let uscc_valid = record.uscc.as_deref().is_some_and(|u| normalize_uscc(u).checksum_ok);
+        let matcher = Self::lock(&matcher);
+        let excluded = |id: &str| Uuid::parse_str(id).ok().filter(|id| Some(*id) != exclude);
+        let mut check = DuplicateCheck::default();
+        for (p, kind) in matcher.index().matches_by_kind(&prepared, &[KeyKind::Uscc, KeyKind::Mobile]) {
+            let key = match kind {
+                KeyKind::Uscc if uscc_valid => ExactKey::Uscc,
+                KeyKind::Mobile => ExactKey::Mobile,
+                _ => continue,
+            };
+            if let Some(id) = excluded(&p.id) {
+                check.collisions.push(KeyCollision { customer_id: CustomerId(id), key });
+            }
+        }
+        for m in matcher.find_prepared(&prepared) {
+            let Some(id) = excluded(&m.id) else { continue };
+            check.suspected.push(SuspectedMatch {
+                customer_id: CustomerId(id),
+                score_milli: (m.result.score.clamp(0.0, 1.0) * 1000.0).round() as u32,
+                decision: decision_name(&m.result),
+                fields: contributions(&m.result)
+                    .into_iter()
+                    .map(|c| FieldContribution {
+                        field: c.field,
+                        outcome: c.outcome,
+                        weight_centi: (c.weight * 100.0).round() as i32,
+                        reason: c.reason,
+                    })
+                    .collect(),
+            });
+        }
+        check
     }
 
     fn lock(matcher: &Mutex<Matcher>) -> MutexGuard<'_, Matcher> {
@@ -351,9 +426,9 @@ impl Projector for DuplicatesProjector {
     }
 
     fn fingerprint(&self, rules: &Rules) -> u64 {
-        // The match configuration is the library default, not a rule.
-        let _ = rules;
-        0
+        // The duplicate thresholds decide which pairs exist: a change re-scans from 0.
+        let d = &rules.duplicates;
+        Fingerprint::of(&("duplicates.thresholds", d.company_name_similarity_pct, d.contact_name_edit_distance))
     }
 
     fn apply(
@@ -363,10 +438,9 @@ impl Projector for DuplicatesProjector {
         recorded: &RecordedEvent,
         event: Option<&Event>,
     ) -> Result {
-        let _ = rules;
         let Some(event) = event else { return Ok(()) };
         let position = recorded.position;
-        let matcher = self.matcher_for(state, position);
+        let matcher = self.matcher_for(state, rules, position);
         let m = &*matcher;
         match event {
             Event::CustomerCreated(e) => {
@@ -477,6 +551,10 @@ impl Projector for DuplicatesProjector {
                 }
                 Ok(())
             }
+            // The guard's record of what it saw at a capture or an edit. Pairs here come from
+            // this read model's own Matcher (re-scored under the current thresholds, and the
+            // edited customer's `CustomerUpdated` is indexed above); a lead is no customer.
+            Event::DuplicateSuspected(_) => Ok(()),
             Event::DuplicateDismissed(e) => {
                 let (x, y) = (e.customer_id.0, e.other_id.0);
                 let mut pair = match Self::pair(state, &x, &y)? {

@@ -98,6 +98,22 @@ pub(crate) fn samples() -> Vec<Event> {
             other_id: customer_id(2),
             reason: "同名不同公司".into(),
         }),
+        Event::DuplicateSuspected(DuplicateSuspected {
+            subject: DuplicateSubject::Lead(lead_id(1)),
+            collisions: vec![KeyCollision { customer_id: customer_id(3), key: ExactKey::Mobile }],
+            suspected: vec![SuspectedMatch {
+                customer_id: customer_id(2),
+                score_milli: 612,
+                decision: "review".into(),
+                fields: vec![FieldContribution {
+                    field: "company".into(),
+                    outcome: "partial".into(),
+                    weight_centi: -315,
+                    reason: "core similarity 0.83".into(),
+                }],
+            }],
+            proceeded_anyway: true,
+        }),
         Event::CustomerDealWon(CustomerDealWon { customer_id: customer_id(1), opportunity_id: opportunity_id(1) }),
         opened(1, 1, STAGE_INITIAL, false),
         stage_moved(1, STAGE_INITIAL, STAGE_NEEDS, &[("requirements_note", "6台监护仪")]),

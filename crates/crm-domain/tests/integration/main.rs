@@ -5,6 +5,7 @@
 mod calendar;
 mod codec;
 mod customer;
+mod duplicates;
 mod lead;
 mod opportunity;
 mod process;

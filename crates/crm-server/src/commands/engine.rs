@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use crm_domain::{
-    group_by_stream, handover, merge_customers, qualify_lead, unmerge_customers, Aggregate, CaptureLead,
-    CommandContext, Customer, CustomerCommand, CustomerId, DomainError, Event, Lead, LeadCommand, LeadId,
-    MergeCustomers, Opportunity, OpportunityCommand, OpportunityId, QualifyLead, Receiver, RuleBook, Rules,
-    RulesCommand, User, UserCommand, UserId, RULES_STREAM,
+    apply_changes, group_by_stream, handover, merge_customers, qualify_lead, unmerge_customers, Aggregate, CaptureLead,
+    CommandContext, Customer, CustomerCommand, CustomerId, DomainError, DuplicateCheck, DuplicateSuspected, Event,
+    Lead, LeadCommand, LeadId, MergeCustomers, Opportunity, OpportunityCommand, OpportunityId, QualifyLead, Receiver,
+    RuleBook, Rules, RulesCommand, User, UserCommand, UserId, MATCHED_FIELDS, RULES_STREAM,
 };
 use crm_eventlog::{
     AppendResult, Direction, Durability, Error as LogError, EventStore, ExpectedVersion, Metadata, NewEvent,
@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use super::directory::Directory;
 use super::error::CommandError;
+use super::guard::DuplicateGuard;
 use super::ids::IdempotencyKey;
 
 const PAGE: usize = 1000;
@@ -41,7 +42,19 @@ pub(crate) struct RunOptions {
 /// A command with the ids of everything it touches.
 #[derive(Debug, Clone)]
 pub(crate) enum Cmd {
+    /// A capture without the duplicate guard (the intake's form submissions).
     CaptureLead(CaptureLead),
+    /// `CaptureLead` over gRPC: with the duplicate guard when the engine has one.
+    CaptureLeadGuarded {
+        capture: CaptureLead,
+        create_anyway: bool,
+    },
+    /// `UpdateCustomer` over gRPC: with the duplicate guard when the engine has one.
+    UpdateCustomerGuarded {
+        customer: CustomerId,
+        changes: BTreeMap<String, Option<String>>,
+        save_anyway: bool,
+    },
     AssignLead {
         lead: LeadId,
         assignee: UserId,
@@ -104,15 +117,17 @@ impl Cmd {
     /// The stream `expected_version` refers to; every command writes to it.
     pub(crate) fn primary(&self) -> (String, String) {
         let (id, stream) = match self {
-            Cmd::CaptureLead(c) => (c.lead_id.to_string(), c.lead_id.stream()),
+            Cmd::CaptureLead(c) | Cmd::CaptureLeadGuarded { capture: c, .. } => {
+                (c.lead_id.to_string(), c.lead_id.stream())
+            }
             Cmd::AssignLead { lead, .. }
             | Cmd::AutoAssignLead { lead }
             | Cmd::ClaimLead { lead, .. }
             | Cmd::ReleaseLead { lead, .. }
             | Cmd::QualifyLead { lead, .. } => (lead.to_string(), lead.stream()),
-            Cmd::Customer { customer, .. } | Cmd::DismissDuplicate { customer, .. } => {
-                (customer.to_string(), customer.stream())
-            }
+            Cmd::Customer { customer, .. }
+            | Cmd::UpdateCustomerGuarded { customer, .. }
+            | Cmd::DismissDuplicate { customer, .. } => (customer.to_string(), customer.stream()),
             Cmd::Opportunity { opportunity, .. } => (opportunity.to_string(), opportunity.stream()),
             Cmd::Merge { survivor, .. } | Cmd::Unmerge { survivor, .. } => (survivor.to_string(), survivor.stream()),
             Cmd::Handover { departing, .. } => (departing.to_string(), departing.stream()),
@@ -134,6 +149,8 @@ pub(crate) struct Outcome {
     /// (stream, event type, event id)
     pub(crate) events: Vec<(String, String, Uuid)>,
     pub(crate) details: BTreeMap<String, String>,
+    /// What the duplicate guard found (CaptureLead, UpdateCustomer).
+    pub(crate) suspected: Option<DuplicateSuspected>,
 }
 
 struct Loaded {
@@ -204,11 +221,36 @@ impl<'a, S: EventStore> Session<'a, S> {
 pub(crate) struct Engine<S> {
     store: S,
     directory: Arc<Mutex<Directory>>,
+    /// The duplicates read model for the guarded commands; without it they find nothing.
+    guard: Option<Arc<DuplicateGuard>>,
 }
 
 impl<S: EventStore + Clone> Engine<S> {
     pub(crate) fn new(store: S) -> Self {
-        Engine { store, directory: Arc::new(Mutex::new(Directory::default())) }
+        Engine { store, directory: Arc::new(Mutex::new(Directory::default())), guard: None }
+    }
+
+    /// Checks `CaptureLeadGuarded` and `UpdateCustomerGuarded` against the duplicates read
+    /// model.
+    pub(crate) fn with_guard(mut self, guard: Arc<DuplicateGuard>) -> Self {
+        self.guard = Some(guard);
+        self
+    }
+
+    /// The master-key locks a guarded command holds until its append is acknowledged.
+    async fn lock_keys<'g>(&self, guard: &'g DuplicateGuard, cmd: &Cmd) -> Vec<tokio::sync::MutexGuard<'g, ()>> {
+        let fields: BTreeMap<String, String> = match cmd {
+            Cmd::CaptureLeadGuarded { capture, .. } => [("phone", &capture.phone), ("uscc", &capture.uscc)]
+                .into_iter()
+                .filter_map(|(k, v)| v.clone().map(|v| (k.to_owned(), v)))
+                .collect(),
+            Cmd::UpdateCustomerGuarded { changes, .. } => ["phone", "uscc"]
+                .into_iter()
+                .filter_map(|k| changes.get(k).cloned().flatten().map(|v| (k.to_owned(), v)))
+                .collect(),
+            _ => return Vec::new(),
+        };
+        guard.lock_keys(&fields).await
     }
 
     /// The current rules and the `rules` stream version.
@@ -222,7 +264,12 @@ impl<S: EventStore + Clone> Engine<S> {
     pub(crate) async fn execute(&self, opts: &RunOptions, cmd: Cmd) -> Result<Outcome, CommandError> {
         let (id, primary) = cmd.primary();
         tracing::Span::current().record("stream", primary.as_str());
-        if let (Cmd::CaptureLead(_), None) = (&cmd, opts.expected_version) {
+        let guard = self.guard.clone();
+        let _keys = match &guard {
+            Some(guard) => self.lock_keys(guard, &cmd).await,
+            None => Vec::new(),
+        };
+        if let (Cmd::CaptureLead(_) | Cmd::CaptureLeadGuarded { .. }, None) = (&cmd, opts.expected_version) {
             // Fast path: a capture almost always creates a new stream, so skip reading it
             // and let `NoStream` check that. A retry with the same idempotency key is
             // deduplicated by the log itself (same event ids); anything else falls through
@@ -230,13 +277,24 @@ impl<S: EventStore + Clone> Engine<S> {
             let mut session = Session::new(&self.store);
             session.assume_new(&primary);
             let ctx = self.context(opts);
-            let events = self.decide(&mut session, &cmd, &ctx).await.map_err(|e| name_missing(e, &id))?;
-            let details = details_of(&events);
-            let (appends, written) = self.appends(&session, opts, events)?;
-            match self.store.append_many(appends, Durability::Durable).await {
-                Ok(results) => return Ok(outcome(id, primary, &session, &written, &results, details)),
-                Err(LogError::WrongExpectedVersion { .. } | LogError::IdempotencyConflict { .. }) => {}
-                Err(e) => return Err(e.into()),
+            match self.decide(&mut session, &cmd, &ctx).await {
+                Ok(events) => {
+                    let details = details_of(&events);
+                    let suspected = suspected_of(&events);
+                    let (appends, written) = self.appends(&session, opts, events)?;
+                    match self.store.append_many(appends, Durability::Durable).await {
+                        Ok(results) => {
+                            let outcome = outcome(id, primary, &session, &written, &results, details);
+                            return Ok(Outcome { suspected, ..outcome });
+                        }
+                        Err(LogError::WrongExpectedVersion { .. } | LogError::IdempotencyConflict { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                // A keyed retry of a capture that was accepted is answered from its own events
+                // by the full path, even when the duplicate guard would refuse it now.
+                Err(CommandError::Domain(_)) if opts.key.is_some() => {}
+                Err(e) => return Err(name_missing(e, &id)),
             }
         }
         let mut attempt = 0;
@@ -257,9 +315,12 @@ impl<S: EventStore + Clone> Engine<S> {
             let ctx = self.context(opts);
             let events = self.decide(&mut session, &cmd, &ctx).await.map_err(|e| name_missing(e, &id))?;
             let details = details_of(&events);
+            let suspected = suspected_of(&events);
             let (appends, written) = self.appends(&session, opts, events)?;
             match self.store.append_many(appends, Durability::Durable).await {
-                Ok(results) => return Ok(outcome(id, primary, &session, &written, &results, details)),
+                Ok(results) => {
+                    return Ok(Outcome { suspected, ..outcome(id, primary, &session, &written, &results, details) })
+                }
                 Err(LogError::WrongExpectedVersion { stream, .. })
                     if opts.expected_version.is_none() && attempt < MAX_ATTEMPTS =>
                 {
@@ -292,9 +353,38 @@ impl<S: EventStore + Clone> Engine<S> {
             let lead: Lead = s.load(&capture.lead_id.stream()).await?;
             return Ok(lead.handle(LeadCommand::Capture(capture.clone()), ctx, &Rules::default())?);
         }
+        if let Cmd::CaptureLeadGuarded { capture, create_anyway } = cmd {
+            let lead: Lead = s.load(&capture.lead_id.stream()).await?;
+            let mut duplicates = match &self.guard {
+                Some(guard) => guard.check(&self.store, capture.lead_id.0, &lead_profile(capture)).await?,
+                None => DuplicateCheck::default(),
+            };
+            duplicates.proceed_anyway = *create_anyway;
+            let command = LeadCommand::CaptureGuarded { capture: capture.clone(), duplicates };
+            return Ok(lead.handle(command, ctx, &Rules::default())?);
+        }
         let rules = s.rules().await?;
         let events = match cmd.clone() {
-            Cmd::CaptureLead(_) => unreachable!("handled above"),
+            Cmd::CaptureLead(_) | Cmd::CaptureLeadGuarded { .. } => unreachable!("handled above"),
+            Cmd::UpdateCustomerGuarded { customer, changes, save_anyway } => {
+                let state: Customer = s.load(&customer.stream()).await?;
+                // The plain update first: its refusals come before the lookup, and its
+                // changes give the profile to look up.
+                let update = CustomerCommand::Update { changes: changes.clone() };
+                let updated = state.handle(update, ctx, &rules)?;
+                let mut duplicates = match (&self.guard, updated.first()) {
+                    (Some(guard), Some(Event::CustomerUpdated(e)))
+                        if e.changes.iter().any(|c| MATCHED_FIELDS.contains(&c.field.as_str())) =>
+                    {
+                        let mut fields = state.fields.clone();
+                        apply_changes(&mut fields, &e.changes);
+                        guard.check(&self.store, customer.0, &fields).await?
+                    }
+                    _ => DuplicateCheck::default(),
+                };
+                duplicates.proceed_anyway = save_anyway;
+                state.handle(CustomerCommand::UpdateGuarded { changes, duplicates }, ctx, &rules)?
+            }
             Cmd::AssignLead { lead, assignee } => {
                 let state = existing_lead(s, lead).await?;
                 let user = s.user(assignee).await?;
@@ -459,6 +549,32 @@ impl<S: EventStore + Clone> Engine<S> {
     }
 }
 
+/// A lead as the matcher sees a customer: the company is the customer's name and the person
+/// its contact; without a company the person is the customer.
+fn lead_profile(c: &CaptureLead) -> BTreeMap<String, String> {
+    let present = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+    let mut fields = BTreeMap::new();
+    let (company, person) = (present(&c.company), present(&c.name));
+    match (company, person) {
+        (Some(company), person) => {
+            fields.insert("name".to_owned(), company);
+            if let Some(person) = person {
+                fields.insert("contact_name".to_owned(), person);
+            }
+        }
+        (None, Some(person)) => {
+            fields.insert("name".to_owned(), person);
+        }
+        (None, None) => {}
+    }
+    for (field, value) in [("phone", &c.phone), ("email", &c.email), ("uscc", &c.uscc), ("region", &c.region)] {
+        if let Some(v) = present(value) {
+            fields.insert(field.to_owned(), v);
+        }
+    }
+    fields
+}
+
 async fn existing_lead<S: EventStore>(s: &mut Session<'_, S>, id: LeadId) -> Result<Lead, CommandError> {
     let lead: Lead = s.load(&id.stream()).await?;
     if lead.id.is_none() {
@@ -504,6 +620,7 @@ fn outcome(
         deduplicated: !results.is_empty() && results.iter().all(|r| r.deduplicated),
         events: written.to_vec(),
         details,
+        suspected: None,
     }
 }
 
@@ -523,6 +640,15 @@ fn replayed(key: &IdempotencyKey, id: &str, primary: &str, loaded: &Loaded) -> O
             .map(|i| (primary.to_owned(), loaded.events[*i].event_type().to_owned(), loaded.recorded[*i].2))
             .collect(),
         details: details_of(&events),
+        suspected: suspected_of(&events),
+    })
+}
+
+/// The guard's findings among `events`, so a deduplicated answer gives the same ones.
+fn suspected_of(events: &[Event]) -> Option<DuplicateSuspected> {
+    events.iter().find_map(|e| match e {
+        Event::DuplicateSuspected(s) => Some(s.clone()),
+        _ => None,
     })
 }
 

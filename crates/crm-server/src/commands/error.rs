@@ -9,6 +9,7 @@
 //! | expected version mismatch                    | Aborted            | `crm-current-version`          |
 //! | too many items in one command                | ResourceExhausted  | `crm-field`                    |
 //! | stored event that cannot be decoded          | DataLoss           |                                |
+//! | duplicates read model behind the log (10 s)  | Unavailable        |                                |
 //! | event log errors                             | see `crate::status`|                                |
 //!
 //! Metadata values are only set when ASCII (gRPC headers); the message always carries them.
@@ -34,6 +35,9 @@ pub enum CommandError {
     Log(#[from] crm_eventlog::Error),
     #[error("cannot decode an event of stream `{stream}`: {source}")]
     Decode { stream: String, source: DecodeError },
+    /// A dependency of the command (the duplicates read model) cannot answer now.
+    #[error("{what} unavailable: {reason}")]
+    Unavailable { what: String, reason: String },
 }
 
 fn display(v: Option<u64>) -> String {
@@ -101,6 +105,7 @@ impl From<CommandError> for Status {
             }
             CommandError::Log(e) => crate::status::from_eventlog(e),
             CommandError::Decode { .. } => Status::new(Code::DataLoss, message),
+            CommandError::Unavailable { .. } => Status::new(Code::Unavailable, message),
         }
     }
 }

@@ -10,6 +10,7 @@ mod convert;
 mod directory;
 mod engine;
 mod error;
+mod guard;
 mod ids;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use crm_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 pub use error::CommandError;
+pub(crate) use guard::DuplicateGuard;
 
 use convert::{id, new_id, opt, optional_id, run_options};
 use engine::Outcome;
@@ -42,8 +44,14 @@ pub struct Commands<S> {
 }
 
 impl<S: EventStore + Clone> Commands<S> {
+    /// Without the duplicate guard: CaptureLead and UpdateCustomer find no duplicates.
     pub fn new(store: S) -> Self {
         Commands { engine: Arc::new(Engine::new(store)) }
+    }
+
+    /// With the duplicate guard over the running duplicates read model.
+    pub(crate) fn with_guard(store: S, guard: Arc<DuplicateGuard>) -> Self {
+        Commands { engine: Arc::new(Engine::new(store).with_guard(guard)) }
     }
 
     async fn run(&self, opts: RunOptions, cmd: Cmd) -> Result<Response<pb::CommandResponse>, Status> {
@@ -65,7 +73,33 @@ fn to_proto(o: Outcome) -> pb::CommandResponse {
             .map(|(stream, event_type, id)| pb::AppendedEvent { stream, event_type, event_id: id.to_string() })
             .collect(),
         details: o.details.into_iter().collect(),
+        suspected_duplicates: o.suspected.map(suspected_to_proto).unwrap_or_default(),
     }
+}
+
+fn suspected_to_proto(s: crm_domain::DuplicateSuspected) -> Vec<pb::SuspectedDuplicate> {
+    let exact = s.collisions.into_iter().map(|c| pb::SuspectedDuplicate {
+        customer_id: c.customer_id.to_string(),
+        exact_key: c.key.as_str().to_owned(),
+        ..Default::default()
+    });
+    let fuzzy = s.suspected.into_iter().map(|m| pb::SuspectedDuplicate {
+        customer_id: m.customer_id.to_string(),
+        exact_key: String::new(),
+        score: f64::from(m.score_milli) / 1000.0,
+        decision: m.decision,
+        fields: m
+            .fields
+            .into_iter()
+            .map(|f| pb::FieldContribution {
+                field: f.field,
+                outcome: f.outcome,
+                weight: f64::from(f.weight_centi) / 100.0,
+                reason: f.reason,
+            })
+            .collect(),
+    });
+    exact.chain(fuzzy).collect()
 }
 
 type Answer = Result<Response<pb::CommandResponse>, Status>;
@@ -107,7 +141,7 @@ impl<S: EventStore + Clone> pb::command_service_server::CommandService for Comma
             source: r.source,
             custom_attributes: r.custom_attributes.into_iter().collect(),
         };
-        self.run(opts, Cmd::CaptureLead(cmd)).await
+        self.run(opts, Cmd::CaptureLeadGuarded { capture: cmd, create_anyway: r.create_anyway }).await
     }
 
     async fn assign_lead(&self, request: Request<pb::AssignLeadRequest>) -> Answer {
@@ -180,9 +214,8 @@ impl<S: EventStore + Clone> pb::command_service_server::CommandService for Comma
                 return Err(CommandError::request("clear", format!("{field} is both set and cleared")).into());
             }
         }
-        let cmd =
-            Cmd::Customer { customer: id("customer_id", &r.customer_id)?, cmd: CustomerCommand::Update { changes } };
-        self.run(opts, cmd).await
+        let customer = id("customer_id", &r.customer_id)?;
+        self.run(opts, Cmd::UpdateCustomerGuarded { customer, changes, save_anyway: r.save_anyway }).await
     }
 
     async fn add_contact(&self, request: Request<pb::AddContactRequest>) -> Answer {

@@ -27,6 +27,8 @@ pub struct Projections {
     pub audit: ProjectionHandle,
     /// Suspected duplicate pairs and merge reports.
     pub duplicates: ProjectionHandle,
+    /// The projector `duplicates` runs (its Matchers serve the commands' duplicate guard).
+    pub duplicates_projector: DuplicatesProjector,
     /// The funnel's working-day calendar.
     pub calendar: Calendar,
 }
@@ -54,8 +56,8 @@ impl Projections {
                 .context("loading the duplicates projection's customers")?
         };
         let duplicates =
-            spawn(&db, store.clone(), duplicates_projector).context("starting the duplicates projection")?;
-        Ok(Projections { store, db, customers, funnel, audit, duplicates, calendar })
+            spawn(&db, store.clone(), duplicates_projector.clone()).context("starting the duplicates projection")?;
+        Ok(Projections { store, db, customers, funnel, audit, duplicates, duplicates_projector, calendar })
     }
 
     pub fn all(&self) -> [&ProjectionHandle; 4] {

@@ -384,6 +384,7 @@ async fn the_whole_story_of_issue_3() {
         customer_id: duplicate.clone(),
         set: map(&[("level", "A")]),
         clear: vec![],
+        save_anyway: false,
     };
     let err = s.commands.update_customer(update_duplicate.clone()).await.unwrap_err();
     assert_eq!((err.code(), meta(&err, "crm-rule")), (Code::FailedPrecondition, "customer.absorbed"));

@@ -247,3 +247,211 @@ async fn candidates_are_listed_dismissed_merged_reported_and_unmerged() {
         admin.verify_projection(pb::VerifyProjectionRequest { name: "duplicates".into() }).await.unwrap().into_inner();
     assert_eq!(report.total_differences, 0, "{:?}", report.differences);
 }
+
+fn status_meta<'a>(status: &'a tonic::Status, key: &str) -> &'a str {
+    status.metadata().get(key).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+async fn head(log: &mut EventLogClient<AuthChannel>) -> u64 {
+    log.get_head(pb::GetHeadRequest {}).await.unwrap().into_inner().head
+}
+
+/// The events of `stream`, decoded.
+async fn stream(log: &mut EventLogClient<AuthChannel>, stream: &str) -> Vec<crm_domain::Event> {
+    let r = log
+        .read_stream(pb::ReadStreamRequest { stream: stream.into(), limit: 1000, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    r.events
+        .iter()
+        .map(|e| crm_domain::Event::decode(&e.event_type, e.schema_version as u16, &e.payload).unwrap())
+        .collect()
+}
+
+fn lead(company: &str, name: &str, phone: &str, email: &str) -> pb::CaptureLeadRequest {
+    pb::CaptureLeadRequest {
+        options: options(),
+        company: company.into(),
+        name: name.into(),
+        phone: phone.into(),
+        email: email.into(),
+        channel: pb::LeadChannel::WebForm as i32,
+        channel_ref: "form-contact-us".into(),
+        source: "官网表单".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn capture_and_update_are_guarded_against_existing_customers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let channel = server.channel().await;
+    let mut commands = CommandServiceClient::new(channel.clone());
+    let mut log = EventLogClient::new(channel);
+
+    let existing = create(
+        &mut commands,
+        &[("name", "杭州星辰电子科技有限公司"), ("phone", "+86 138-0013-8123"), ("contact_name", "王建国")],
+    )
+    .await;
+
+    // The same mobile written another way: refused, naming the customer; nothing written.
+    let before = head(&mut log).await;
+    let refused = commands.capture_lead(lead("星海贸易", "刘洋", "0086138 0013 8123", "")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert_eq!(status_meta(&refused, "crm-rule"), "duplicate.exact_key");
+    assert_eq!(status_meta(&refused, "crm-missing"), "create_anyway");
+    assert!(refused.message().contains(&existing.id) && refused.message().contains("mobile"), "{}", refused.message());
+    assert_eq!(head(&mut log).await, before, "a refusal writes nothing");
+
+    // create_anyway: accepted, and the collision and the flag are in the log.
+    let mut anyway = lead("星海贸易", "刘洋", "0086138 0013 8123", "");
+    anyway.create_anyway = true;
+    let captured = commands.capture_lead(anyway).await.unwrap().into_inner();
+    assert_eq!(captured.suspected_duplicates.len(), 1, "{:?}", captured.suspected_duplicates);
+    assert_eq!(captured.suspected_duplicates[0].customer_id, existing.id);
+    assert_eq!(captured.suspected_duplicates[0].exact_key, "mobile");
+    let events = stream(&mut log, &captured.stream).await;
+    let [crm_domain::Event::LeadCaptured(_), crm_domain::Event::DuplicateSuspected(s)] = events.as_slice() else {
+        panic!("{events:?}")
+    };
+    assert!(s.proceeded_anyway);
+    assert_eq!(s.collisions.len(), 1);
+    assert_eq!(s.collisions[0].customer_id.to_string(), existing.id);
+    assert_eq!(s.collisions[0].key, crm_domain::ExactKey::Mobile);
+
+    // A fuzzy near-duplicate (similar company, same contact, no shared key): accepted, with the
+    // candidate and its explanation in the response and a DuplicateSuspected in the log.
+    let fuzzy = commands
+        .capture_lead(lead("杭州星辰电子有限公司", "王建国", "", "wjg@example.com"))
+        .await
+        .unwrap()
+        .into_inner();
+    let found = &fuzzy.suspected_duplicates;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!((found[0].customer_id.as_str(), found[0].exact_key.as_str()), (existing.id.as_str(), ""));
+    assert!(found[0].score > 0.0 && !found[0].decision.is_empty(), "{found:?}");
+    assert!(found[0].fields.iter().any(|f| f.field == "company" && f.weight > 0.0), "{found:?}");
+    let events = stream(&mut log, &fuzzy.stream).await;
+    let [crm_domain::Event::LeadCaptured(_), crm_domain::Event::DuplicateSuspected(s)] = events.as_slice() else {
+        panic!("{events:?}")
+    };
+    assert!(!s.proceeded_anyway && s.collisions.is_empty());
+    assert_eq!(s.suspected[0].customer_id.to_string(), existing.id);
+
+    // An unrelated lead: no candidate, no DuplicateSuspected.
+    let plain = commands.capture_lead(lead("远航物流", "李娜", "+86 139 2222 3333", "")).await.unwrap().into_inner();
+    assert!(plain.suspected_duplicates.is_empty());
+    assert_eq!(stream(&mut log, &plain.stream).await.len(), 1);
+
+    // UpdateCustomer: setting another customer's mobile is refused unless save_anyway.
+    let other = create(&mut commands, &[("name", "上海远航物流有限公司"), ("contact_name", "李娜")]).await;
+    let update = |save_anyway| pb::UpdateCustomerRequest {
+        options: options(),
+        customer_id: other.id.clone(),
+        set: [("phone".to_owned(), "+8613800138123".to_owned())].into(),
+        clear: vec![],
+        save_anyway,
+    };
+    let before = head(&mut log).await;
+    let refused = commands.update_customer(update(false)).await.unwrap_err();
+    assert_eq!((refused.code(), status_meta(&refused, "crm-rule")), (Code::FailedPrecondition, "duplicate.exact_key"));
+    assert_eq!(status_meta(&refused, "crm-missing"), "save_anyway");
+    assert!(refused.message().contains(&existing.id), "{}", refused.message());
+    assert_eq!(head(&mut log).await, before, "a refusal writes nothing");
+    let saved = commands.update_customer(update(true)).await.unwrap().into_inner();
+    assert_eq!(saved.suspected_duplicates[0].exact_key, "mobile");
+    let events = stream(&mut log, &saved.stream).await;
+    let Some(crm_domain::Event::DuplicateSuspected(s)) = events.last() else { panic!("{events:?}") };
+    assert!(s.proceeded_anyway && s.collisions[0].customer_id.to_string() == existing.id);
+    // An unrelated edit of a customer that shares a mobile (accepted above) is not blocked.
+    commands
+        .update_customer(pb::UpdateCustomerRequest {
+            options: options(),
+            customer_id: other.id.clone(),
+            set: [("level".to_owned(), "A".to_owned())].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // A keyed retry of an accepted capture is answered from its events, even though a
+    // customer with that mobile now exists (a new capture would be refused).
+    let keyed = || {
+        let mut r = lead("新月教育", "赵敏", "+86 137 0000 1111", "");
+        r.options = Some(pb::CommandOptions { idempotency_key: "e2e-guard-retry".into(), ..Default::default() });
+        r
+    };
+    let first = commands.capture_lead(keyed()).await.unwrap().into_inner();
+    assert!(!first.deduplicated);
+    let owner = create(&mut commands, &[("name", "新月教育培训有限公司"), ("phone", "13700001111")]).await;
+    let retry = commands.capture_lead(keyed()).await.unwrap().into_inner();
+    assert!(retry.deduplicated && retry.id == first.id, "{retry:?}");
+    let fresh = commands.capture_lead(lead("新月教育", "赵敏", "+86 137 0000 1111", "")).await.unwrap_err();
+    assert!(fresh.message().contains(&owner.id), "{fresh:?}");
+}
+
+/// Waits until the duplicates read model serves a build made with rules `version`.
+async fn rebuilt_with(admin: &mut AdminClient<AuthChannel>, version: u64) {
+    for _ in 0..600 {
+        let list = admin.list_projections(pb::ListProjectionsRequest {}).await.unwrap().into_inner();
+        let info = list.projections.iter().find(|p| p.name == "duplicates").unwrap();
+        if info.rules_version == version && info.state == pb::ProjectionState::Live as i32 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the duplicates read model was not rebuilt with rules version {version}");
+}
+
+#[tokio::test]
+async fn raising_the_company_threshold_rescans_and_drops_a_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let channel = server.channel().await;
+    let mut commands = CommandServiceClient::new(channel.clone());
+    let mut admin = AdminClient::new(channel.clone());
+    let mut duplicates = DuplicatesClient::new(channel);
+
+    let e = create(&mut commands, &[("name", "杭州星辰电子科技有限公司"), ("contact_name", "王建国")]).await;
+    let f = create(&mut commands, &[("name", "杭州星辰电子有限公司"), ("contact_name", "王建国")]).await;
+    let list = duplicates
+        .list_duplicate_candidates(pb::ListDuplicateCandidatesRequest {
+            min_position: f.position,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(list.candidates.iter().any(|p| is_pair(p, &e.id, &f.id)), "{:?}", list.candidates);
+
+    // Company names must now be identical (100%): the read model is rebuilt from position 0.
+    let mut rules = commands.get_rules(pb::GetRulesRequest {}).await.unwrap().into_inner().rules.unwrap();
+    rules.company_name_similarity_pct = 100;
+    let changed = commands
+        .change_rules(pb::ChangeRulesRequest { options: options(), rules: Some(rules), reason: "只认同名".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    rebuilt_with(&mut admin, 1).await;
+    let list = duplicates
+        .list_duplicate_candidates(pb::ListDuplicateCandidatesRequest {
+            min_position: changed.position,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!list.candidates.iter().any(|p| is_pair(p, &e.id, &f.id)), "{:?}", list.candidates);
+
+    // The guard uses the same thresholds: a lead named like F finds F, no longer E.
+    let captured = commands
+        .capture_lead(lead("杭州星辰电子有限公司", "王建国", "", "wjg@example.com"))
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = captured.suspected_duplicates.iter().map(|s| s.customer_id.as_str()).collect();
+    assert_eq!(ids, [f.id.as_str()], "{:?}", captured.suspected_duplicates);
+}
