@@ -13,9 +13,10 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use crm_domain::{
-    ActivityId, AssignmentReason, ActivityKind, ActivityLogged, Channel, Contact, ContactAdded, ContactId, CustomerAbsorbed,
-    CustomerCreated, CustomerDealWon, CustomerId, CustomerRestored, CustomerUnmerged, CustomerUpdated, CustomersMerged,
-    Event, FieldChange, LeadAssigned, LeadCaptured, LeadClaimed, LeadId, LeadQualified, LeadReleased, OpportunityId, OpportunityLost, OpportunityOpened, OpportunityWon, Owned,
+    ActivityId, ActivityKind, ActivityLogged, AssignmentReason, Channel, Contact, ContactAdded, ContactId,
+    CustomerAbsorbed, CustomerCreated, CustomerDealWon, CustomerId, CustomerRestored, CustomerUnmerged,
+    CustomerUpdated, CustomersMerged, Event, FieldChange, LeadAssigned, LeadCaptured, LeadClaimed, LeadId,
+    LeadQualified, LeadReleased, OpportunityId, OpportunityLost, OpportunityOpened, OpportunityWon, Owned,
     OwnerChanged, Role, Rules, RulesChanged, StageMoved, UserCreated, UserId,
 };
 use crm_eventlog::{ExpectedVersion, Metadata, NewEvent, StreamAppend};
@@ -319,8 +320,8 @@ impl Generator {
         let kind =
             [ActivityKind::Call, ActivityKind::Visit, ActivityKind::WeChat, ActivityKind::Meeting][self.below(4)];
         // Half the activities plan the next contact, from two days back to four ahead.
-        let next_follow_up = (self.below(2) == 0)
-            .then(|| self.now.date_naive() + Duration::days(self.below(7) as i64 - 2));
+        let next_follow_up =
+            (self.below(2) == 0).then(|| self.now.date_naive() + Duration::days(self.below(7) as i64 - 2));
         vec![Event::ActivityLogged(ActivityLogged {
             customer_id: self.customers[i].id,
             activity_id,
@@ -549,7 +550,11 @@ impl Generator {
                 if release {
                     l.phase = 0;
                     l.holder = None;
-                    Event::LeadReleased(LeadReleased { lead_id: l.id, user_id: from.unwrap_or(to), reason: "无效".into() })
+                    Event::LeadReleased(LeadReleased {
+                        lead_id: l.id,
+                        user_id: from.unwrap_or(to),
+                        reason: "无效".into(),
+                    })
                 } else {
                     Event::OwnerChanged(OwnerChanged {
                         subject: Owned::Lead(l.id),

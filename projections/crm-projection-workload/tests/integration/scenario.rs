@@ -103,7 +103,8 @@ async fn open_leads_unclaimed_past_the_limit_and_median_first_response() {
     }));
 
     let log = TempLog::new();
-    let commands: Vec<_> = history.iter().map(|e| Generated { actor: "tester".into(), events: vec![e.clone()] }).collect();
+    let commands: Vec<_> =
+        history.iter().map(|e| Generated { actor: "tester".into(), events: vec![e.clone()] }).collect();
     append_all(&log.store, &commands).await;
     let db = ProjectionDb::temporary().unwrap();
     let handle = spawn(&db, log.store.clone(), crate::projector()).unwrap();
