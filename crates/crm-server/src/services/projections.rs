@@ -20,11 +20,6 @@ use tonic::Status;
 /// Waiting for `min_position` is bounded by the call's deadline, or this when it has none.
 const DEFAULT_WAIT: Duration = Duration::from_secs(10);
 
-/// Days past `rules.follow_up_reminder_days` after which a reminder escalates to the owner's
-/// managers. Not a rule field yet: `Rules` is bincode inside `RulesChanged` and inside every
-/// projection checkpoint, so a new field needs a `RulesChanged` v2 with an upcaster.
-pub const ESCALATION_AFTER_DAYS: u32 = 3;
-
 /// Every running read model.
 #[derive(Clone)]
 pub struct Projections {
@@ -43,11 +38,15 @@ pub struct Projections {
     pub health: ProjectionHandle,
     /// The funnel's working-day calendar.
     pub calendar: Calendar,
+    /// Days past the follow-up reminder before it escalates (server configuration, not a
+    /// rule: `Rules` is bincode inside `RulesChanged` and inside every projection checkpoint,
+    /// so a new rule field needs a `RulesChanged` v2 with an upcaster).
+    pub escalation_after_days: u32,
 }
 
 impl Projections {
     /// Opens `<data_dir>/projections` and starts every projector on the current runtime.
-    pub async fn start(data_dir: &Path, store: SledEventStore) -> anyhow::Result<Self> {
+    pub async fn start(data_dir: &Path, store: SledEventStore, escalation_after_days: u32) -> anyhow::Result<Self> {
         let dir = data_dir.join("projections");
         let db = {
             let path = dir.clone();
@@ -72,7 +71,19 @@ impl Projections {
         let workload = spawn(&db, store.clone(), WorkloadProjector).context("starting the workload projection")?;
         let reminders = spawn(&db, store.clone(), RemindersProjector).context("starting the reminders projection")?;
         let health = spawn(&db, store.clone(), HealthProjector).context("starting the health projection")?;
-        Ok(Projections { store, db, customers, funnel, audit, duplicates, workload, reminders, health, calendar })
+        Ok(Projections {
+            store,
+            db,
+            customers,
+            funnel,
+            audit,
+            duplicates,
+            workload,
+            reminders,
+            health,
+            calendar,
+            escalation_after_days,
+        })
     }
 
     pub fn all(&self) -> [&ProjectionHandle; 7] {

@@ -322,11 +322,12 @@ impl pb::query_server::Query for QueryService {
         let now = now_or_clock("now", request.get_ref().now.as_ref())?;
         let limit = list_limit(request.get_ref().limit);
         let (store, position) = (self.projections.store.clone(), reader.position);
+        let escalation_after_days = self.projections.escalation_after_days;
         let (q, due, escalated) = blocking(move || {
             let q = crm_projection_reminders::ReminderQuery {
                 now,
                 follow_up_reminder_days: crm_projection_runtime::current_rules(&store)?.follow_up_reminder_days,
-                escalation_after_days: super::projections::ESCALATION_AFTER_DAYS,
+                escalation_after_days,
             };
             let due = crm_projection_reminders::reminders(&reader, &q, limit)?;
             let escalated = crm_projection_reminders::escalations(&reader, &q, limit)?;

@@ -125,7 +125,9 @@ async fn workload_counts_open_and_unclaimed_leads_per_salesperson_in_scope() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reminders_my_day_and_data_health_follow_commands() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let config = dir.path().join("crm.toml");
+    std::fs::write(&config, "escalation_after_days = 4\n").unwrap();
+    let server = Server::start_with(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
     let mut commands = CommandServiceClient::new(server.channel().await);
     let rep = user(&mut commands, pb::UserRole::SalesRep, "北京").await;
     let other = user(&mut commands, pb::UserRole::SalesRep, "北京").await;
@@ -168,14 +170,15 @@ async fn reminders_my_day_and_data_health_follow_commands() {
         .unwrap()
         .into_inner();
 
-    // Reminders: C1 eleven days without contact (escalated to the manager), C2 never contacted.
+    // Reminders: C1 eleven days without contact (past 7 + 4: escalated to the manager), C2
+    // never contacted.
     let mut query = QueryClient::new(server.channel().await);
     let reminders = query
         .get_reminders(pb::GetRemindersRequest { min_position: assigned.position, ..Default::default() })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((reminders.follow_up_reminder_days, reminders.escalation_after_days), (7, 3));
+    assert_eq!((reminders.follow_up_reminder_days, reminders.escalation_after_days), (7, 4), "rule, configuration");
     let ids = |items: &[pb::ReminderItem]| items.iter().map(|i| i.customer_id.clone()).collect::<Vec<_>>();
     assert_eq!(ids(&reminders.reminders), vec![c1.clone(), c2.clone()]);
     assert_eq!(ids(&reminders.escalations), vec![c1.clone()]);
