@@ -74,8 +74,15 @@ fn customer(reader: &Reader, id: Uuid) -> Result<Option<Reminder>> {
     })
 }
 
-/// Up to `limit` customers from the index `prefix` with keys below `end`, in key order.
-fn scan(reader: &Reader, prefix: &[u8], end: Option<Vec<u8>>, limit: usize) -> Result<Vec<Reminder>> {
+/// Up to `limit` customers passing `keep` from the index `prefix` with keys below `end`, in
+/// key order.
+fn scan(
+    reader: &Reader,
+    prefix: &[u8],
+    end: Option<Vec<u8>>,
+    limit: usize,
+    keep: impl Fn(&Reminder) -> bool,
+) -> Result<Vec<Reminder>> {
     let mut out = Vec::new();
     let end = end.unwrap_or_else(|| {
         let mut e = prefix.to_vec();
@@ -88,7 +95,9 @@ fn scan(reader: &Reader, prefix: &[u8], end: Option<Vec<u8>>, limit: usize) -> R
         }
         let (key, _) = entry?;
         if let Some(r) = last_uuid(&key).map(|id| customer(reader, id)).transpose()?.flatten() {
-            out.push(r);
+            if keep(&r) {
+                out.push(r);
+            }
         }
     }
     Ok(out)
@@ -106,8 +115,8 @@ fn merged(mut a: Vec<Reminder>, b: Vec<Reminder>, limit: usize) -> Vec<Reminder>
 /// `follow_up_reminder_days` ago), longest without contact first; at most `limit`.
 pub fn reminders(reader: &Reader, q: &ReminderQuery, limit: usize) -> Result<Vec<Reminder>> {
     let cutoff = q.now - Duration::days(i64::from(q.follow_up_reminder_days));
-    let stale = scan(reader, b"s/", Some(since_key(cutoff.timestamp_micros(), &Uuid::nil())), limit)?;
-    let never = scan(reader, b"n/", None, limit)?;
+    let stale = scan(reader, b"s/", Some(since_key(cutoff.timestamp_micros(), &Uuid::nil())), limit, |_| true)?;
+    let never = scan(reader, b"n/", None, limit, |_| true)?;
     Ok(merged(stale, never, limit))
 }
 
@@ -135,12 +144,9 @@ pub fn escalations(reader: &Reader, q: &ReminderQuery, limit: usize) -> Result<V
             .collect()
     };
     // Customers without an owner have nobody to escalate to: scan past them.
-    let owned = |mut list: Vec<Reminder>| {
-        list.retain(|r| r.state.owner.is_some());
-        list
-    };
-    let stale = owned(scan(reader, b"s/", Some(since_key(cutoff, &Uuid::nil())), usize::MAX)?);
-    let never = owned(scan(reader, b"n/", Some(never_key(cutoff, &Uuid::nil())), usize::MAX)?);
+    let owned = |r: &Reminder| r.state.owner.is_some();
+    let stale = scan(reader, b"s/", Some(since_key(cutoff, &Uuid::nil())), limit, owned)?;
+    let never = scan(reader, b"n/", Some(never_key(cutoff, &Uuid::nil())), limit, owned)?;
     Ok(merged(stale, never, limit)
         .into_iter()
         .map(|reminder| {
