@@ -26,7 +26,13 @@ pub struct Config {
     pub limits: crate::auth::Limits,
     /// PEM certificate chain and private key: serve TLS (rustls) when both are set.
     pub tls: Option<Tls>,
+    /// Days past `rules.follow_up_reminder_days` after which a follow-up reminder escalates
+    /// to the owner's managers (`Query.GetReminders`); at least 1.
+    pub escalation_after_days: u32,
 }
+
+/// Default of [`Config::escalation_after_days`].
+pub const DEFAULT_ESCALATION_AFTER_DAYS: u32 = 3;
 
 /// TLS files, both PEM.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +49,7 @@ impl Default for Config {
             max_request_bytes: 4 * 1024 * 1024,
             limits: crate::auth::Limits::default(),
             tls: None,
+            escalation_after_days: DEFAULT_ESCALATION_AFTER_DAYS,
         }
     }
 }
@@ -62,6 +69,8 @@ pub struct FileConfig {
     pub max_concurrent_per_token: Option<usize>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Days past the follow-up reminder before it escalates to the owner's managers.
+    pub escalation_after_days: Option<u32>,
 }
 
 impl FileConfig {
@@ -75,7 +84,7 @@ impl FileConfig {
 impl Config {
     /// Defaults, overridden by the file, overridden by explicit flags.
     pub fn resolve(file: FileConfig, listen: Option<SocketAddr>, data_dir: Option<PathBuf>) -> Self {
-        Self::resolve_with_tls(file, listen, data_dir, None, None).expect("no TLS flags given")
+        Self::resolve_with_tls(file, listen, data_dir, None, None).expect("a valid file and no TLS flags")
     }
 
     /// Like [`Config::resolve`], with the TLS flags; errors when only one of cert and key is set.
@@ -97,7 +106,10 @@ impl Config {
             burst: file.rate_limit_burst.unwrap_or(d.limits.burst),
             max_concurrent: file.max_concurrent_per_token.unwrap_or(d.limits.max_concurrent),
         };
+        let escalation_after_days = file.escalation_after_days.unwrap_or(d.escalation_after_days);
+        anyhow::ensure!(escalation_after_days >= 1, "escalation_after_days must be at least 1");
         Ok(Config {
+            escalation_after_days,
             listen: listen.or(file.listen).unwrap_or(d.listen),
             data_dir: data_dir.or(file.data_dir).unwrap_or(d.data_dir),
             max_request_bytes: file.max_request_bytes.unwrap_or(d.max_request_bytes),
@@ -118,6 +130,15 @@ mod tests {
         assert_eq!(c.listen, "0.0.0.0:6000".parse().unwrap());
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(Config::resolve(FileConfig::default(), None, None), Config::default());
+    }
+
+    #[test]
+    fn escalation_days_come_from_the_file_and_zero_is_refused() {
+        let file: FileConfig = toml::from_str("escalation_after_days = 5").unwrap();
+        assert_eq!(Config::resolve(file, None, None).escalation_after_days, 5);
+        let zero: FileConfig = toml::from_str("escalation_after_days = 0").unwrap();
+        let err = Config::resolve_with_tls(zero, None, None, None, None).unwrap_err();
+        assert!(err.to_string().contains("escalation_after_days"), "{err}");
     }
 
     #[test]

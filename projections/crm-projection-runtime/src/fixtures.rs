@@ -2,7 +2,9 @@
 //! tests and benchmarks: users, customers with Chinese names, phones, regions, industries and
 //! tags, contacts and activities, opportunities moving along the pipeline with root causes,
 //! wins (a few without all three references), losses, owner changes, merges and unmerges,
-//! and rule changes that alter a stage time limit.
+//! rule changes that alter a stage time limit, and leads captured (a few with a phone kept raw
+//! or a USCC failing its checksum), assigned, claimed, released, handed over and qualified.
+//! Some activities set a next follow-up date.
 //!
 //! The events are shaped like the domain's output but do not go through `handle`: they are
 //! read-model input, generated fast enough to fill a log of millions of events.
@@ -11,9 +13,10 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use crm_domain::{
-    ActivityId, ActivityKind, ActivityLogged, Channel, Contact, ContactAdded, ContactId, CustomerAbsorbed,
-    CustomerCreated, CustomerDealWon, CustomerId, CustomerRestored, CustomerUnmerged, CustomerUpdated, CustomersMerged,
-    Event, FieldChange, LeadCaptured, LeadId, OpportunityId, OpportunityLost, OpportunityOpened, OpportunityWon, Owned,
+    ActivityId, ActivityKind, ActivityLogged, AssignmentReason, Channel, Contact, ContactAdded, ContactId,
+    CustomerAbsorbed, CustomerCreated, CustomerDealWon, CustomerId, CustomerRestored, CustomerUnmerged,
+    CustomerUpdated, CustomersMerged, Event, FieldChange, LeadAssigned, LeadCaptured, LeadClaimed, LeadId,
+    LeadQualified, LeadReleased, OpportunityId, OpportunityLost, OpportunityOpened, OpportunityWon, Owned,
     OwnerChanged, Role, Rules, RulesChanged, StageMoved, UserCreated, UserId,
 };
 use crm_eventlog::{ExpectedVersion, Metadata, NewEvent, StreamAppend};
@@ -88,6 +91,13 @@ struct Opp {
     stage: usize,
 }
 
+/// A lead's phase: 0 in the pool, 1 assigned, 2 claimed, 3 qualified.
+struct Ld {
+    id: LeadId,
+    phase: u8,
+    holder: Option<UserId>,
+}
+
 struct Cust {
     id: CustomerId,
     owner: UserId,
@@ -107,6 +117,7 @@ pub struct Generator {
     users_pending: usize,
     customers: Vec<Cust>,
     open: Vec<Opp>,
+    leads: Vec<Ld>,
     rules: Rules,
     counter: u128,
 }
@@ -122,6 +133,7 @@ impl Generator {
             users_pending: config.users.max(1),
             customers: Vec::new(),
             open: Vec::new(),
+            leads: Vec::new(),
             rules: Rules::default(),
             counter: 0,
         }
@@ -307,6 +319,9 @@ impl Generator {
         let activity_id = ActivityId(self.uuid());
         let kind =
             [ActivityKind::Call, ActivityKind::Visit, ActivityKind::WeChat, ActivityKind::Meeting][self.below(4)];
+        // Half the activities plan the next contact, from two days back to four ahead.
+        let next_follow_up =
+            (self.below(2) == 0).then(|| self.now.date_naive() + Duration::days(self.below(7) as i64 - 2));
         vec![Event::ActivityLogged(ActivityLogged {
             customer_id: self.customers[i].id,
             activity_id,
@@ -316,7 +331,7 @@ impl Generator {
             duration_minutes: Some(15),
             keywords: vec!["报价".into()],
             summary: "电话沟通".into(),
-            next_follow_up: None,
+            next_follow_up,
             contact_id: None,
             opportunity_id: None,
             inherited_from: None,
@@ -484,18 +499,114 @@ impl Generator {
         ]
     }
 
+    /// A lead in `phase`, if one turns up in a few tries.
+    fn lead_in(&mut self, phase: u8) -> Option<usize> {
+        if self.leads.is_empty() {
+            return None;
+        }
+        for _ in 0..4 {
+            let i = self.below(self.leads.len());
+            if self.leads[i].phase == phase {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// One step of a lead's life: capture (half the time), or assign, claim, release,
+    /// hand over or qualify an existing one.
     fn lead(&mut self) -> Vec<Event> {
+        let step = self.below(12);
+        let events = match step {
+            0..=5 => return self.capture(),
+            6 | 7 => self.lead_in(0).or_else(|| self.lead_in(1)).map(|i| {
+                let assignee = self.user();
+                let l = &mut self.leads[i];
+                let previous = l.holder.replace(assignee);
+                l.phase = 1;
+                Event::LeadAssigned(LeadAssigned {
+                    lead_id: l.id,
+                    assignee,
+                    previous,
+                    reason: AssignmentReason::Manual,
+                    assigned_at: self.now,
+                })
+            }),
+            8 | 9 => self.lead_in(1).or_else(|| self.lead_in(0)).map(|i| {
+                let user = match self.leads[i].holder {
+                    Some(holder) => holder,
+                    None => self.user(),
+                };
+                let l = &mut self.leads[i];
+                l.phase = 2;
+                l.holder = Some(user);
+                Event::LeadClaimed(LeadClaimed { lead_id: l.id, user_id: user, claimed_at: self.now })
+            }),
+            10 => self.lead_in(2).or_else(|| self.lead_in(1)).map(|i| {
+                let to = self.user();
+                let release = self.below(2) == 0;
+                let l = &mut self.leads[i];
+                let from = l.holder.replace(to);
+                if release {
+                    l.phase = 0;
+                    l.holder = None;
+                    Event::LeadReleased(LeadReleased {
+                        lead_id: l.id,
+                        user_id: from.unwrap_or(to),
+                        reason: "无效".into(),
+                    })
+                } else {
+                    Event::OwnerChanged(OwnerChanged {
+                        subject: Owned::Lead(l.id),
+                        from,
+                        to,
+                        reason: "handover".into(),
+                        receiver_rank: 1,
+                        over_capacity: false,
+                    })
+                }
+            }),
+            _ => match (self.lead_in(2), self.live_customer()) {
+                (Some(i), Some(c)) => {
+                    self.leads[i].phase = 3;
+                    Some(Event::LeadQualified(LeadQualified {
+                        lead_id: self.leads[i].id,
+                        customer_id: self.customers[c].id,
+                        opportunity_id: OpportunityId(self.uuid()),
+                        new_customer: false,
+                    }))
+                }
+                _ => None,
+            },
+        };
+        events.into_iter().collect()
+    }
+
+    fn capture(&mut self) -> Vec<Event> {
         let lead_id = LeadId(self.uuid());
+        self.leads.push(Ld { id: lead_id, phase: 0, holder: None });
+        // One in eight phones is kept raw (invalid), one in eight USCCs fails its checksum.
+        let (phone, phone_e164) = match self.below(8) {
+            0 => ("1380013".to_owned(), None),
+            _ => ("13800138000".to_owned(), Some("+8613800138000".to_owned())),
+        };
+        let first17 = "91110108MA01AB2C3";
+        let check = crm_domain::uscc_check_char(first17).expect("17 characters");
+        let (uscc, uscc_checksum_ok) = match self.below(8) {
+            0 => (Some(format!("{first17}{}", if check == '0' { '1' } else { '0' })), false),
+            1 => (Some(format!("{first17}{check}")), true),
+            _ => (None, false),
+        };
         vec![Event::LeadCaptured(LeadCaptured {
             lead_id,
             name: Some(format!("{}先生", self.pick(SURNAMES))),
             company: Some(format!("{}科技", self.pick(CORES))),
-            phone: Some("13800138000".into()),
-            phone_e164: Some("+8613800138000".into()),
+            phone: Some(phone),
+            phone_e164,
             email: None,
             wechat: None,
-            uscc: None,
-            uscc_checksum_ok: false,
+            uscc,
+            uscc_checksum_ok,
             region: Some(self.pick(REGIONS).to_owned()),
             channel: Channel::WebForm { form_id: "f1".into() },
             source: "官网".into(),

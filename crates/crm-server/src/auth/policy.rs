@@ -183,6 +183,8 @@ pub fn permission_for(path: &str) -> MethodAccess {
         },
         "crm.v1.Query" => match method {
             m if m.starts_with("Export") => P::ExportBulk,
+            // Scoped in `restrict`: a sales rep gets their own workload row and day.
+            "GetWorkload" | "ListUnclaimedLeads" | "GetReminders" | "GetMyDay" | "GetDataHealth" => P::Query,
             _ => P::Query,
         },
         "crm.v1.Duplicates" => match method {

@@ -24,8 +24,11 @@ use crm_eventlog::{Durability, EventStore, SledEventStore, StreamAppend};
 use crm_projection_audit::AuditProjector;
 use crm_projection_customers::CustomersProjector;
 use crm_projection_funnel::{Calendar, FunnelProjector};
+use crm_projection_health::HealthProjector;
+use crm_projection_reminders::RemindersProjector;
 use crm_projection_runtime::fixtures::{Generator, GeneratorConfig};
 use crm_projection_runtime::{spawn, ProjectionDb, ProjectionHandle};
+use crm_projection_workload::WorkloadProjector;
 use crm_proto::v1 as pb;
 
 /// Projection benchmarks.
@@ -54,7 +57,8 @@ enum Cmd {
     Rebuild {
         #[arg(long, env = "CRM_BENCH_DIR")]
         dir: PathBuf,
-        /// Only this projection (customers, funnel, audit); all when absent.
+        /// Only this projection (customers, funnel, audit, workload, reminders, health); all
+        /// when absent.
         #[arg(long)]
         only: Option<String>,
     },
@@ -169,7 +173,7 @@ async fn rebuild(dir: &Path, only: Option<&str>) -> anyhow::Result<()> {
     let store = open_store(dir)?;
     let head = store.committed_head();
     println!("log head {head}");
-    for name in ["customers", "funnel", "audit"] {
+    for name in ["customers", "funnel", "audit", "workload", "reminders", "health"] {
         if only.is_some_and(|o| o != name) {
             continue;
         }
@@ -180,6 +184,9 @@ async fn rebuild(dir: &Path, only: Option<&str>) -> anyhow::Result<()> {
         let handle = match name {
             "customers" => spawn(&db, store.clone(), CustomersProjector)?,
             "funnel" => spawn(&db, store.clone(), FunnelProjector::new(Calendar::china_2026()))?,
+            "workload" => spawn(&db, store.clone(), WorkloadProjector)?,
+            "reminders" => spawn(&db, store.clone(), RemindersProjector)?,
+            "health" => spawn(&db, store.clone(), HealthProjector)?,
             _ => spawn(&db, store.clone(), AuditProjector)?,
         };
         handle.wait_for(head, Duration::from_secs(24 * 3600)).await?;

@@ -11,7 +11,10 @@ use crm_projection_audit::AuditProjector;
 use crm_projection_customers::CustomersProjector;
 use crm_projection_duplicates::DuplicatesProjector;
 use crm_projection_funnel::{Calendar, FunnelProjector};
+use crm_projection_health::HealthProjector;
+use crm_projection_reminders::RemindersProjector;
 use crm_projection_runtime::{spawn, ProjectionDb, ProjectionHandle, Reader};
+use crm_projection_workload::WorkloadProjector;
 use tonic::Status;
 
 /// Waiting for `min_position` is bounded by the call's deadline, or this when it has none.
@@ -29,13 +32,23 @@ pub struct Projections {
     pub duplicates: ProjectionHandle,
     /// The projector `duplicates` runs (its Matchers serve the commands' duplicate guard).
     pub duplicates_projector: DuplicatesProjector,
+    /// Open leads, unclaimed leads and first-response times per salesperson.
+    pub workload: ProjectionHandle,
+    /// Follow-up reminders, escalations and "my day".
+    pub reminders: ProjectionHandle,
+    /// Completeness and flagged records (data health).
+    pub health: ProjectionHandle,
     /// The funnel's working-day calendar.
     pub calendar: Calendar,
+    /// Days past the follow-up reminder before it escalates (server configuration, not a
+    /// rule: `Rules` is bincode inside `RulesChanged` and inside every projection checkpoint,
+    /// so a new rule field needs a `RulesChanged` v2 with an upcaster).
+    pub escalation_after_days: u32,
 }
 
 impl Projections {
     /// Opens `<data_dir>/projections` and starts every projector on the current runtime.
-    pub async fn start(data_dir: &Path, store: SledEventStore) -> anyhow::Result<Self> {
+    pub async fn start(data_dir: &Path, store: SledEventStore, escalation_after_days: u32) -> anyhow::Result<Self> {
         let dir = data_dir.join("projections");
         let db = {
             let path = dir.clone();
@@ -57,11 +70,27 @@ impl Projections {
         };
         let duplicates =
             spawn(&db, store.clone(), duplicates_projector.clone()).context("starting the duplicates projection")?;
-        Ok(Projections { store, db, customers, funnel, audit, duplicates, duplicates_projector, calendar })
+        let workload = spawn(&db, store.clone(), WorkloadProjector).context("starting the workload projection")?;
+        let reminders = spawn(&db, store.clone(), RemindersProjector).context("starting the reminders projection")?;
+        let health = spawn(&db, store.clone(), HealthProjector).context("starting the health projection")?;
+        Ok(Projections {
+            store,
+            db,
+            customers,
+            funnel,
+            audit,
+            duplicates,
+            duplicates_projector,
+            workload,
+            reminders,
+            health,
+            calendar,
+            escalation_after_days,
+        })
     }
 
-    pub fn all(&self) -> [&ProjectionHandle; 4] {
-        [&self.customers, &self.funnel, &self.audit, &self.duplicates]
+    pub fn all(&self) -> [&ProjectionHandle; 7] {
+        [&self.customers, &self.funnel, &self.audit, &self.duplicates, &self.workload, &self.reminders, &self.health]
     }
 
     pub fn by_name(&self, name: &str) -> Result<&ProjectionHandle, Status> {
@@ -132,6 +161,19 @@ pub(crate) enum Answer<'a> {
     Operations(&'a mut Vec<crm_proto::v1::AuditOperation>),
     /// A customer as of a point in time.
     Snapshot(&'a mut Option<crm_proto::v1::CustomerSnapshot>),
+    /// Workload rows, one per salesperson: kept when the salesperson is the caller (own) or
+    /// in the caller's region.
+    Workload(&'a mut Vec<crm_proto::v1::SalespersonWorkload>),
+    /// Unclaimed leads, by assignee and lead region.
+    UnclaimedLeads(&'a mut Vec<crm_proto::v1::UnclaimedLead>),
+    /// Reminder, escalation and follow-up items: customers, filtered and masked.
+    Reminders(&'a mut Vec<crm_proto::v1::ReminderItem>),
+    /// A "my day" request to narrow to the caller (sales reps get their own day).
+    MyDay(&'a mut crm_proto::v1::GetMyDayRequest),
+    /// Leads `holder` holds, by holder and lead region.
+    HeldLeads(&'a str, &'a mut Vec<crm_proto::v1::HeldLead>),
+    /// A data-health request to narrow to the caller's scope.
+    Health(&'a mut crm_proto::v1::GetDataHealthRequest),
 }
 
 /// **The one place in the query path where a principal's record scope and field masks
@@ -148,6 +190,15 @@ pub(crate) fn restrict(extensions: &http::Extensions, answer: Answer<'_>) {
             Answer::Operations(operations) => operations.clear(),
             Answer::Snapshot(snapshot) => *snapshot = None,
             Answer::Funnel(request) => request.owner_id = "-".into(),
+            Answer::Workload(rows) => rows.clear(),
+            Answer::UnclaimedLeads(leads) => leads.clear(),
+            Answer::Reminders(items) => items.clear(),
+            Answer::MyDay(request) => request.user_id = uuid::Uuid::nil().to_string(),
+            Answer::HeldLeads(_, leads) => leads.clear(),
+            Answer::Health(request) => {
+                request.region = String::new();
+                request.owner_id = uuid::Uuid::nil().to_string();
+            }
         }
         return;
     };
@@ -175,6 +226,31 @@ pub(crate) fn restrict(extensions: &http::Extensions, answer: Answer<'_>) {
                 operations.clear();
             }
         }
+        Answer::Workload(rows) => rows.retain(|r| scope.admits(Some(&r.user_id), Some(&r.region))),
+        Answer::UnclaimedLeads(leads) => leads.retain(|l| scope.admits(Some(&l.assignee_id), Some(&l.region))),
+        Answer::Reminders(items) => {
+            items.retain(|i| visible(&i.owner_id, &i.fields));
+            for i in items.iter_mut() {
+                mask_fields(i.fields.iter_mut(), masks);
+            }
+        }
+        Answer::MyDay(request) => {
+            if let Scope::Own(user) = scope {
+                request.user_id = user;
+            }
+        }
+        Answer::HeldLeads(holder, leads) => leads.retain(|l| scope.admits(Some(holder), Some(&l.region))),
+        Answer::Health(request) => match scope {
+            Scope::Own(user) => {
+                request.owner_id = user;
+                request.region = String::new();
+            }
+            Scope::Region(region) => {
+                request.region = region;
+                request.owner_id = String::new();
+            }
+            Scope::All => {}
+        },
         Answer::Snapshot(snapshot) => {
             if let Some(s) = snapshot {
                 if !visible(&s.owner_id, &s.fields) {

@@ -1,6 +1,6 @@
-//! `crm.v1.Query`: the customers and funnel read models.
+//! `crm.v1.Query`: the customers, funnel, workload, reminders and data-health read models.
 
-use chrono::{NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use crm_projection_customers::{CustomerView, Filter, SearchKind};
 use crm_projection_funnel::{FunnelQuery, StageReport};
 use crm_proto::v1 as pb;
@@ -95,7 +95,47 @@ fn stage(s: StageReport) -> pb::FunnelStage {
 
 /// Today in China Standard Time (UTC+8), the default "today" of overdue counts.
 fn today_in_china() -> NaiveDate {
-    (Utc::now() + chrono::Duration::hours(8)).date_naive()
+    china_date(Utc::now())
+}
+
+/// The date of an instant in China Standard Time (UTC+8, no daylight saving).
+fn china_date(at: DateTime<Utc>) -> NaiveDate {
+    (at + chrono::Duration::hours(8)).date_naive()
+}
+
+/// The request's `now`, or the server's clock when absent.
+fn now_or_clock(field: &str, t: Option<&prost_types::Timestamp>) -> Result<DateTime<Utc>, Status> {
+    match t {
+        None => Ok(Utc::now()),
+        Some(t) => u32::try_from(t.nanos)
+            .ok()
+            .and_then(|nanos| DateTime::from_timestamp(t.seconds, nanos))
+            .ok_or_else(|| invalid(field, "must be a valid timestamp")),
+    }
+}
+
+fn list_limit(n: u32) -> usize {
+    (if n == 0 { 100 } else { n.min(1000) }) as usize
+}
+
+fn instant(at: DateTime<Utc>) -> prost_types::Timestamp {
+    timestamp(at.timestamp_micros())
+}
+
+fn reminder_item(r: crm_projection_reminders::Reminder, managers: Vec<String>) -> pb::ReminderItem {
+    let s = r.state;
+    let fields = [("name", s.name), ("phone", s.phone), ("region", s.region)]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
+        .collect();
+    pb::ReminderItem {
+        customer_id: r.customer.to_string(),
+        owner_id: s.owner.map(|o| o.to_string()).unwrap_or_default(),
+        fields,
+        last_activity_at: s.last_activity.map(instant),
+        next_follow_up: s.next_follow_up.map(|d| d.to_string()).unwrap_or_default(),
+        manager_ids: managers,
+    }
 }
 
 fn valid_month(field: &str, m: &str) -> Result<Option<String>, Status> {
@@ -203,6 +243,209 @@ impl pb::query_server::Query for QueryService {
             won: report.won,
             won_unverified: report.won_unverified,
             lost: report.lost,
+        }))
+    }
+
+    async fn get_workload(
+        &self,
+        request: Request<pb::GetWorkloadRequest>,
+    ) -> Result<Response<pb::GetWorkloadResponse>, Status> {
+        let reader = fresh_reader(&self.projections.workload, &request, request.get_ref().min_position).await?;
+        let now = now_or_clock("now", request.get_ref().now.as_ref())?;
+        let (store, position) = (self.projections.store.clone(), reader.position);
+        let (hours, rows) = blocking(move || {
+            let hours = crm_projection_runtime::current_rules(&store)?.assignment.unclaimed_alert_hours;
+            let q = crm_projection_workload::WorkloadQuery { now, unclaimed_alert_hours: hours };
+            Ok((hours, crm_projection_workload::workload(&reader, &q)?))
+        })
+        .await?;
+        let mut salespeople: Vec<_> = rows
+            .into_iter()
+            .map(|r| {
+                let info = r.info.unwrap_or(crm_projection_workload::UserInfo {
+                    name: String::new(),
+                    role: crm_domain::Role::SalesRep,
+                    region: None,
+                    active: false,
+                });
+                pb::SalespersonWorkload {
+                    user_id: r.user.to_string(),
+                    name: info.name,
+                    region: info.region.unwrap_or_default(),
+                    active: info.active,
+                    open_leads: r.open_leads,
+                    unclaimed: r.unclaimed,
+                    unclaimed_over_limit: r.unclaimed_over_limit,
+                    responses: r.responses,
+                    median_first_response_minutes: r.median_first_response_minutes,
+                }
+            })
+            .collect();
+        restrict(request.extensions(), Answer::Workload(&mut salespeople));
+        Ok(Response::new(pb::GetWorkloadResponse { position, unclaimed_alert_hours: hours, salespeople }))
+    }
+
+    async fn list_unclaimed_leads(
+        &self,
+        request: Request<pb::ListUnclaimedLeadsRequest>,
+    ) -> Result<Response<pb::ListUnclaimedLeadsResponse>, Status> {
+        let reader = fresh_reader(&self.projections.workload, &request, request.get_ref().min_position).await?;
+        let now = now_or_clock("now", request.get_ref().now.as_ref())?;
+        let limit = list_limit(request.get_ref().limit);
+        let (store, position) = (self.projections.store.clone(), reader.position);
+        let (hours, found) = blocking(move || {
+            let hours = crm_projection_runtime::current_rules(&store)?.assignment.unclaimed_alert_hours;
+            let q = crm_projection_workload::WorkloadQuery { now, unclaimed_alert_hours: hours };
+            Ok((hours, crm_projection_workload::unclaimed(&reader, &q, limit)?))
+        })
+        .await?;
+        let mut leads: Vec<_> = found
+            .into_iter()
+            .map(|l| pb::UnclaimedLead {
+                lead_id: l.lead.to_string(),
+                assignee_id: l.assignee.to_string(),
+                assigned_at: Some(instant(l.assigned_at)),
+                region: l.region.unwrap_or_default(),
+                company: l.company.unwrap_or_default(),
+                hours_unclaimed: u64::try_from((now - l.assigned_at).num_hours()).unwrap_or(0),
+            })
+            .collect();
+        restrict(request.extensions(), Answer::UnclaimedLeads(&mut leads));
+        Ok(Response::new(pb::ListUnclaimedLeadsResponse { position, unclaimed_alert_hours: hours, leads }))
+    }
+
+    async fn get_reminders(
+        &self,
+        request: Request<pb::GetRemindersRequest>,
+    ) -> Result<Response<pb::GetRemindersResponse>, Status> {
+        let reader = fresh_reader(&self.projections.reminders, &request, request.get_ref().min_position).await?;
+        let now = now_or_clock("now", request.get_ref().now.as_ref())?;
+        let limit = list_limit(request.get_ref().limit);
+        let (store, position) = (self.projections.store.clone(), reader.position);
+        let escalation_after_days = self.projections.escalation_after_days;
+        let (q, due, escalated) = blocking(move || {
+            let q = crm_projection_reminders::ReminderQuery {
+                now,
+                follow_up_reminder_days: crm_projection_runtime::current_rules(&store)?.follow_up_reminder_days,
+                escalation_after_days,
+            };
+            let due = crm_projection_reminders::reminders(&reader, &q, limit)?;
+            let escalated = crm_projection_reminders::escalations(&reader, &q, limit)?;
+            Ok((q, due, escalated))
+        })
+        .await?;
+        let mut reminders: Vec<_> = due.into_iter().map(|r| reminder_item(r, Vec::new())).collect();
+        let mut escalations: Vec<_> = escalated
+            .into_iter()
+            .map(|e| reminder_item(e.reminder, e.managers.iter().map(|(id, _)| id.to_string()).collect()))
+            .collect();
+        restrict(request.extensions(), Answer::Reminders(&mut reminders));
+        restrict(request.extensions(), Answer::Reminders(&mut escalations));
+        Ok(Response::new(pb::GetRemindersResponse {
+            position,
+            follow_up_reminder_days: q.follow_up_reminder_days,
+            escalation_after_days: q.escalation_after_days,
+            reminders,
+            escalations,
+        }))
+    }
+
+    async fn get_my_day(
+        &self,
+        request: Request<pb::GetMyDayRequest>,
+    ) -> Result<Response<pb::GetMyDayResponse>, Status> {
+        let reader = fresh_reader(&self.projections.reminders, &request, request.get_ref().min_position).await?;
+        let mut r = request.get_ref().clone();
+        if r.user_id.is_empty() {
+            if let Some(principal) = request.extensions().get::<crate::auth::Principal>() {
+                r.user_id.clone_from(&principal.user_id);
+            }
+        }
+        restrict(request.extensions(), Answer::MyDay(&mut r));
+        let user = parse_id("user_id", &r.user_id)?;
+        let now = now_or_clock("now", r.now.as_ref())?;
+        let today = if r.today.is_empty() {
+            china_date(now)
+        } else {
+            NaiveDate::parse_from_str(&r.today, "%Y-%m-%d").map_err(|_| invalid("today", "must be YYYY-MM-DD"))?
+        };
+        let position = reader.position;
+        let q = crm_projection_reminders::MyDayQuery { user, now, today };
+        let day = blocking(move || crm_projection_reminders::my_day(&reader, &q)).await?;
+        let mut overdue: Vec<_> = day.overdue.into_iter().map(|r| reminder_item(r, Vec::new())).collect();
+        let mut todays: Vec<_> = day.today.into_iter().map(|r| reminder_item(r, Vec::new())).collect();
+        let mut leads: Vec<_> = day
+            .leads
+            .into_iter()
+            .map(|l| pb::HeldLead {
+                lead_id: l.lead.to_string(),
+                company: l.state.company.unwrap_or_default(),
+                region: l.state.region.unwrap_or_default(),
+                held_since: l.state.since.map(instant),
+            })
+            .collect();
+        let user_id = user.to_string();
+        restrict(request.extensions(), Answer::Reminders(&mut overdue));
+        restrict(request.extensions(), Answer::Reminders(&mut todays));
+        restrict(request.extensions(), Answer::HeldLeads(&user_id, &mut leads));
+        Ok(Response::new(pb::GetMyDayResponse {
+            position,
+            user_id,
+            today: today.to_string(),
+            overdue_follow_ups: overdue,
+            todays_follow_ups: todays,
+            leads_without_contact: leads,
+        }))
+    }
+
+    async fn get_data_health(
+        &self,
+        request: Request<pb::GetDataHealthRequest>,
+    ) -> Result<Response<pb::GetDataHealthResponse>, Status> {
+        let min_position = request.get_ref().min_position;
+        let reader = fresh_reader(&self.projections.health, &request, min_position).await?;
+        let duplicates = fresh_reader(&self.projections.duplicates, &request, min_position).await?;
+        let mut r = request.get_ref().clone();
+        if !r.region.is_empty() && !r.owner_id.is_empty() {
+            return Err(invalid("owner_id", "give a region or an owner, not both"));
+        }
+        restrict(request.extensions(), Answer::Health(&mut r));
+        let scope = match (non_empty(r.region), optional_id("owner_id", &r.owner_id)?) {
+            (_, Some(owner)) => crm_projection_health::HealthScope::Owner(owner),
+            (Some(region), None) => crm_projection_health::HealthScope::Region(region),
+            (None, None) => crm_projection_health::HealthScope::All,
+        };
+        let (position, duplicates_position) = (reader.position, duplicates.position);
+        let report = blocking(move || {
+            let open = crm_projection_duplicates::list(
+                &duplicates,
+                crm_projection_duplicates::StatusFilter::Open,
+                None,
+                0,
+                usize::MAX,
+            )?;
+            let pairs: Vec<_> = open.candidates.iter().map(|c| (c.a, c.b)).collect();
+            crm_projection_health::health(&reader, &scope, &pairs)
+        })
+        .await?;
+        Ok(Response::new(pb::GetDataHealthResponse {
+            position,
+            live_customers: report.live,
+            completeness: report
+                .filled
+                .iter()
+                .map(|(field, filled)| pb::FieldCompleteness {
+                    field: field.clone(),
+                    filled: *filled,
+                    share: report.completeness(*filled),
+                })
+                .collect(),
+            customer_flags: report.customer_flags.clone().into_iter().collect(),
+            leads: report.leads,
+            lead_flags: report.lead_flags.clone().into_iter().collect(),
+            duplicate_customers: report.duplicate_customers,
+            duplicate_rate: report.duplicate_rate(),
+            duplicates_position,
         }))
     }
 }

@@ -8,5 +8,6 @@ mod faults;
 mod garbage;
 mod intake;
 mod projections;
+mod readmodels;
 mod subscriptions;
 mod support;

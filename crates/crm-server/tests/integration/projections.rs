@@ -189,7 +189,7 @@ async fn queries_read_their_own_writes_and_admin_reports_status() {
 
     let list = c.admin.list_projections(pb::ListProjectionsRequest {}).await.unwrap().into_inner();
     let names: Vec<_> = list.projections.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(names, ["customers", "funnel", "audit", "duplicates"]);
+    assert_eq!(names, ["customers", "funnel", "audit", "duplicates", "workload", "reminders", "health"]);
     let head = head(&mut c.log).await;
     wait_caught_up(&mut c.admin, head).await;
     let list = c.admin.list_projections(pb::ListProjectionsRequest {}).await.unwrap().into_inner();

@@ -1,0 +1,195 @@
+use std::collections::BTreeMap;
+
+use crm_domain::{apply_changes, normalize_uscc, Event, FieldChange, Owned, Rules, CUSTOMER_FIELDS};
+use crm_eventlog::RecordedEvent;
+use crm_projection_runtime::{Projector, State};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Flags counted on live customers.
+pub const CUSTOMER_FLAGS: &[&str] = &["phone_raw", "uscc_checksum"];
+/// Flags counted on leads at capture.
+pub const LEAD_FLAGS: &[&str] = &["phone_raw", "uscc_checksum", "intake_flagged"];
+
+/// The region scope of records without a region.
+pub(crate) const NO_REGION: &str = "-";
+
+/// What the health model keeps per customer: its profile fields (the known ones only), its
+/// owner, and whether it is merged into another.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerHealth {
+    pub fields: BTreeMap<String, String>,
+    pub owner: Option<Uuid>,
+    pub absorbed: bool,
+}
+
+impl CustomerHealth {
+    pub fn region(&self) -> &str {
+        self.fields.get("region").map_or(NO_REGION, String::as_str)
+    }
+
+    /// The counters this customer adds one to, in each of its scopes.
+    fn counters(&self) -> Vec<String> {
+        if self.absorbed {
+            return Vec::new();
+        }
+        let mut out = vec!["live".to_owned()];
+        out.extend(self.fields.iter().filter(|(_, v)| !v.trim().is_empty()).map(|(f, _)| format!("field:{f}")));
+        out.extend(flags_of(&self.fields).into_iter().map(|f| format!("flag:{f}")));
+        out
+    }
+
+    fn scopes(&self) -> Vec<String> {
+        let mut out = vec!["*".to_owned(), format!("r:{}", self.region())];
+        if let Some(owner) = self.owner {
+            out.push(format!("o:{owner}"));
+        }
+        out
+    }
+}
+
+/// `+` and 7 to 15 digits: what `normalize_phone` produces. Anything else was kept raw.
+fn is_e164(phone: &str) -> bool {
+    phone
+        .strip_prefix('+')
+        .is_some_and(|digits| (7..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The flags of a customer's profile fields (see [`CUSTOMER_FLAGS`]).
+pub fn flags_of(fields: &BTreeMap<String, String>) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if fields.get("phone").is_some_and(|p| !p.trim().is_empty() && !is_e164(p)) {
+        out.push("phone_raw");
+    }
+    if fields.get("uscc").is_some_and(|u| !u.trim().is_empty() && !normalize_uscc(u).checksum_ok) {
+        out.push("uscc_checksum");
+    }
+    out
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Value {
+    Customer(CustomerHealth),
+    Count(u64),
+}
+
+pub(crate) fn customer_key(id: &Uuid) -> Vec<u8> {
+    format!("c/{id}").into_bytes()
+}
+
+pub(crate) fn counter_key(scope: &str, counter: &str) -> Vec<u8> {
+    format!("k/{scope}/{counter}").into_bytes()
+}
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+/// The data-health projector. It reads no rule.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HealthProjector;
+
+impl HealthProjector {
+    fn bump(state: &mut State<'_, Value>, scope: &str, counter: &str, delta: i64) -> Result {
+        state.update(&counter_key(scope, counter), |old| {
+            let n = match old {
+                Some(Value::Count(n)) => n,
+                _ => 0,
+            };
+            let n = n.saturating_add_signed(delta);
+            (n > 0).then_some(Value::Count(n))
+        })
+    }
+
+    fn count(state: &mut State<'_, Value>, c: &CustomerHealth, delta: i64) -> Result {
+        let counters = c.counters();
+        for scope in c.scopes() {
+            for counter in &counters {
+                Self::bump(state, &scope, counter, delta)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn change(state: &mut State<'_, Value>, id: &Uuid, f: impl FnOnce(&mut CustomerHealth)) -> Result {
+        // Events about a customer the log never created cannot come from the domain.
+        let Some(Value::Customer(mut c)) = state.get_cloned(&customer_key(id))? else { return Ok(()) };
+        Self::count(state, &c, -1)?;
+        f(&mut c);
+        Self::count(state, &c, 1)?;
+        state.put(customer_key(id), Value::Customer(c));
+        Ok(())
+    }
+}
+
+fn known(fields: &mut BTreeMap<String, String>) {
+    fields.retain(|k, _| CUSTOMER_FIELDS.contains(&k.as_str()));
+}
+
+fn with_changes(c: &mut CustomerHealth, changes: &[FieldChange]) {
+    apply_changes(&mut c.fields, changes);
+    known(&mut c.fields);
+}
+
+impl Projector for HealthProjector {
+    type Value = Value;
+
+    fn name(&self) -> &'static str {
+        "health"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn fingerprint(&self, _rules: &Rules) -> u64 {
+        0
+    }
+
+    fn apply(
+        &self,
+        state: &mut State<'_, Value>,
+        _rules: &Rules,
+        _recorded: &RecordedEvent,
+        event: Option<&Event>,
+    ) -> Result {
+        let Some(event) = event else { return Ok(()) };
+        match event {
+            Event::CustomerCreated(e) => {
+                let mut fields = e.fields.clone();
+                known(&mut fields);
+                let c = CustomerHealth { fields, owner: e.owner.map(|o| o.0), absorbed: false };
+                Self::count(state, &c, 1)?;
+                state.put(customer_key(&e.customer_id.0), Value::Customer(c));
+                Ok(())
+            }
+            Event::CustomerUpdated(e) => Self::change(state, &e.customer_id.0, |c| with_changes(c, &e.changes)),
+            Event::CustomersMerged(e) => Self::change(state, &e.survivor_id.0, |c| with_changes(c, &e.field_changes)),
+            Event::CustomerUnmerged(e) => Self::change(state, &e.survivor_id.0, |c| with_changes(c, &e.restored)),
+            Event::CustomerAbsorbed(e) => Self::change(state, &e.absorbed_id.0, |c| c.absorbed = true),
+            Event::CustomerRestored(e) => Self::change(state, &e.absorbed_id.0, |c| c.absorbed = false),
+            Event::OwnerChanged(e) => match e.subject {
+                Owned::Customer(id) => Self::change(state, &id.0, |c| c.owner = Some(e.to.0)),
+                _ => Ok(()),
+            },
+            Event::LeadCaptured(e) => {
+                let region = format!("r:{}", e.region.as_deref().unwrap_or(NO_REGION));
+                let mut counters = vec!["leads".to_owned()];
+                if e.phone.as_deref().is_some_and(|p| !p.trim().is_empty()) && e.phone_e164.is_none() {
+                    counters.push("lead_flag:phone_raw".to_owned());
+                }
+                if e.uscc.as_deref().is_some_and(|u| !u.trim().is_empty()) && !e.uscc_checksum_ok {
+                    counters.push("lead_flag:uscc_checksum".to_owned());
+                }
+                if e.custom_attributes.get("intake.flags").is_some_and(|f| !f.trim().is_empty()) {
+                    counters.push("lead_flag:intake_flagged".to_owned());
+                }
+                for scope in ["*", region.as_str()] {
+                    for counter in &counters {
+                        Self::bump(state, scope, counter, 1)?;
+                    }
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}

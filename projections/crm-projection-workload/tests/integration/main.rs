@@ -1,0 +1,8 @@
+//! Integration tests of the workload read model.
+
+mod properties;
+mod scenario;
+
+pub(crate) fn projector() -> crm_projection_workload::WorkloadProjector {
+    crm_projection_workload::WorkloadProjector
+}
