@@ -56,6 +56,8 @@ pub struct Intake<S> {
     state: Arc<StdMutex<State>>,
     /// Woken whenever a sync batch has folded its own events or given up doing so.
     folded: Arc<Notify>,
+    /// The head when the intake started: the follower's replay ends there.
+    initial_head: u64,
     applied: watch::Receiver<u64>,
     /// One lock per source: a source's batches are planned and appended one at a time;
     /// different sources run concurrently (their customers are disjoint).
@@ -116,6 +118,7 @@ impl<S: EventStore + Clone> Intake<S> {
             store,
             state,
             folded,
+            initial_head,
             applied: rx,
             source_locks: StdMutex::new(HashMap::new()),
             forms_lock: tokio::sync::Mutex::new(()),
@@ -650,7 +653,13 @@ impl<S: EventStore + Clone> Intake<S> {
         let started = Instant::now();
         let source = check_name("source", &r.source)?;
         let _guard = self.lock_source(&source).await;
-        self.caught_up().await?;
+        // Not `caught_up`: this source's own batches are folded already when they return,
+        // and every other intake write waits for the follower before it returns. What the
+        // follower may still be folding is other writers' customer edits, and for those the
+        // `Exact` versions of the append refuse a plan made on an older state (then the
+        // batch waits for the follower and is planned again). Only the replay of the log
+        // written before this process started must be complete.
+        self.wait_applied(self.initial_head).await?;
         if let Some(reason) =
             self.state.lock().expect("intake state").sources.get(&source).and_then(|s| s.breaker.paused.clone())
         {
