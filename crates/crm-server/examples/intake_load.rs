@@ -8,7 +8,11 @@
 //! - `subscribe`: one persistent-subscription consumer (batches of `--batch`, acking every
 //!   batch from a second task) draining `--events` events written before it connected.
 //!
-//! Prints one line per run and the median. Results: docs/PERFORMANCE.md.
+//! Prints one line per run and the median. Each run is a child process of its own (this
+//! program started again with `--child`), so no run inherits what an earlier run's server
+//! left in memory: sled 0.34 does not give back a dropped database's memory, and the audit
+//! projection's tree alone grows to gigabytes while it catches up on a large log.
+//! Results: docs/PERFORMANCE.md.
 //!
 //! ```sh
 //! cargo run --release -p crm-server --example intake-load -- sync --batches 80 --runs 5
@@ -29,9 +33,13 @@ use tonic::transport::Channel;
 struct Options {
     #[command(subcommand)]
     mode: Mode,
-    /// Measured runs (each on a fresh data directory); the median is reported.
+    /// Measured runs (each on a fresh data directory, in a fresh process); the median is
+    /// reported.
     #[arg(long, default_value_t = 5, global = true)]
     runs: usize,
+    /// Internal: run once in this process and print the rate alone.
+    #[arg(long, hide = true, global = true)]
+    child: bool,
 }
 
 #[derive(Subcommand)]
@@ -275,20 +283,41 @@ async fn subscribe_run(events: u64, batch: u32) -> anyhow::Result<f64> {
     Ok(received as f64 / secs)
 }
 
+/// Runs one measurement in a child process and returns its rate.
+fn child_run() -> anyhow::Result<f64> {
+    let output = std::process::Command::new(std::env::current_exe()?)
+        .args(std::env::args_os().skip(1))
+        .arg("--child")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("starting a run")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(output.status.success(), "the run failed: {}\n{stdout}", output.status);
+    let line = stdout.lines().rev().find_map(|l| l.strip_prefix("rate ")).context("the run printed no rate")?;
+    Ok(line.trim().parse()?)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let options = Options::parse();
-    let mut rates = Vec::new();
-    for run in 1..=options.runs {
+    if options.child {
         let rate = match options.mode {
             Mode::Sync { batches, batch, concurrency } => sync_run(batches, batch, concurrency).await?,
             Mode::Subscribe { events, batch } => subscribe_run(events, batch).await?,
         };
+        println!("rate {rate}");
+        return Ok(());
+    }
+    let mut rates = Vec::new();
+    for run in 1..=options.runs {
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        let rate = child_run()?;
+        let load = load.split_whitespace().next().unwrap_or("?").to_owned();
         let unit = match options.mode {
             Mode::Sync { .. } => "records/s",
             Mode::Subscribe { .. } => "events/s",
         };
-        println!("run {run}: {rate:.0} {unit}");
+        println!("run {run}: {rate:.0} {unit} (load average {load} at the start)");
         rates.push(rate);
     }
     rates.sort_by(f64::total_cmp);

@@ -30,14 +30,14 @@ use crm_intake::{
 };
 use crm_proto::v1 as pb;
 use futures::StreamExt;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::auth;
 use crate::commands::{CommandError, Engine, IdempotencyKey, RunOptions};
 use crate::status;
-use state::{customer_for, sync_tag, CustState, State};
+use state::{customer_for, sync_tag, Claim, CustState, State};
 
 /// Most records in one `SyncRecords` batch (each writes at most one customer event, and an
 /// append holds at most 1,000 events).
@@ -54,6 +54,10 @@ pub struct Intake<S> {
     store: S,
     engine: Engine<S>,
     state: Arc<StdMutex<State>>,
+    /// Woken whenever a sync batch has folded its own events or given up doing so.
+    folded: Arc<Notify>,
+    /// The head when the intake started: the follower's replay ends there.
+    initial_head: u64,
     applied: watch::Receiver<u64>,
     /// One lock per source: a source's batches are planned and appended one at a time;
     /// different sources run concurrently (their customers are disjoint).
@@ -68,18 +72,37 @@ impl<S: EventStore + Clone> Intake<S> {
     pub async fn start(store: S) -> Result<Arc<Self>, Status> {
         let initial_head = store.head().await.map_err(status::from_eventlog)?;
         let state = Arc::new(StdMutex::new(State::default()));
+        let folded = Arc::new(Notify::new());
         let (tx, rx) = watch::channel(0u64);
         let health = HealthConfig::default();
         {
             let state = state.clone();
             let health = health.clone();
+            let folded = folded.clone();
             let mut events = store.subscribe_all(1);
             tokio::spawn(async move {
                 while let Some(next) = events.next().await {
                     match next {
                         Ok(e) => {
                             let position = e.position;
-                            state.lock().expect("intake state").apply(&e, position <= initial_head, &health);
+                            loop {
+                                // Registered before looking, so a fold in between is not missed.
+                                let woken = folded.notified();
+                                tokio::pin!(woken);
+                                woken.as_mut().enable();
+                                let claim = {
+                                    let mut st = state.lock().expect("intake state");
+                                    let claim = st.claim(&e);
+                                    if claim == Claim::Fold {
+                                        st.apply(&e, position <= initial_head, &health);
+                                    }
+                                    claim
+                                };
+                                if claim != Claim::Wait {
+                                    break;
+                                }
+                                woken.await;
+                            }
                             let _ = tx.send(position);
                         }
                         Err(err) => {
@@ -94,6 +117,8 @@ impl<S: EventStore + Clone> Intake<S> {
             engine: Engine::new(store.clone()),
             store,
             state,
+            folded,
+            initial_head,
             applied: rx,
             source_locks: StdMutex::new(HashMap::new()),
             forms_lock: tokio::sync::Mutex::new(()),
@@ -403,7 +428,12 @@ fn quarantine_id(source: &str, external_id: &str, modified_at: i64) -> String {
 }
 
 struct BatchPlan {
+    /// One append per customer written (in `customers` order), then the source's stream.
     appends: Vec<StreamAppend>,
+    /// The customer events of `appends`, decoded, for folding after the append.
+    customers: Vec<(crm_domain::CustomerId, Vec<Event>)>,
+    /// The batch's own intake events (the last append), for folding after the append.
+    intake: Vec<IntakeEvent>,
     applied: Vec<RecordApplied>,
     quarantined: Vec<QuarantinedRecord>,
     duplicates: usize,
@@ -454,6 +484,8 @@ impl<S: EventStore + Clone> Intake<S> {
         let mut seen: HashMap<&str, i64> = HashMap::new();
         let mut plan = BatchPlan {
             appends: Vec::new(),
+            customers: Vec::new(),
+            intake: Vec::new(),
             applied: Vec::new(),
             quarantined: Vec::new(),
             duplicates: 0,
@@ -545,6 +577,7 @@ impl<S: EventStore + Clone> Intake<S> {
                 })
                 .collect();
             plan.appends.push(StreamAppend { stream: customer.stream(), expected, events: new_events });
+            plan.customers.push((customer, events));
         }
         drop(st);
         let records_taken = plan.applied.len() + plan.quarantined.len();
@@ -575,6 +608,7 @@ impl<S: EventStore + Clone> Intake<S> {
             expected: ExpectedVersion::Any,
             events: intake_events.iter().map(|e| new_event(e, actor, Uuid::now_v7(), Some(correlation))).collect(),
         });
+        plan.intake = intake_events;
         plan
     }
 
@@ -619,7 +653,13 @@ impl<S: EventStore + Clone> Intake<S> {
         let started = Instant::now();
         let source = check_name("source", &r.source)?;
         let _guard = self.lock_source(&source).await;
-        self.caught_up().await?;
+        // Not `caught_up`: this source's own batches are folded already when they return,
+        // and every other intake write waits for the follower before it returns. What the
+        // follower may still be folding is other writers' customer edits, and for those the
+        // `Exact` versions of the append refuse a plan made on an older state (then the
+        // batch waits for the follower and is planned again). Only the replay of the log
+        // written before this process started must be complete.
+        self.wait_applied(self.initial_head).await?;
         if let Some(reason) =
             self.state.lock().expect("intake state").sources.get(&source).and_then(|s| s.breaker.paused.clone())
         {
@@ -653,36 +693,89 @@ impl<S: EventStore + Clone> Intake<S> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let plan = self.plan_batch(&source, &batch_id, actor, correlation, &r.records, started);
-            match self.append(plan.appends).await {
-                Ok(position) => {
-                    self.wait_applied(position).await?;
-                    if let Some(reason) = &plan.trip {
-                        tracing::warn!(%source, %reason, "intake: source paused");
-                    }
-                    return Ok(pb::SyncRecordsResponse {
-                        applied: plan.applied.len() as u32,
-                        quarantined: plan.quarantined.len() as u32,
-                        duplicates: plan.duplicates as u32,
-                        fields_kept: plan.kept as u32,
-                        position,
-                        quarantine_ids: plan.quarantined.iter().map(|q| q.id.clone()).collect(),
-                        paused_reason: plan.trip.unwrap_or_default(),
-                    });
-                }
-                Err(LogError::WrongExpectedVersion { .. }) if attempt < MAX_ATTEMPTS => {
-                    self.caught_up().await?;
-                }
+            let mut plan = self.plan_batch(&source, &batch_id, actor, correlation, &r.records, started);
+            let prefold = Prefold::register(&self.state, &self.folded, correlation);
+            let results = match self.store.append_many(std::mem::take(&mut plan.appends), Durability::Durable).await {
+                Ok(results) => results,
                 Err(e) => {
-                    let status = status::from_eventlog(e);
-                    if status.code() != tonic::Code::Unavailable {
-                        return Err(self
-                            .fail_batch(&source, &batch_id, actor, status.message().to_owned(), started)
-                            .await);
+                    // Before waiting for the follower below: it may be waiting for this claim.
+                    drop(prefold);
+                    match e {
+                        LogError::WrongExpectedVersion { .. } if attempt < MAX_ATTEMPTS => {
+                            self.caught_up().await?;
+                            continue;
+                        }
+                        e => {
+                            let status = status::from_eventlog(e);
+                            if status.code() != tonic::Code::Unavailable {
+                                return Err(self
+                                    .fail_batch(&source, &batch_id, actor, status.message().to_owned(), started)
+                                    .await);
+                            }
+                            return Err(status);
+                        }
                     }
-                    return Err(status);
                 }
+            };
+            let position = results.iter().map(|r| r.last_position).max().unwrap_or(0);
+            let customers: Vec<_> = std::mem::take(&mut plan.customers)
+                .into_iter()
+                .zip(&results)
+                .map(|((id, events), r)| (id, events, r.last_version))
+                .collect();
+            let intake = std::mem::take(&mut plan.intake);
+            prefold.fold(position, |st| st.fold_batch(&customers, intake, &self.health));
+            if let Some(reason) = &plan.trip {
+                tracing::warn!(%source, %reason, "intake: source paused");
             }
+            return Ok(pb::SyncRecordsResponse {
+                applied: plan.applied.len() as u32,
+                quarantined: plan.quarantined.len() as u32,
+                duplicates: plan.duplicates as u32,
+                fields_kept: plan.kept as u32,
+                position,
+                quarantine_ids: plan.quarantined.iter().map(|q| q.id.clone()).collect(),
+                paused_reason: plan.trip.unwrap_or_default(),
+            });
+        }
+    }
+}
+
+/// A sync batch's claim to fold its own events (see [`state`]): registered before the
+/// append; if dropped without [`Prefold::fold`] (the append failed, or the call was
+/// cancelled), the follower folds whatever was committed the ordinary way.
+struct Prefold<'a> {
+    state: &'a StdMutex<State>,
+    folded: &'a Notify,
+    correlation: Uuid,
+    done: bool,
+}
+
+impl<'a> Prefold<'a> {
+    fn register(state: &'a StdMutex<State>, folded: &'a Notify, correlation: Uuid) -> Self {
+        state.lock().expect("intake state").prefolding.insert(correlation);
+        Prefold { state, folded, correlation, done: false }
+    }
+
+    /// Folds the acknowledged batch (whose last event is at `last_position`) and lets the
+    /// follower skip it.
+    fn fold(mut self, last_position: u64, f: impl FnOnce(&mut State)) {
+        {
+            let mut st = self.state.lock().expect("intake state");
+            f(&mut st);
+            st.prefolding.remove(&self.correlation);
+            st.prefolded.insert(self.correlation, last_position);
+        }
+        self.done = true;
+        self.folded.notify_waiters();
+    }
+}
+
+impl Drop for Prefold<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.state.lock().expect("intake state").prefolding.remove(&self.correlation);
+            self.folded.notify_waiters();
         }
     }
 }

@@ -1,8 +1,16 @@
 //! The intake's in-memory state: a fold of the log (customers with per-field provenance,
 //! form mappings and health, source configurations, breakers and statistics, the
 //! quarantine), kept current by a follower task over `subscribe_all`.
+//!
+//! A sync batch folds its own events as soon as its append is acknowledged (it holds them
+//! decoded already), instead of waiting for the follower to read and decode them again.
+//! Before appending it registers its correlation id in `prefolding`; the follower, reaching
+//! an event with that correlation, waits until the batch is folded (so no later event of
+//! the same streams is folded before it) and then skips the batch's events. A batch that
+//! gives up before folding (failed or cancelled) unregisters, and the follower folds
+//! whatever of it was committed the ordinary way.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use crm_domain::{Aggregate, Customer, CustomerId, Event};
@@ -86,6 +94,22 @@ pub(crate) struct State {
     /// (source, external id) -> the latest modified-at applied.
     pub(crate) synced: HashMap<(String, String), i64>,
     pub(crate) quarantine: BTreeMap<String, QuarantinedRecord>,
+    /// Correlation ids of sync batches being appended, which fold their own events.
+    pub(crate) prefolding: HashSet<Uuid>,
+    /// Correlation ids of sync batches already folded -> the last position they wrote: the
+    /// follower skips their events.
+    pub(crate) prefolded: HashMap<Uuid, u64>,
+}
+
+/// What the follower does with one committed event.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// Fold it.
+    Fold,
+    /// Already folded by the sync batch that wrote it.
+    Skip,
+    /// Its sync batch is about to fold it: wait, then ask again.
+    Wait,
 }
 
 impl State {
@@ -95,6 +119,44 @@ impl State {
 
     pub(crate) fn mapping(&self, form: &str) -> FormMapping {
         self.mappings.get(form).cloned().unwrap_or_else(|| FormMapping::identity(form))
+    }
+
+    /// Whether the follower folds `e`, skips it (its batch folded it) or waits for its batch.
+    pub(crate) fn claim(&mut self, e: &RecordedEvent) -> Claim {
+        let correlation = e.metadata.correlation_id;
+        if self.prefolding.contains(&correlation) {
+            return Claim::Wait;
+        }
+        match self.prefolded.get(&correlation) {
+            Some(&last) => {
+                if e.position >= last {
+                    self.prefolded.remove(&correlation);
+                }
+                Claim::Skip
+            }
+            None => Claim::Fold,
+        }
+    }
+
+    /// Folds the events of a sync batch whose append was acknowledged: `customers` are the
+    /// customer events per stream with the stream's version after the append, `intake` the
+    /// batch's own records. Equivalent to folding the same events from the log.
+    pub(crate) fn fold_batch(
+        &mut self,
+        customers: &[(CustomerId, Vec<Event>, u64)],
+        intake: Vec<IntakeEvent>,
+        health: &HealthConfig,
+    ) {
+        for (id, events, version) in customers {
+            let c = self.customers.entry(*id).or_default();
+            for event in events {
+                c.customer.apply(event);
+            }
+            c.version = Some(*version);
+        }
+        for event in intake {
+            self.apply_intake(event, false, health);
+        }
     }
 
     /// Folds one committed event. `replaying` is true for events written before this
@@ -127,6 +189,10 @@ impl State {
             return;
         }
         let Some(Ok(event)) = IntakeEvent::decode(&e.event_type, &e.payload) else { return };
+        self.apply_intake(event, replaying, health);
+    }
+
+    fn apply_intake(&mut self, event: IntakeEvent, replaying: bool, health: &HealthConfig) {
         match event {
             IntakeEvent::FormMappingSet(m) => {
                 self.mappings.insert(m.form_id.clone(), FormMapping { form_id: m.form_id, fields: m.fields });

@@ -10,8 +10,11 @@
 //! - Delivery: each `Subscribe` call is one consumer; a task reads the log from the group's
 //!   read cursor, keeps what matches the filters, and sends batches while fewer than
 //!   `max_in_flight` events are unacknowledged. Nacked events go back to a ready queue and are
-//!   delivered before new ones; after `max_retries` attempts they are parked. When a consumer
-//!   disconnects, what it had in flight is delivered again to the next consumer.
+//!   delivered before new ones; after `max_retries` attempts they are parked. An event neither
+//!   acked nor nacked within the group's `ack_timeout` is taken back the same way (a failed
+//!   attempt, parked after `max_retries`); each delivery loop checks the earliest deadline.
+//!   When a consumer disconnects, what it had in flight is delivered again to the next
+//!   consumer (not a failed attempt).
 //! - Bookkeeping without I/O lives in [`group`].
 
 mod group;
@@ -20,6 +23,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use crm_eventlog::EventStore;
 use crm_proto::v1 as pb;
@@ -35,6 +39,8 @@ const DEFAULT_MAX_RETRIES: u32 = 5;
 const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
 const DEFAULT_BATCH: usize = 500;
 const MAX_BATCH: usize = 5_000;
+/// Longest configurable ack timeout (a day).
+const MAX_ACK_TIMEOUT_MS: u32 = 86_400_000;
 
 struct GroupHandle {
     state: Mutex<Group>,
@@ -157,10 +163,13 @@ impl<S: EventStore + Clone> Subscriptions<S> {
             let woken = handle.wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            let (next, read_to, room) = {
+            let (next, read_to, room, deadline) = {
                 let mut g = handle.state.lock().await;
-                let next = self.next_batch(&mut g, consumer, batch, json).await;
-                (next, g.read_to, g.room())
+                let next = match self.expire(&handle, &mut g) {
+                    Ok(()) => self.next_batch(&mut g, consumer, batch, json).await,
+                    Err(status) => Err(status),
+                };
+                (next, g.read_to, g.room(), g.next_deadline())
             };
             match next {
                 Err(status) => {
@@ -173,11 +182,19 @@ impl<S: EventStore + Clone> Subscriptions<S> {
                     }
                 }
                 // Nothing to send: wait for new events (only if there is room for them), an
-                // ack that frees room, a nack, a replay or a departing consumer.
+                // ack that frees room, a nack, a replay, a departing consumer or the earliest
+                // ack timeout.
                 Ok(None) => {
+                    let timeout = async {
+                        match deadline {
+                            Some(d) => tokio::time::sleep_until(d.into()).await,
+                            None => std::future::pending().await,
+                        }
+                    };
                     tokio::select! {
                         changed = head.wait_for(|h| *h > read_to), if room > 0 => if changed.is_err() { break },
                         () = &mut woken => {}
+                        () = timeout => {}
                         () = tx.closed() => break,
                     }
                 }
@@ -190,6 +207,22 @@ impl<S: EventStore + Clone> Subscriptions<S> {
         handle.wake.notify_waiters();
     }
 
+    /// Takes back the events whose ack timeout has passed (persisting any it parks) and wakes
+    /// the group's consumers when there is something to deliver again.
+    fn expire(&self, handle: &GroupHandle, g: &mut Group) -> Result<(), Status> {
+        let settled = g.expire(Instant::now());
+        if settled.parked.is_empty() && settled.expired == 0 {
+            return Ok(());
+        }
+        if !settled.parked.is_empty() {
+            self.persist(&g.settings.group, g.checkpoint(), &settled)?;
+            tracing::warn!(group = %g.settings.group, parked = settled.parked.len(), "subscription events parked after ack timeouts");
+        }
+        tracing::debug!(group = %g.settings.group, expired = settled.expired, "subscription ack timeouts");
+        handle.wake.notify_waiters();
+        Ok(())
+    }
+
     async fn next_batch(
         &self,
         g: &mut Group,
@@ -200,7 +233,8 @@ impl<S: EventStore + Clone> Subscriptions<S> {
         let render = if json { self.render.as_ref() } else { None };
         let mut events = Vec::new();
         let mut attempts = Vec::new();
-        for (pos, attempt) in g.take_ready(consumer, batch) {
+        let now = Instant::now();
+        for (pos, attempt) in g.take_ready(consumer, batch, now) {
             if let Some(e) = self.store.read_all(pos, 1).await.map_err(status::from_eventlog)?.pop() {
                 events.push(to_proto(e, render));
                 attempts.push(attempt);
@@ -215,7 +249,7 @@ impl<S: EventStore + Clone> Subscriptions<S> {
                 if events.len() >= batch || g.room() == 0 {
                     break;
                 }
-                if g.examine(consumer, e.position, &e.event_type, &e.stream) {
+                if g.examine(consumer, e.position, &e.event_type, &e.stream, now) {
                     events.push(to_proto(e, render));
                     attempts.push(1);
                 }
@@ -240,6 +274,16 @@ fn settings_from_proto(s: pb::GroupSettings) -> Result<Settings, Status> {
         max_retries: if s.max_retries == 0 { DEFAULT_MAX_RETRIES } else { s.max_retries },
         start_from: s.start_from.max(1),
         max_in_flight: if s.max_in_flight == 0 { DEFAULT_MAX_IN_FLIGHT } else { s.max_in_flight as usize },
+        ack_timeout_ms: match s.ack_timeout_ms {
+            0 => group::DEFAULT_ACK_TIMEOUT_MS,
+            ms if ms > MAX_ACK_TIMEOUT_MS => {
+                return Err(status::invalid(
+                    "settings.ack_timeout_ms",
+                    format!("at most {MAX_ACK_TIMEOUT_MS} (a day); 0 = the default 30000"),
+                ))
+            }
+            ms => u64::from(ms),
+        },
     })
 }
 
@@ -251,6 +295,7 @@ fn settings_to_proto(s: &Settings) -> pb::GroupSettings {
         max_retries: s.max_retries,
         start_from: s.start_from,
         max_in_flight: s.max_in_flight as u32,
+        ack_timeout_ms: s.ack_timeout_ms.min(u64::from(u32::MAX)) as u32,
     }
 }
 

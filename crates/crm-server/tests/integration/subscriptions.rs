@@ -192,3 +192,88 @@ async fn a_consumer_killed_mid_stream_resumes_from_its_checkpoint_with_nothing_l
         .events;
     assert!(parked.is_empty());
 }
+
+#[tokio::test]
+async fn an_event_never_acked_is_delivered_again_after_the_ack_timeout_then_parked() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    customers(&server, 0, 3).await;
+    let expected = created_positions(&server).await;
+    let mut subs = SubscriptionsClient::new(server.channel().await);
+
+    let too_long = subs
+        .create_group(pb::CreateGroupRequest {
+            settings: Some(pb::GroupSettings {
+                group: "slow".into(),
+                ack_timeout_ms: 100_000_000,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(too_long.code(), tonic::Code::InvalidArgument);
+    assert!(too_long.message().contains("settings.ack_timeout_ms"), "{}", too_long.message());
+
+    let timeout = std::time::Duration::from_millis(300);
+    subs.create_group(pb::CreateGroupRequest {
+        settings: Some(pb::GroupSettings {
+            group: "forgetful".into(),
+            event_types: vec!["CustomerCreated".into()],
+            max_retries: 2,
+            ack_timeout_ms: timeout.as_millis() as u32,
+            ..Default::default()
+        }),
+    })
+    .await
+    .unwrap();
+    let groups = subs.list_groups(pb::ListGroupsRequest {}).await.unwrap().into_inner().groups;
+    assert_eq!(groups.len(), 1, "the refused group was not created");
+    assert_eq!(groups[0].settings.as_ref().unwrap().ack_timeout_ms, 300);
+
+    // A consumer that receives but never acks or nacks.
+    let mut consumer = SubscriptionsClient::new(server.channel().await);
+    let subscribed_at = std::time::Instant::now();
+    let mut stream = consumer
+        .subscribe(pb::SubscribeRequest { group: "forgetful".into(), batch_size: 10, render_json: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.next().await.unwrap().unwrap();
+    let positions: BTreeSet<u64> = first.events.iter().map(|e| e.position).collect();
+    assert_eq!(positions, expected);
+    assert_eq!(first.attempts, vec![1, 1, 1]);
+
+    // The same events come again once the timeout has passed: the second attempt.
+    let again = stream.next().await.unwrap().unwrap();
+    assert!(subscribed_at.elapsed() >= timeout, "not before the timeout: {:?}", subscribed_at.elapsed());
+    assert_eq!(again.events.iter().map(|e| e.position).collect::<BTreeSet<_>>(), expected);
+    assert_eq!(again.attempts, vec![2, 2, 2]);
+    assert!(again.checkpoint < *expected.first().unwrap(), "unacked events hold the checkpoint");
+
+    // Still not acked: with max_retries = 2 they are parked, listed with the reason.
+    let mut parked = Vec::new();
+    for _ in 0..100 {
+        parked = subs
+            .list_parked(pb::ListParkedRequest { group: "forgetful".into(), limit: 0 })
+            .await
+            .unwrap()
+            .into_inner()
+            .events;
+        if parked.len() == expected.len() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(parked.iter().map(|p| p.position).collect::<BTreeSet<_>>(), expected);
+    assert!(parked.iter().all(|p| p.attempts == 2 && p.reason.contains("ack timeout")), "{parked:?}");
+    let group = &subs.list_groups(pb::ListGroupsRequest {}).await.unwrap().into_inner().groups[0];
+    assert_eq!((group.in_flight, group.parked), (0, 3));
+    assert!(group.checkpoint >= *expected.last().unwrap(), "parking frees the checkpoint: {}", group.checkpoint);
+
+    // Delivery goes on with new events only: the parked ones do not come a third time.
+    customers(&server, 3, 1).await;
+    let next = stream.next().await.unwrap().unwrap();
+    assert_eq!(next.attempts, vec![1]);
+    assert!(!expected.contains(&next.events[0].position));
+    assert_eq!(next.events[0].event_type, "CustomerCreated");
+}
