@@ -4,7 +4,9 @@
 //!
 //! - **Seeing earlier commands.** Before each lookup the guard reads the log's committed head
 //!   and waits until the duplicates read model has applied it, so a customer created or
-//!   edited by any command acknowledged before this one started is in the index.
+//!   edited by any command acknowledged before this one started is in the index. A read
+//!   model stopped at an event it cannot apply (status `Failed`) does not stop captures: the
+//!   guard checks against what it has and logs a warning.
 //! - **Concurrent commands.** Guarded commands take a lock per master key (the normalised
 //!   USCC and E.164 phone they carry; 1024 stripes) from before the lookup until their append
 //!   is acknowledged. Two guarded commands with the same key therefore run one after the
@@ -15,12 +17,12 @@
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crm_domain::{normalize_phone, normalize_uscc, DuplicateCheck};
 use crm_eventlog::EventStore;
 use crm_projection_duplicates::DuplicatesProjector;
-use crm_projection_runtime::ProjectionHandle;
+use crm_projection_runtime::{ProjectionHandle, RunState};
 use tokio::sync::{Mutex, MutexGuard};
 use uuid::Uuid;
 
@@ -81,11 +83,30 @@ impl DuplicateGuard {
         fields: &BTreeMap<String, String>,
     ) -> Result<DuplicateCheck, CommandError> {
         let head = store.head().await?;
-        if self.handle.position() < head {
-            self.handle.wait_for(head, WAIT).await.map_err(|e| CommandError::Unavailable {
-                what: "duplicate check".into(),
-                reason: format!("the duplicates read model is behind the log: {e}"),
-            })?;
+        let deadline = Instant::now() + WAIT;
+        while self.handle.position() < head {
+            let status = self.handle.status();
+            if status.state == RunState::Failed {
+                // Stopped at an event it cannot apply (visible in ListProjections): captures
+                // go on, checked against what the read model has.
+                tracing::warn!(
+                    position = status.position,
+                    head,
+                    "duplicates read model failed; checking against it as it is"
+                );
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(CommandError::Unavailable {
+                    what: "duplicate check".into(),
+                    reason: format!(
+                        "the duplicates read model is at position {}, behind the log head {head}",
+                        status.position
+                    ),
+                });
+            }
+            // Reached or not, look at the state again.
+            let _ = self.handle.wait_for(head, Duration::from_millis(100)).await;
         }
         let tree = String::from_utf8_lossy(&self.handle.reader().tree.name()).into_owned();
         let rules = self.handle.rules();
