@@ -287,11 +287,7 @@ impl<V: Serialize + DeserializeOwned + Clone> Cache<V> {
     }
 
     fn value_estimate(&self) -> usize {
-        if self.encoded_values == 0 {
-            128
-        } else {
-            2 * (self.encoded_total / self.encoded_values) as usize
-        }
+        self.encoded_total.checked_div(self.encoded_values).map_or(128, |mean| 2 * mean as usize)
     }
 
     /// Estimated bytes held, counting entries added since the last call. Keys added since are
@@ -302,11 +298,12 @@ impl<V: Serialize + DeserializeOwned + Clone> Cache<V> {
         if added > 0 {
             let per_value = self.value_estimate();
             let recent = self.dirty.len().min(64);
-            let mean_key = if recent == 0 {
-                32
-            } else {
-                self.dirty[self.dirty.len() - recent..].iter().map(Vec::len).sum::<usize>() / recent
-            };
+            let mean_key = self.dirty[self.dirty.len() - recent..]
+                .iter()
+                .map(Vec::len)
+                .sum::<usize>()
+                .checked_div(recent)
+                .unwrap_or(32);
             self.bytes += added * (mean_key + ENTRY_OVERHEAD + per_value);
             self.counted = self.slots.len();
         }
