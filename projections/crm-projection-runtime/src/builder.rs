@@ -180,7 +180,7 @@ impl<P: Projector> Builder<P> {
             let mut meta = self.meta.clone();
             meta.position = position;
             meta.last_recorded_at_micros = last_recorded;
-            if let Err(e) = self.write(&meta, commit) {
+            if let Err(e) = self.write(&meta) {
                 let failed_at = self.meta.position + 1;
                 self.roll_back();
                 return Err(Failure { position: failed_at, detail: format!("writing the batch: {e}") });
@@ -203,11 +203,12 @@ impl<P: Projector> Builder<P> {
     /// between is detected by [`Builder::open`]). Each sled batch holds one epoch guard for
     /// all its inserts, so a batch of millions of keys defers freeing every replaced page
     /// until it ends; chunks keep that memory bounded.
-    fn write(&mut self, meta: &Meta, commit: Commit) -> Result<(), sled::Error> {
+    fn write(&mut self, meta: &Meta) -> Result<(), sled::Error> {
         let started = std::time::Instant::now();
         let entries = self.cache.drain();
         let count = entries.len();
-        let chunked = self.chunked && commit == Commit::WhenDone && count > WRITE_CHUNK;
+        // Also the last commit of such a build, made as a live step once it is near the head.
+        let chunked = self.chunked && count > WRITE_CHUNK;
         let mut entries = entries.into_iter();
         if chunked {
             self.tree.insert(SPILL_KEY, &[])?;

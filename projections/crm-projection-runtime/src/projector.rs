@@ -238,7 +238,7 @@ impl<V: Serialize + DeserializeOwned + Clone> State<'_, V> {
 /// verification, a catch-up) keeps its whole state in memory until it reaches its target or
 /// the cache passes this bound, then writes the dirty entries in key order in one atomic
 /// batch with the checkpoint; past the bound the cache is emptied after that commit.
-pub(crate) const CACHE_BYTES: usize = 384 << 20;
+pub(crate) const CACHE_BYTES: usize = 1 << 30;
 
 /// Bookkeeping bytes of one cached entry besides its key and value (the map slot, the key's
 /// allocation, its copy in the dirty list).
