@@ -5,9 +5,12 @@
 //! customer's streams up to a position or a time rather than storing snapshots.
 //!
 //! Keys:
-//! - `p/<position, 20 digits>`: the [`Operation`];
-//! - `a/<actor>\0<position>`, `t/<event type>\0<position>`, `s/<stream>\0<position>`: index
-//!   entries;
+//! - `p/<position / 64, 20 digits>`: the [`Operation`]s of 64 consecutive positions;
+//! - `a/<actor>\0<first position>`, `t/<event type>\0<first position>`,
+//!   `s/<stream>\0<first position>`: postings blocks of up to 256 positions, ascending; the
+//!   open block of each value has `u64::MAX` as its first position (so it sorts last). A
+//!   rebuild writes about one key per 64 events plus one per stream, instead of four per
+//!   event;
 //! - `m/<survivor>/<absorbed>`: every customer ever merged into a survivor (kept after an
 //!   unmerge: the history still shows the merged period);
 //! - `c/<customer>/<opportunity>`: the customer's opportunities.

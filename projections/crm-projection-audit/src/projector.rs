@@ -18,12 +18,32 @@ pub struct Operation {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Value {
-    Operation(Operation),
+    /// The operations of one block of [`OPERATIONS_PER_BLOCK`] positions, in position order.
+    Operations(Vec<Operation>),
+    /// Positions of one index value (actor, operation type or stream), ascending: a closed
+    /// block of [`POSTINGS_PER_BLOCK`] or the open block the next position goes to.
+    Postings(Vec<u64>),
+    /// A link (merged customer, opportunity); the key says it all.
     Indexed,
 }
 
-pub(crate) fn position_key(position: u64) -> Vec<u8> {
-    format!("p/{position:020}").into_bytes()
+/// Operations per stored block: block `b` holds the positions `64 b ..= 64 b + 63`, so a
+/// rebuild writes one key per 64 events instead of one per event.
+pub(crate) const OPERATIONS_PER_BLOCK: u64 = 64;
+
+/// Positions per closed postings block.
+pub(crate) const POSTINGS_PER_BLOCK: usize = 256;
+
+/// The suffix of the open postings block of an index value (after every closed block's
+/// first position, so a prefix scan meets the blocks in position order).
+pub(crate) const OPEN_BLOCK: u64 = u64::MAX;
+
+pub(crate) fn block_of(position: u64) -> u64 {
+    position / OPERATIONS_PER_BLOCK
+}
+
+pub(crate) fn block_key(block: u64) -> Vec<u8> {
+    format!("p/{block:020}").into_bytes()
 }
 
 pub(crate) fn index_prefix(kind: char, value: &str) -> Vec<u8> {
@@ -32,10 +52,28 @@ pub(crate) fn index_prefix(kind: char, value: &str) -> Vec<u8> {
     key
 }
 
-pub(crate) fn index_key(kind: char, value: &str, position: u64) -> Vec<u8> {
+/// A postings block: the first position of a closed block, or [`OPEN_BLOCK`].
+pub(crate) fn index_key(kind: char, value: &str, first: u64) -> Vec<u8> {
     let mut key = index_prefix(kind, value);
-    key.extend_from_slice(&position.to_be_bytes());
+    key.extend_from_slice(&first.to_be_bytes());
     key
+}
+
+/// Appends `position` to the open postings block of `kind`/`value`, closing it when full.
+fn post(state: &mut State<'_, Value>, kind: char, value: &str, position: u64) -> Result<(), String> {
+    let open = index_key(kind, value, OPEN_BLOCK);
+    let full = match state.get_or_insert_with(&open, || Value::Postings(Vec::new()))? {
+        Value::Postings(list) => {
+            list.push(position);
+            (list.len() >= POSTINGS_PER_BLOCK).then(|| std::mem::take(list))
+        }
+        other => return Err(format!("audit key {kind}/{value} holds {other:?}, not postings")),
+    };
+    if let Some(list) = full {
+        state.put(index_key(kind, value, list[0]), Value::Postings(list));
+        state.remove(open);
+    }
+    Ok(())
 }
 
 pub(crate) fn merged_prefix(survivor: &Uuid) -> Vec<u8> {
@@ -58,7 +96,8 @@ impl Projector for AuditProjector {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: operations and index postings stored in blocks.
+        2
     }
 
     fn fingerprint(&self, _rules: &Rules) -> u64 {
@@ -74,21 +113,22 @@ impl Projector for AuditProjector {
     ) -> Result<(), String> {
         let p = recorded.position;
         let actor = if recorded.metadata.actor.is_empty() { "-" } else { recorded.metadata.actor.as_str() };
-        state.put(index_key('a', actor, p), Value::Indexed);
-        state.put(index_key('t', &recorded.event_type, p), Value::Indexed);
-        state.put(index_key('s', &recorded.stream, p), Value::Indexed);
-        state.put(
-            position_key(p),
-            Value::Operation(Operation {
-                position: p,
-                stream: recorded.stream.clone(),
-                event_type: recorded.event_type.clone(),
-                actor: actor.to_owned(),
-                source: recorded.metadata.source.clone(),
-                correlation_id: recorded.metadata.correlation_id,
-                recorded_at_micros: recorded.recorded_at_micros,
-            }),
-        );
+        post(state, 'a', actor, p)?;
+        post(state, 't', &recorded.event_type, p)?;
+        post(state, 's', &recorded.stream, p)?;
+        let operation = Operation {
+            position: p,
+            stream: recorded.stream.clone(),
+            event_type: recorded.event_type.clone(),
+            actor: actor.to_owned(),
+            source: recorded.metadata.source.clone(),
+            correlation_id: recorded.metadata.correlation_id,
+            recorded_at_micros: recorded.recorded_at_micros,
+        };
+        match state.get_or_insert_with(&block_key(block_of(p)), || Value::Operations(Vec::new()))? {
+            Value::Operations(ops) => ops.push(operation),
+            other => return Err(format!("audit block of position {p} holds {other:?}, not operations")),
+        }
         match event {
             Some(Event::CustomersMerged(e)) => {
                 let mut key = merged_prefix(&e.survivor_id.0);

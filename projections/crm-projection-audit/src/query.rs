@@ -6,7 +6,7 @@ use crm_eventlog::{Direction, RecordedEvent, SledEventStore};
 use crm_projection_runtime::{Error, Reader, Result};
 use uuid::Uuid;
 
-use crate::projector::{index_prefix, merged_prefix, opportunities_prefix, position_key, Operation, Value};
+use crate::projector::{block_key, block_of, index_prefix, merged_prefix, opportunities_prefix, Operation, Value};
 
 /// Most entries one page may scan before it returns with a cursor.
 const MAX_SCAN: usize = 20_000;
@@ -43,20 +43,39 @@ pub struct OperationPage {
     pub next_after_position: Option<u64>,
 }
 
-fn operation(reader: &Reader, position: u64) -> Result<Option<Operation>> {
-    Ok(match reader.get::<Value>(&position_key(position))? {
-        Some(Value::Operation(op)) => Some(op),
-        _ => None,
-    })
+/// Reads operations by position, one stored block at a time.
+struct Operations<'a> {
+    reader: &'a Reader,
+    block: Option<(u64, Vec<Operation>)>,
+}
+
+impl<'a> Operations<'a> {
+    fn new(reader: &'a Reader) -> Self {
+        Operations { reader, block: None }
+    }
+
+    fn get(&mut self, position: u64) -> Result<Option<Operation>> {
+        let block = block_of(position);
+        if self.block.as_ref().is_none_or(|(b, _)| *b != block) {
+            let ops = match self.reader.get::<Value>(&block_key(block))? {
+                Some(Value::Operations(ops)) => ops,
+                _ => Vec::new(),
+            };
+            self.block = Some((block, ops));
+        }
+        let ops = &self.block.as_ref().expect("just loaded").1;
+        Ok(ops.binary_search_by_key(&position, |op| op.position).ok().map(|i| ops[i].clone()))
+    }
 }
 
 /// The first position whose operation was recorded at or after `micros` (give or take the
 /// clock slack), by binary search over positions.
 fn first_position_at(reader: &Reader, micros: i64) -> Result<u64> {
+    let mut operations = Operations::new(reader);
     let (mut lo, mut hi) = (1u64, reader.position + 1);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        match operation(reader, mid)? {
+        match operations.get(mid)? {
             Some(op) if op.recorded_at_micros < micros - CLOCK_SLACK_MICROS => lo = mid + 1,
             _ => hi = mid,
         }
@@ -77,9 +96,10 @@ pub fn operations(
         .into_iter()
         .find_map(|(kind, value)| value.as_ref().map(|v| index_prefix(kind, v)));
     let mut scanned = 0;
+    let mut stored = Operations::new(reader);
     let mut visit = |page: &mut OperationPage, position: u64| -> Result<bool> {
         scanned += 1;
-        if let Some(op) = operation(reader, position)? {
+        if let Some(op) = stored.get(position)? {
             if filter.to_micros.is_some_and(|to| op.recorded_at_micros >= to + CLOCK_SLACK_MICROS) {
                 return Ok(false);
             }
@@ -95,18 +115,25 @@ pub fn operations(
     };
     match index {
         Some(prefix) => {
-            let mut start = prefix.clone();
-            start.extend_from_slice(&(after_position + 1).to_be_bytes());
-            for entry in reader.tree.range(start..) {
-                let (key, _) = entry?;
-                if !key.starts_with(&prefix) || key.len() != prefix.len() + 8 {
-                    break;
+            // Closed blocks in order of their first position, then the open block.
+            'blocks: for entry in reader.tree.scan_prefix(&prefix) {
+                let (key, value) = entry?;
+                if key.len() != prefix.len() + 8 {
+                    continue;
                 }
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&key[prefix.len()..]);
-                let position = u64::from_be_bytes(b);
-                if position > reader.position || !visit(&mut page, position)? {
-                    break;
+                let Value::Postings(positions) = crm_projection_runtime::decode_value::<Value>(&key, &value)? else {
+                    continue;
+                };
+                if positions.last().is_none_or(|last| *last <= after_position) {
+                    continue;
+                }
+                for position in positions {
+                    if position <= after_position {
+                        continue;
+                    }
+                    if position > reader.position || !visit(&mut page, position)? {
+                        break 'blocks;
+                    }
                 }
             }
         }

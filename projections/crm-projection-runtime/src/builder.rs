@@ -6,10 +6,13 @@ use crm_domain::{DecodeError, Event, Rules};
 use crm_eventlog::SledEventStore;
 use serde::{Deserialize, Serialize};
 
-use crate::projector::{decode_value, encode_value, Cache, Projector, META_KEY};
+use crate::projector::{decode_value, encode_value, Cache, Projector, META_KEY, SPILL_KEY};
+
+/// Keys per sled batch when a build that serves nothing yet writes its state in chunks.
+const WRITE_CHUNK: usize = 16_384;
 
 /// Events read from the log per call.
-const READ_CHUNK: usize = 4096;
+const READ_CHUNK: usize = 16_384;
 
 /// Stored under [`META_KEY`] in every projection tree, in the same batch as the state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,19 +40,44 @@ pub(crate) struct StepOutcome {
     pub(crate) applied: u64,
 }
 
+/// When a step writes what it applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Commit {
+    /// At the end of every step (a live build: queries see each event soon).
+    EveryStep,
+    /// Only when the build reaches its target or its cache is full (a rebuild, a
+    /// verification, a catch-up from far behind): each key is written once per commit, in
+    /// key order, however many events changed it.
+    WhenDone,
+}
+
 pub(crate) struct Builder<P: Projector> {
     pub(crate) projector: Arc<P>,
     pub(crate) tree: sled::Tree,
+    /// The committed checkpoint: what the tree holds.
     pub(crate) meta: Meta,
     /// The newest rules seen in a `RulesChanged` event during the last step.
     pub(crate) seen_rules: Option<Rules>,
+    /// Last applied position and its `recorded_at`, committed or not (ahead of `meta` while a
+    /// [`Commit::WhenDone`] build holds its state in memory).
+    applied: (u64, i64),
+    /// This build serves no query (a shadow, or a first build that started on an empty
+    /// tree): a large commit may go to sled in several batches, bracketed by [`SPILL_KEY`].
+    chunked: bool,
     cache: Cache<P::Value>,
 }
 
 impl<P: Projector> Builder<P> {
     /// A build over `tree`, resuming from its stored checkpoint, or starting empty with `rules`.
-    pub(crate) fn open(projector: Arc<P>, tree: sled::Tree, rules: Rules) -> Result<Self, Failure> {
-        let stored = tree.get(META_KEY).map_err(|e| Failure { position: 0, detail: e.to_string() })?;
+    /// `shadow`: nothing reads the tree until the build is complete. A tree left with
+    /// [`SPILL_KEY`] (a crash in the middle of a chunked commit) is emptied and built again.
+    pub(crate) fn open(projector: Arc<P>, tree: sled::Tree, rules: Rules, shadow: bool) -> Result<Self, Failure> {
+        let storage = |e: sled::Error| Failure { position: 0, detail: e.to_string() };
+        if tree.get(SPILL_KEY).map_err(storage)?.is_some() {
+            tracing::warn!(tree = %String::from_utf8_lossy(&tree.name()), "interrupted chunked commit: building again from position 0");
+            tree.clear().map_err(storage)?;
+        }
+        let stored = tree.get(META_KEY).map_err(storage)?;
         let fresh = stored.is_none() && tree.is_empty();
         let meta = match stored {
             Some(bytes) => {
@@ -63,18 +91,36 @@ impl<P: Projector> Builder<P> {
                 last_recorded_at_micros: 0,
             },
         };
-        Ok(Builder { projector, tree, meta, seen_rules: None, cache: Cache::new(fresh) })
+        let applied = (meta.position, meta.last_recorded_at_micros);
+        let chunked = shadow || fresh;
+        Ok(Builder { projector, tree, meta, seen_rules: None, applied, chunked, cache: Cache::new(fresh) })
     }
 
-    /// Applies events after the checkpoint up to `up_to` (and never past the committed head),
-    /// at most about `max_events`, then commits state and checkpoint in one sled batch.
-    /// On failure nothing of this step is committed: the stored state stays at the last
-    /// checkpoint, and the failing position is returned.
-    pub(crate) fn step(&mut self, store: &SledEventStore, up_to: u64, max_events: u64) -> Result<StepOutcome, Failure> {
+    /// The last applied position, committed or not.
+    pub(crate) fn applied_position(&self) -> u64 {
+        self.applied.0
+    }
+
+    /// Forgets everything applied since the last commit.
+    fn roll_back(&mut self) {
+        self.cache.clear();
+        self.applied = (self.meta.position, self.meta.last_recorded_at_micros);
+    }
+
+    /// Applies events after the last applied one up to `up_to` (and never past the committed
+    /// head), at most about `max_events`, then commits state and checkpoint in one sled batch
+    /// as `commit` says. On failure nothing uncommitted is kept: the stored state stays at the
+    /// last checkpoint, and the failing position is returned.
+    pub(crate) fn step(
+        &mut self,
+        store: &SledEventStore,
+        up_to: u64,
+        max_events: u64,
+        commit: Commit,
+    ) -> Result<StepOutcome, Failure> {
         self.seen_rules = None;
         let target = up_to.min(store.committed_head());
-        let mut position = self.meta.position;
-        let mut last_recorded = self.meta.last_recorded_at_micros;
+        let (mut position, mut last_recorded) = self.applied;
         let mut applied = 0u64;
         let projector = self.projector.clone();
         while position < target && applied < max_events {
@@ -82,7 +128,7 @@ impl<P: Projector> Builder<P> {
             let events = match store.read_all_blocking(position + 1, want) {
                 Ok(events) => events,
                 Err(e) => {
-                    self.cache.clear();
+                    self.roll_back();
                     return Err(Failure { position: position + 1, detail: format!("reading the log: {e}") });
                 }
             };
@@ -93,7 +139,7 @@ impl<P: Projector> Builder<P> {
             for recorded in &events {
                 let fail = |detail: String| Failure { position: recorded.position, detail };
                 if recorded.position != position + 1 {
-                    self.cache.clear();
+                    self.roll_back();
                     return Err(fail(format!(
                         "expected position {}, the log returned {}",
                         position + 1,
@@ -106,12 +152,12 @@ impl<P: Projector> Builder<P> {
                     // projector sees it without a payload.
                     Err(DecodeError::UnknownEventType(_)) => None,
                     Err(e) => {
-                        self.cache.clear();
+                        self.roll_back();
                         return Err(fail(format!("decoding {}: {e}", recorded.event_type)));
                     }
                 };
                 if let Err(detail) = projector.apply(&mut state, &self.meta.rules, recorded, event.as_ref()) {
-                    self.cache.clear();
+                    self.roll_back();
                     return Err(fail(detail));
                 }
                 if let Some(Event::RulesChanged(changed)) = &event {
@@ -121,22 +167,121 @@ impl<P: Projector> Builder<P> {
                 last_recorded = recorded.recorded_at_micros;
                 applied += 1;
             }
+            if commit == Commit::WhenDone && self.cache.is_full() {
+                break;
+            }
         }
-        if applied > 0 {
+        self.applied = (position, last_recorded);
+        let due = match commit {
+            Commit::EveryStep => true,
+            Commit::WhenDone => position >= target || self.cache.is_full(),
+        };
+        if position > self.meta.position && due {
             let mut meta = self.meta.clone();
             meta.position = position;
             meta.last_recorded_at_micros = last_recorded;
-            let mut batch = sled::Batch::default();
-            self.cache.drain_into(&mut batch);
-            batch.insert(META_KEY, encode_value(&meta));
-            if let Err(e) = self.tree.apply_batch(batch) {
-                return Err(Failure { position: self.meta.position + 1, detail: format!("writing the batch: {e}") });
+            if let Err(e) = self.write(&meta) {
+                let failed_at = self.meta.position + 1;
+                self.roll_back();
+                return Err(Failure { position: failed_at, detail: format!("writing the batch: {e}") });
             }
             self.meta = meta;
-        } else if self.meta.position == 0 && self.tree.get(META_KEY).ok().flatten().is_none() {
+            if commit == Commit::EveryStep {
+                // Live from here on: commits are single atomic batches.
+                self.chunked = false;
+            }
+        } else if self.meta.position == 0 && applied == 0 && self.tree.get(META_KEY).ok().flatten().is_none() {
             // Record the build's version and rules even before the first event.
             let _ = self.tree.insert(META_KEY, encode_value(&self.meta));
         }
         Ok(StepOutcome { applied })
+    }
+
+    /// Writes the dirty state and `meta` in key order: one atomic batch, or, for a large
+    /// commit of a build nobody reads yet, batches of [`WRITE_CHUNK`] keys after a
+    /// [`SPILL_KEY`] marker that the last batch removes with the checkpoint (so a crash in
+    /// between is detected by [`Builder::open`]). Each sled batch holds one epoch guard for
+    /// all its inserts, so a batch of millions of keys defers freeing every replaced page
+    /// until it ends; chunks keep that memory bounded.
+    fn write(&mut self, meta: &Meta) -> Result<(), sled::Error> {
+        let started = std::time::Instant::now();
+        let entries = self.cache.drain();
+        let count = entries.len();
+        // Also the last commit of such a build, made as a live step once it is near the head.
+        let chunked = self.chunked && count > WRITE_CHUNK;
+        let mut entries = entries.into_iter();
+        if chunked {
+            self.tree.insert(SPILL_KEY, &[])?;
+            loop {
+                let mut batch = sled::Batch::default();
+                let mut n = 0;
+                for (key, value) in entries.by_ref().take(WRITE_CHUNK) {
+                    n += 1;
+                    match value {
+                        Some(bytes) => batch.insert(key, bytes),
+                        None => batch.remove(key),
+                    }
+                }
+                if n < WRITE_CHUNK {
+                    batch.insert(META_KEY, encode_value(meta));
+                    batch.remove(SPILL_KEY);
+                    self.tree.apply_batch(batch)?;
+                    break;
+                }
+                self.tree.apply_batch(batch)?;
+            }
+        } else {
+            let mut batch = sled::Batch::default();
+            for (key, value) in entries {
+                match value {
+                    Some(bytes) => batch.insert(key, bytes),
+                    None => batch.remove(key),
+                }
+            }
+            batch.insert(META_KEY, encode_value(meta));
+            self.tree.apply_batch(batch)?;
+        }
+        tracing::debug!(
+            tree = %String::from_utf8_lossy(&self.tree.name()),
+            position = meta.position,
+            keys = count,
+            chunked,
+            seconds = started.elapsed().as_secs_f64(),
+            "committed"
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::Counting;
+
+    #[test]
+    fn a_tree_left_with_the_spill_marker_is_emptied_and_built_again() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("counting/1").unwrap();
+        let projector = Arc::new(Counting::new("counting"));
+        let half_written = Meta {
+            position: 40,
+            version: projector.version(),
+            fingerprint: 0,
+            rules: Rules::default(),
+            last_recorded_at_micros: 7,
+        };
+        tree.insert(META_KEY, encode_value(&half_written)).unwrap();
+        tree.insert(b"total", encode_value(&41u64)).unwrap();
+        tree.insert(SPILL_KEY, &[]).unwrap();
+
+        let builder = Builder::open(projector.clone(), tree.clone(), Rules::default(), false).unwrap();
+        assert_eq!(builder.meta.position, 0);
+        assert_eq!(builder.applied_position(), 0);
+        assert!(tree.is_empty(), "the half-written state is gone");
+
+        // Without the marker the checkpoint is trusted.
+        tree.insert(META_KEY, encode_value(&half_written)).unwrap();
+        let builder = Builder::open(projector, tree, Rules::default(), false).unwrap();
+        assert_eq!(builder.meta.position, 40);
     }
 }

@@ -37,6 +37,9 @@ pub struct GeneratorConfig {
     pub start: DateTime<Utc>,
     /// Mean simulated time between commands, in seconds.
     pub step_seconds: i64,
+    /// Share of commands (after the users' setup) that create a customer, in thousandths;
+    /// `None`: the usual mix (189 in 1000). The other commands keep their relative shares.
+    pub new_customer_permille: Option<u32>,
 }
 
 impl Default for GeneratorConfig {
@@ -46,6 +49,7 @@ impl Default for GeneratorConfig {
             users: 20,
             start: Utc.with_ymd_and_hms(2026, 1, 5, 9, 0, 0).single().expect("valid start"),
             step_seconds: 180,
+            new_customer_permille: None,
         }
     }
 }
@@ -120,6 +124,7 @@ pub struct Generator {
     leads: Vec<Ld>,
     rules: Rules,
     counter: u128,
+    new_customer_permille: Option<u32>,
 }
 
 impl Generator {
@@ -136,6 +141,7 @@ impl Generator {
             leads: Vec::new(),
             rules: Rules::default(),
             counter: 0,
+            new_customer_permille: config.new_customer_permille.map(|p| p.min(1000)),
         }
     }
 
@@ -211,7 +217,20 @@ impl Generator {
             };
         }
         let actor = self.user().stream();
-        let roll = self.below(1000);
+        let roll = match self.new_customer_permille {
+            None => self.below(1000),
+            // 12..=200 is the customer creation below; the rest keeps its shares.
+            Some(share) => {
+                if self.below(1000) < share as usize {
+                    12
+                } else {
+                    match self.below(811) {
+                        r @ 0..=11 => r,
+                        r => r + 189,
+                    }
+                }
+            }
+        };
         let events = match roll {
             0..=1 => self.rules_changed(),
             2..=11 => self.merge_or_unmerge(),

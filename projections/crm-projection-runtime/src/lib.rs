@@ -10,7 +10,12 @@
 //! Invariants this crate keeps:
 //! - projections never write to the event log; they live in their own sled database
 //!   (`<data-dir>/projections`), one tree per build (`<name>/<generation>`);
-//! - a build's state and its checkpoint change together, in one batch;
+//! - a build's state and its checkpoint change together, in one batch (a build that serves
+//!   nothing yet may write a large commit in several batches between a `\0spill` marker and
+//!   the checkpoint; a tree found with the marker is emptied and built again);
+//! - a build far behind the head (catch-up, rebuild, verify) holds its state in memory and
+//!   writes each changed key once, in key order, when it reaches its target or its cache
+//!   passes a byte bound;
 //! - a failing event stops that projector only, at that position, visibly in its status;
 //!   nothing is skipped;
 //! - when the version or the rules fingerprint changes, the projector is rebuilt from

@@ -84,6 +84,10 @@ impl Fingerprint {
 /// Reserved key (in every projection tree) holding the checkpoint and build metadata.
 pub(crate) const META_KEY: &[u8] = b"\x00meta";
 
+/// Reserved key present only while a commit is written in several sled batches: a tree that
+/// holds it was interrupted half-written and must be built again.
+pub(crate) const SPILL_KEY: &[u8] = b"\x00spill";
+
 pub(crate) fn bincode_config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
@@ -121,6 +125,8 @@ pub fn printable_key(key: &[u8]) -> String {
 struct Slot<V> {
     value: Option<V>,
     dirty: bool,
+    /// The tree may hold this key (so removing it must reach the tree).
+    stored: bool,
 }
 
 /// The state a projector changes while applying a batch of events: a write-back cache over
@@ -147,14 +153,15 @@ impl<V: Serialize + DeserializeOwned + Clone> State<'_, V> {
         debug_assert!(key.first().is_some_and(|b| *b != 0), "state keys are non-empty and do not start with 0x00");
         if !self.cache.contains_key(key) {
             if self.complete {
-                self.cache.insert(key.to_vec(), Slot { value: None, dirty: false });
+                self.cache.insert(key.to_vec(), Slot { value: None, dirty: false, stored: false });
                 return Ok(self.cache.get_mut(key).expect("just inserted"));
             }
             let value = match self.tree.get(key).map_err(|e| e.to_string())? {
                 Some(bytes) => Some(decode_value(key, &bytes).map_err(|e| e.to_string())?),
                 None => None,
             };
-            self.cache.insert(key.to_vec(), Slot { value, dirty: false });
+            let stored = value.is_some();
+            self.cache.insert(key.to_vec(), Slot { value, dirty: false, stored });
         }
         Ok(self.cache.get_mut(key).expect("just inserted"))
     }
@@ -191,7 +198,8 @@ impl<V: Serialize + DeserializeOwned + Clone> State<'_, V> {
             }
             None => {
                 self.dirty.push(key.clone());
-                self.cache.insert(key, Slot { value, dirty: true });
+                let stored = !self.complete;
+                self.cache.insert(key, Slot { value, dirty: true, stored });
             }
         }
     }
@@ -226,22 +234,43 @@ impl<V: Serialize + DeserializeOwned + Clone> State<'_, V> {
     }
 }
 
-/// Most entries the cache keeps between batches; past this it is emptied after a commit.
-const CACHE_CAPACITY: usize = 1_000_000;
+/// Estimated bytes the cache of one build may hold. A build that is far behind (a rebuild, a
+/// verification, a catch-up) keeps its whole state in memory until it reaches its target or
+/// the cache passes this bound, then writes the dirty entries in key order in one atomic
+/// batch with the checkpoint; past the bound the cache is emptied after that commit.
+pub(crate) const CACHE_BYTES: usize = 1 << 30;
+
+/// Bookkeeping bytes of one cached entry besides its key and value (the map slot, the key's
+/// allocation, its copy in the dirty list).
+const ENTRY_OVERHEAD: usize = 96;
 
 /// The write-back cache of a build, kept between batches (clean entries only) up to
-/// [`CACHE_CAPACITY`] entries, so hot keys are decoded once and a fresh build never reads
-/// its own tree.
+/// [`CACHE_BYTES`], so hot keys are decoded once and a fresh build never reads its own tree.
 pub(crate) struct Cache<V> {
     slots: HashMap<Vec<u8>, Slot<V>>,
     dirty: Vec<Vec<u8>>,
     complete: bool,
+    /// Entries in `slots` when `bytes` was last brought up to date.
+    counted: usize,
+    /// Estimated memory of `slots`: keys, [`ENTRY_OVERHEAD`], and values estimated from the
+    /// mean encoded size seen so far (twice it, for the decoded form's allocations).
+    bytes: usize,
+    encoded_total: u64,
+    encoded_values: u64,
 }
 
 impl<V: Serialize + DeserializeOwned + Clone> Cache<V> {
     /// `complete`: the tree is empty (a fresh build), so the cache holds everything.
     pub(crate) fn new(complete: bool) -> Self {
-        Cache { slots: HashMap::new(), dirty: Vec::new(), complete }
+        Cache {
+            slots: HashMap::new(),
+            dirty: Vec::new(),
+            complete,
+            counted: 0,
+            bytes: 0,
+            encoded_total: 0,
+            encoded_values: 0,
+        }
     }
 
     pub(crate) fn state<'a>(&'a mut self, tree: &'a sled::Tree) -> State<'a, V> {
@@ -253,22 +282,82 @@ impl<V: Serialize + DeserializeOwned + Clone> Cache<V> {
         self.slots.clear();
         self.dirty.clear();
         self.complete = false;
+        self.counted = 0;
+        self.bytes = 0;
     }
 
-    /// Moves every dirty entry into `batch`, keeping clean copies (or emptying the cache when
-    /// it is over capacity).
+    fn value_estimate(&self) -> usize {
+        self.encoded_total.checked_div(self.encoded_values).map_or(128, |mean| 2 * mean as usize)
+    }
+
+    /// Estimated bytes held, counting entries added since the last call. Keys added since are
+    /// measured from the dirty list (every new entry is dirty or a read miss; misses are
+    /// counted with the mean key size).
+    pub(crate) fn estimated_bytes(&mut self) -> usize {
+        let added = self.slots.len().saturating_sub(self.counted);
+        if added > 0 {
+            let per_value = self.value_estimate();
+            let recent = self.dirty.len().min(64);
+            let mean_key = self.dirty[self.dirty.len() - recent..]
+                .iter()
+                .map(Vec::len)
+                .sum::<usize>()
+                .checked_div(recent)
+                .unwrap_or(32);
+            self.bytes += added * (mean_key + ENTRY_OVERHEAD + per_value);
+            self.counted = self.slots.len();
+        }
+        self.bytes
+    }
+
+    /// Whether the cache holds more than [`CACHE_BYTES`].
+    pub(crate) fn is_full(&mut self) -> bool {
+        self.estimated_bytes() > CACHE_BYTES
+    }
+
+    /// Moves every dirty entry into `batch` in key order, keeping clean copies (or emptying
+    /// the cache when it is over [`CACHE_BYTES`]).
     pub(crate) fn drain_into(&mut self, batch: &mut sled::Batch) {
-        for key in self.dirty.drain(..) {
-            let slot = self.slots.get_mut(&key).expect("dirty keys are cached");
-            slot.dirty = false;
-            match &slot.value {
-                Some(v) => batch.insert(key, encode_value(v)),
+        for (key, value) in self.drain() {
+            match value {
+                Some(bytes) => batch.insert(key, bytes),
                 None => batch.remove(key),
             }
         }
-        if self.slots.len() > CACHE_CAPACITY {
-            self.slots.clear();
-            self.complete = false;
+    }
+
+    /// The dirty entries in key order, encoded (`None`: remove the key), keeping clean copies
+    /// (or emptying the cache when it is over [`CACHE_BYTES`]).
+    pub(crate) fn drain(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        let full = self.is_full();
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        let mut out = Vec::with_capacity(dirty.len());
+        for key in dirty {
+            let slot = self.slots.get_mut(&key).expect("dirty keys are cached");
+            slot.dirty = false;
+            match &slot.value {
+                Some(v) => {
+                    let bytes = encode_value(v);
+                    self.encoded_total += bytes.len() as u64;
+                    self.encoded_values += 1;
+                    slot.stored = true;
+                    out.push((key, Some(bytes)));
+                }
+                // A key the tree never held needs no write (a fresh build's churn).
+                None if !slot.stored => {}
+                None => {
+                    slot.stored = false;
+                    out.push((key, None));
+                }
+            }
         }
+        if full {
+            self.slots = HashMap::new();
+            self.complete = false;
+            self.counted = 0;
+            self.bytes = 0;
+        }
+        out
     }
 }

@@ -10,15 +10,17 @@ use crm_domain::{Event, Rules, RULES_STREAM};
 use crm_eventlog::{Direction, SledEventStore};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::builder::{Builder, Failure};
+use crate::builder::{Builder, Commit, Failure};
 use crate::error::{Error, Result};
 use crate::projector::{decode_value, printable_key, Projector, META_KEY};
 
 /// Most events a live step applies before committing.
 const LIVE_BATCH: u64 = 16_384;
-/// Most events a step applies before committing while far behind the head (catching up).
+/// Most events a step applies while far behind the head (catching up) before returning to
+/// the runner's loop; it commits only when it reaches the head or its cache is full.
 const CATCH_UP_BATCH: u64 = 262_144;
-/// Most events a shadow (rebuild or verify) step applies before committing.
+/// The same for a shadow (rebuild or verify) step, which commits only when it reaches the
+/// serving build's position or its cache is full.
 const SHADOW_BATCH: u64 = 262_144;
 /// How long a replaced tree stays readable for queries that still hold it.
 const RETIRE_AFTER: Duration = Duration::from_secs(10);
@@ -349,7 +351,7 @@ pub fn spawn<P: Projector>(db: &ProjectionDb, store: SledEventStore, projector: 
     if fresh {
         db.set_active_generation(name, generation)?;
     }
-    let active = Builder::open(projector.clone(), tree.clone(), rules.clone())
+    let active = Builder::open(projector.clone(), tree.clone(), rules.clone(), false)
         .map_err(|f| Error::Storage(format!("opening projection `{name}`: {}", f.detail)))?;
     let mut pending = VecDeque::new();
     if active.meta.version != projector.version() {
@@ -518,7 +520,7 @@ impl<P: Projector> Runner<P> {
                 return;
             }
         };
-        let builder = match Builder::open(self.projector.clone(), tree, rules) {
+        let builder = match Builder::open(self.projector.clone(), tree, rules, true) {
             Ok(b) => b,
             Err(f) => {
                 fail_purpose(purpose, Error::Storage(f.detail));
@@ -562,7 +564,7 @@ impl<P: Projector> Runner<P> {
         let store = self.store.clone();
         let (builder, result) = tokio::task::spawn_blocking(move || {
             let mut builder = shadow.builder;
-            let result = builder.step(&store, up_to, SHADOW_BATCH);
+            let result = builder.step(&store, up_to, SHADOW_BATCH, Commit::WhenDone);
             (builder, result)
         })
         .await
@@ -590,7 +592,7 @@ impl<P: Projector> Runner<P> {
             }
             Ok(outcome) => {
                 shadow.events += outcome.applied;
-                let done = shadow.builder.meta.position;
+                let done = shadow.builder.applied_position();
                 {
                     let mut status = self.shared.status.lock().expect("status lock");
                     if let Some(progress) = &mut status.shadow {
@@ -603,7 +605,12 @@ impl<P: Projector> Runner<P> {
                         progress.eta_seconds = if rate > 0.0 { (total - done) as f64 / rate } else { 0.0 };
                     }
                 }
-                let caught_up = done >= up_to && (self.failed || done == self.active_meta_position());
+                let committed = shadow.builder.meta.position;
+                // A serving build that holds uncommitted progress (catching up from far behind)
+                // is not a position to swap at: the shadow waits for its commit.
+                let active_settled = self.active.as_ref().is_none_or(|a| a.applied_position() == a.meta.position);
+                let caught_up =
+                    committed >= up_to && (self.failed || (active_settled && committed == self.active_meta_position()));
                 if caught_up {
                     self.complete(shadow).await;
                 } else {
@@ -682,16 +689,17 @@ impl<P: Projector> Runner<P> {
             return false;
         }
         let Some(builder) = self.active.take() else { return false };
-        if builder.meta.position >= self.store.committed_head() {
+        if builder.applied_position() >= self.store.committed_head() {
             self.active = Some(builder);
             return false;
         }
         let store = self.store.clone();
-        let behind = self.store.committed_head() - builder.meta.position;
-        let batch = if behind > LIVE_BATCH { CATCH_UP_BATCH } else { LIVE_BATCH };
+        let behind = self.store.committed_head() - builder.applied_position();
+        let (batch, commit) =
+            if behind > LIVE_BATCH { (CATCH_UP_BATCH, Commit::WhenDone) } else { (LIVE_BATCH, Commit::EveryStep) };
         let (builder, result) = tokio::task::spawn_blocking(move || {
             let mut builder = builder;
-            let result = builder.step(&store, u64::MAX, batch);
+            let result = builder.step(&store, u64::MAX, batch, commit);
             (builder, result)
         })
         .await
@@ -720,7 +728,9 @@ impl<P: Projector> Runner<P> {
                 false
             }
             Ok(outcome) => {
-                if let Some(rules) = seen_rules {
+                // Rules older than the build's own (met while catching up on history) change
+                // nothing: a build runs with the rules current when it started.
+                if let Some(rules) = seen_rules.filter(|r| r.version > meta.rules.version) {
                     let fingerprint = self.projector.fingerprint(&rules);
                     let shadow_fingerprint = self.shadow.as_ref().map(|s| s.builder.meta.fingerprint);
                     let queued = self.pending.iter().any(|p| matches!(p, Pending::Rebuild { .. }));

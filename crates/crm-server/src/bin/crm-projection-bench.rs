@@ -52,6 +52,10 @@ enum Cmd {
         /// Salespeople in the generated base.
         #[arg(long, default_value_t = 500)]
         users: usize,
+        /// Share of commands that create a customer, in thousandths (the generator's usual
+        /// mix, 189, when absent); 106 gives about 1,000,000 customers in 10,000,000 events.
+        #[arg(long)]
+        new_customer_permille: Option<u32>,
     },
     /// Builds each read model from position 0 into a fresh database and reports events/s.
     Rebuild {
@@ -61,6 +65,10 @@ enum Cmd {
         /// when absent.
         #[arg(long)]
         only: Option<String>,
+        /// After the first build, also time a rebuild into a shadow tree and its swap (what
+        /// `RebuildProjection` does), with the first build serving meanwhile.
+        #[arg(long)]
+        shadow: bool,
     },
     /// Starts the server in-process on `<dir>` and measures query latency with concurrent
     /// gRPC clients (ListCustomers and GetFunnel with random filters).
@@ -71,6 +79,10 @@ enum Cmd {
         clients: usize,
         #[arg(long, default_value_t = 20)]
         seconds: u64,
+        /// Run the server as a separate process from this `crm-server` binary instead of in
+        /// this process, so client and server CPU are counted apart.
+        #[arg(long)]
+        server_bin: Option<PathBuf>,
     },
     /// Appends generated commands at a fixed rate (durable, one atomic append per command)
     /// while the three projections follow; samples their lag.
@@ -92,9 +104,11 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Options::parse().command {
-        Cmd::Generate { dir, commands, seed, users } => generate(&dir, commands, seed, users).await,
-        Cmd::Rebuild { dir, only } => rebuild(&dir, only.as_deref()).await,
-        Cmd::Query { dir, clients, seconds } => query(&dir, clients, seconds).await,
+        Cmd::Generate { dir, commands, seed, users, new_customer_permille } => {
+            generate(&dir, commands, seed, users, new_customer_permille).await
+        }
+        Cmd::Rebuild { dir, only, shadow } => rebuild(&dir, only.as_deref(), shadow).await,
+        Cmd::Query { dir, clients, seconds, server_bin } => query(&dir, clients, seconds, server_bin.as_deref()).await,
         Cmd::Lag { dir, rate, seconds } => lag(&dir, rate, seconds).await,
     }
 }
@@ -103,11 +117,18 @@ fn open_store(dir: &Path) -> anyhow::Result<SledEventStore> {
     SledEventStore::open(crm_eventlog::Config::new(dir.join("eventlog"))).context("opening the event log")
 }
 
-async fn generate(dir: &Path, commands: u64, seed: u64, users: usize) -> anyhow::Result<()> {
+async fn generate(
+    dir: &Path,
+    commands: u64,
+    seed: u64,
+    users: usize,
+    new_customer_permille: Option<u32>,
+) -> anyhow::Result<()> {
     let store = open_store(dir)?;
     // The base spans about 18 months of simulated time, whatever its size.
     let step_seconds = (18 * 30 * 24 * 3600 / commands.max(1)).max(1) as i64;
-    let mut generator = Generator::new(GeneratorConfig { seed, users, step_seconds, ..Default::default() });
+    let mut generator =
+        Generator::new(GeneratorConfig { seed, users, step_seconds, new_customer_permille, ..Default::default() });
     let started = Instant::now();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<StreamAppend>>(8);
     // Generation on a blocking thread, appends here: both cores busy.
@@ -169,7 +190,7 @@ async fn generate(dir: &Path, commands: u64, seed: u64, users: usize) -> anyhow:
     Ok(())
 }
 
-async fn rebuild(dir: &Path, only: Option<&str>) -> anyhow::Result<()> {
+async fn rebuild(dir: &Path, only: Option<&str>, shadow: bool) -> anyhow::Result<()> {
     let store = open_store(dir)?;
     let head = store.committed_head();
     println!("log head {head}");
@@ -181,6 +202,7 @@ async fn rebuild(dir: &Path, only: Option<&str>) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&scratch);
         let db = ProjectionDb::open(&scratch)?;
         let started = Instant::now();
+        let cpu = cpu_seconds("self");
         let handle = match name {
             "customers" => spawn(&db, store.clone(), CustomersProjector)?,
             "funnel" => spawn(&db, store.clone(), FunnelProjector::new(Calendar::china_2026()))?,
@@ -191,10 +213,28 @@ async fn rebuild(dir: &Path, only: Option<&str>) -> anyhow::Result<()> {
         };
         handle.wait_for(head, Duration::from_secs(24 * 3600)).await?;
         let seconds = started.elapsed().as_secs_f64();
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        let load = load.split_whitespace().next().unwrap_or("?").to_owned();
+        println!(
+            "rebuild {name}: {head} events in {seconds:.2} s = {:.0} events/s ({:.1} s CPU, load average {load})",
+            head as f64 / seconds,
+            cpu_seconds("self") - cpu
+        );
+        if shadow {
+            let cpu = cpu_seconds("self");
+            let summary = handle.rebuild().await?;
+            println!(
+                "shadow rebuild {name}: {} events in {:.2} s = {:.0} events/s ({:.1} s CPU), swapped at {}",
+                summary.events,
+                summary.seconds,
+                summary.events as f64 / summary.seconds,
+                cpu_seconds("self") - cpu,
+                summary.position
+            );
+        }
         handle.stop().await;
         let status = handle.status();
         anyhow::ensure!(status.failure.is_none(), "{name} failed: {:?}", status.failure);
-        println!("rebuild {name}: {head} events in {seconds:.2} s = {:.0} events/s", head as f64 / seconds);
         drop(handle);
         drop(db);
         let _ = std::fs::remove_dir_all(&scratch);
@@ -211,18 +251,83 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)] as f64 / 1000.0
 }
 
-async fn query(dir: &Path, clients: usize, seconds: u64) -> anyhow::Result<()> {
-    // The server in this process, on a free port.
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+/// CPU seconds (user + system) used so far by process `pid` (`self` for this one).
+fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return f64::NAN };
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return f64::NAN };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    // Clock ticks are 1/100 s on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The server under measurement: in this process, or a child `crm-server` process.
+enum Server {
+    InProcess(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>),
+    External(std::process::Child),
+}
+
+impl Server {
+    fn pid(&self) -> Option<String> {
+        match self {
+            Server::InProcess(..) => None,
+            Server::External(child) => Some(child.id().to_string()),
+        }
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        match self {
+            Server::InProcess(stop, task) => {
+                let _ = stop.send(());
+                task.await?
+            }
+            Server::External(mut child) => {
+                std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status()?;
+                tokio::task::spawn_blocking(move || child.wait()).await??;
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn query(dir: &Path, clients: usize, seconds: u64, server_bin: Option<&Path>) -> anyhow::Result<()> {
+    // The server on a free port.
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     drop(listener);
     // The bench measures the read path, not the per-token rate limit (2,000/s by default).
-    let limits = crm_server::auth::Limits { rate_per_sec: 1e9, burst: 1e9, max_concurrent: 10_000 };
-    let config = crm_server::Config { listen: addr, data_dir: dir.to_path_buf(), limits, ..Default::default() };
-    let server = tokio::spawn(crm_server::run(config, async move {
-        let _ = stop_rx.await;
-    }));
+    let server = match server_bin {
+        Some(bin) => {
+            let config = dir.join("bench-server.toml");
+            std::fs::write(
+                &config,
+                "rate_limit_per_sec = 1e9\nrate_limit_burst = 1e9\nmax_concurrent_per_token = 10000\n",
+            )?;
+            let child = std::process::Command::new(bin)
+                .arg("--listen")
+                .arg(addr.to_string())
+                .arg("--data-dir")
+                .arg(dir)
+                .arg("--config")
+                .arg(&config)
+                .arg("--log")
+                .arg("warn")
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .with_context(|| format!("starting {}", bin.display()))?;
+            Server::External(child)
+        }
+        None => {
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let limits = crm_server::auth::Limits { rate_per_sec: 1e9, burst: 1e9, max_concurrent: 10_000 };
+            let config = crm_server::Config { listen: addr, data_dir: dir.to_path_buf(), limits, ..Default::default() };
+            let task = tokio::spawn(crm_server::run(config, async move {
+                let _ = stop_rx.await;
+            }));
+            Server::InProcess(stop_tx, task)
+        }
+    };
     let token = loop {
         if let Ok(t) = std::fs::read_to_string(dir.join("bootstrap-admin-token")) {
             if let Ok(channel) = tonic::transport::Channel::from_shared(format!("http://{addr}"))?.connect().await {
@@ -258,6 +363,9 @@ async fn query(dir: &Path, clients: usize, seconds: u64) -> anyhow::Result<()> {
     let regions: Arc<Vec<String>> =
         Arc::new(sample.customers.iter().filter_map(|c| c.fields.get("region").cloned()).collect());
     let done = Arc::new(AtomicBool::new(false));
+    let server_pid = server.pid();
+    let cpu_before = (cpu_seconds("self"), server_pid.as_deref().map(cpu_seconds));
+    let measured = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..clients {
         let mut q = pb::query_client::QueryClient::with_interceptor(channel.clone(), with_token.clone());
@@ -301,6 +409,19 @@ async fn query(dir: &Path, clients: usize, seconds: u64) -> anyhow::Result<()> {
         list.extend(l);
         funnel.extend(f);
     }
+    let wall = measured.elapsed().as_secs_f64();
+    let own_cpu = cpu_seconds("self") - cpu_before.0;
+    match (server_pid.as_deref().map(cpu_seconds), cpu_before.1) {
+        (Some(after), Some(before)) => println!(
+            "cpu over {wall:.1} s: clients (this process) {own_cpu:.1} s, server process {:.1} s ({:.0} us per call)",
+            after - before,
+            (after - before) * 1e6 / (list.len() + funnel.len()).max(1) as f64
+        ),
+        _ => println!("cpu over {wall:.1} s: clients and server in this process {own_cpu:.1} s"),
+    }
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        println!("load average {}", load.trim());
+    }
     list.sort_unstable();
     funnel.sort_unstable();
     for (name, v) in [("ListCustomers", &list), ("GetFunnel", &funnel)] {
@@ -313,9 +434,7 @@ async fn query(dir: &Path, clients: usize, seconds: u64) -> anyhow::Result<()> {
             percentile(v, 100.0)
         );
     }
-    let _ = stop_tx.send(());
-    server.await??;
-    Ok(())
+    server.stop().await
 }
 
 async fn lag(dir: &Path, rate: u64, seconds: u64) -> anyhow::Result<()> {

@@ -218,3 +218,29 @@ async fn events_outside_the_domain_reach_projectors_undecoded_and_bad_domain_pay
     assert_eq!(status.failure.map(|f| f.position), Some(bad_position));
     assert_eq!(status.position, bad_position - 1);
 }
+
+/// A first build and a shadow rebuild far behind the head hold their state in memory and
+/// write more keys than one sled batch takes (16,384) in chunks: the result still equals a
+/// fold of the log, and the marker of the chunked write is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_written_in_chunks_equal_a_fold_of_the_log() {
+    let log = TempLog::new();
+    // One new customer stream per command: a `stream/<s>` key each.
+    let mut g = Generator::new(GeneratorConfig { seed: 9, new_customer_permille: Some(1000), ..Default::default() });
+    let generated: Vec<_> = (0..17_000).map(|_| g.next_command()).collect();
+    append_all(&log.store, &generated).await;
+    let db = ProjectionDb::open(&log.dir.join("projections")).unwrap();
+    let projector = Counting::new("counting");
+    let handle = spawn(&db, log.store.clone(), projector.clone()).unwrap();
+    settle(&handle, &projector, &log.store).await;
+    let rebuilt = fold_all(&projector, &Default::default(), &all_events(&log.store));
+    assert!(rebuilt.len() > 16_384, "{} keys: too few to need chunks", rebuilt.len());
+    assert_eq!(dump(&handle.reader().tree), rebuilt);
+    assert_eq!(handle.reader().tree.get(b"\x00spill").unwrap(), None);
+
+    let summary = handle.rebuild().await.unwrap();
+    assert_eq!(summary.position, log.store.committed_head());
+    assert_eq!(dump(&handle.reader().tree), rebuilt);
+    assert_eq!(handle.reader().tree.get(b"\x00spill").unwrap(), None);
+    handle.stop().await;
+}
