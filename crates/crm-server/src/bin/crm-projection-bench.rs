@@ -23,6 +23,7 @@ use clap::{Parser, Subcommand};
 use crm_eventlog::{Durability, EventStore, SledEventStore, StreamAppend};
 use crm_projection_audit::AuditProjector;
 use crm_projection_customers::CustomersProjector;
+use crm_projection_duplicates::DuplicatesProjector;
 use crm_projection_funnel::{Calendar, FunnelProjector};
 use crm_projection_health::HealthProjector;
 use crm_projection_reminders::RemindersProjector;
@@ -85,7 +86,7 @@ enum Cmd {
         server_bin: Option<PathBuf>,
     },
     /// Appends generated commands at a fixed rate (durable, one atomic append per command)
-    /// while the three projections follow; samples their lag.
+    /// while all seven read models follow (as in the server); samples their lag.
     Lag {
         #[arg(long, env = "CRM_BENCH_DIR")]
         dir: PathBuf,
@@ -440,18 +441,29 @@ async fn query(dir: &Path, clients: usize, seconds: u64, server_bin: Option<&Pat
 async fn lag(dir: &Path, rate: u64, seconds: u64) -> anyhow::Result<()> {
     let store = open_store(dir)?;
     let db = ProjectionDb::open(&dir.join("projections"))?;
+    // Every read model the server runs, as the server runs them (one database, one process).
+    let duplicates = {
+        let db = db.clone();
+        tokio::task::spawn_blocking(move || DuplicatesProjector::open(&db)).await??
+    };
     let handles: Vec<ProjectionHandle> = vec![
         spawn(&db, store.clone(), CustomersProjector)?,
         spawn(&db, store.clone(), FunnelProjector::new(Calendar::china_2026()))?,
         spawn(&db, store.clone(), AuditProjector)?,
+        spawn(&db, store.clone(), duplicates)?,
+        spawn(&db, store.clone(), WorkloadProjector)?,
+        spawn(&db, store.clone(), RemindersProjector)?,
+        spawn(&db, store.clone(), HealthProjector)?,
     ];
     let head = store.committed_head();
     for h in &handles {
         h.wait_for(head, Duration::from_secs(24 * 3600)).await?;
     }
     eprintln!("caught up at {head}; appending {rate} commands/s for {seconds} s");
-    // Writers: each command is one durable atomic append, paced per writer.
-    let writers = 64u64;
+    // Writers: each command is one durable atomic append, paced per writer. A writer waits for
+    // its append's barrier, so enough of them must be in flight to reach the rate (about 40 per
+    // 1,000 commands/s at a 30 ms p99 append here).
+    let writers = (rate / 40).clamp(64, 512);
     let done = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for w in 0..writers {
