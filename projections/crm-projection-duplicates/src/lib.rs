@@ -33,4 +33,4 @@ pub use projector::{
     match_config, pair_key, to_record, Candidate, Contribution, CustomerRecord, DuplicatesProjector, MergeReport,
     Status, Value,
 };
-pub use query::{customer, list, merge_reports, pair, Page, StatusFilter};
+pub use query::{customer, list, merge_reports, open_pairs, pair, Page, StatusFilter};

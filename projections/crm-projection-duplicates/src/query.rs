@@ -64,6 +64,21 @@ pub fn list(
     Ok(Page { candidates, total, next_offset })
 }
 
+/// The customers of every open candidate pair, in key order: for counts such as data
+/// health's duplicate rate, which need neither the explanations sorted nor a page.
+pub fn open_pairs(reader: &Reader) -> Result<Vec<(Uuid, Uuid)>> {
+    let mut out = Vec::new();
+    for entry in reader.tree.scan_prefix(b"p/") {
+        let (key, bytes) = entry?;
+        if let Value::Pair(pair) = decode_value::<Value>(&key, &bytes)? {
+            if StatusFilter::Open.matches(&pair) {
+                out.push((pair.a, pair.b));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The pair of `x` and `y`, in either order.
 pub fn pair(reader: &Reader, x: &Uuid, y: &Uuid) -> Result<Option<Candidate>> {
     match reader.get::<Value>(&pair_key(x, y))? {

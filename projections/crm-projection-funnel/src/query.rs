@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
-use crm_projection_runtime::{Reader, Result};
+use crm_projection_runtime::{histogram_median, Reader, Result};
 use uuid::Uuid;
 
 use crate::projector::{Bucket, Value};
@@ -90,28 +90,6 @@ fn merge(into: &mut Bucket, b: &Bucket) {
     }
 }
 
-fn median(hist: &BTreeMap<u32, u64>) -> Option<f64> {
-    let n: u64 = hist.values().sum();
-    if n == 0 {
-        return None;
-    }
-    // The values at ranks floor((n-1)/2) and floor(n/2), averaged.
-    let (lo_rank, hi_rank) = ((n - 1) / 2, n / 2);
-    let (mut lo, mut hi, mut seen) = (None, None, 0u64);
-    for (value, count) in hist {
-        let next = seen + count;
-        if lo.is_none() && lo_rank < next {
-            lo = Some(*value);
-        }
-        if hi.is_none() && hi_rank < next {
-            hi = Some(*value);
-            break;
-        }
-        seen = next;
-    }
-    Some((f64::from(lo?) + f64::from(hi?)) / 2.0)
-}
-
 /// The funnel for a region and/or owner over a month range.
 pub fn funnel(reader: &Reader, q: &FunnelQuery) -> Result<FunnelReport> {
     let scope = scope(q);
@@ -168,7 +146,7 @@ pub fn funnel(reader: &Reader, q: &FunnelQuery) -> Result<FunnelReport> {
             exited: b.exited,
             conversion_to_next: next_entered.filter(|_| b.entered > 0).map(|n| n as f64 / b.entered as f64),
             avg_dwell_working_days: (dwell_n > 0).then(|| dwell_sum as f64 / dwell_n as f64),
-            median_dwell_working_days: median(&b.dwell),
+            median_dwell_working_days: histogram_median(&b.dwell),
             overdue: overdue.get(stage).copied().unwrap_or(0),
             root_causes: b.root_causes.clone(),
             moved_to: b.moved_to.clone(),
@@ -176,18 +154,4 @@ pub fn funnel(reader: &Reader, q: &FunnelQuery) -> Result<FunnelReport> {
     }
     report.lost = report.stages.iter().filter(|s| s.stage == q.lost_stage).map(|s| s.entered).sum();
     Ok(report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn median_of_histograms() {
-        assert_eq!(median(&BTreeMap::new()), None);
-        assert_eq!(median(&[(3, 1)].into()), Some(3.0));
-        assert_eq!(median(&[(1, 1), (5, 1)].into()), Some(3.0));
-        assert_eq!(median(&[(1, 2), (5, 1)].into()), Some(1.0));
-        assert_eq!(median(&[(0, 1), (2, 2), (9, 1)].into()), Some(2.0));
-    }
 }

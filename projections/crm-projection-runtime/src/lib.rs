@@ -35,6 +35,7 @@ mod builder;
 mod error;
 mod projector;
 mod runner;
+mod stats;
 
 pub use builder::Failure;
 pub use error::{Error, Result};
@@ -43,6 +44,7 @@ pub use runner::{
     current_rules, spawn, Difference, ProjectionDb, ProjectionHandle, ProjectionStatus, Reader, RebuildProgress,
     RebuildSummary, RunState, VerifyReport,
 };
+pub use stats::histogram_median;
 
 /// A deterministic generator of event histories, for tests and benches.
 pub mod fixtures;

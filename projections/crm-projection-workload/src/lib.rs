@@ -39,4 +39,4 @@ mod projector;
 mod query;
 
 pub use projector::{LeadPhase, LeadState, UserInfo, Value, WorkloadProjector};
-pub use query::{median_minutes, unclaimed, workload, SalespersonLoad, UnclaimedLead, WorkloadQuery};
+pub use query::{unclaimed, workload, SalespersonLoad, UnclaimedLead, WorkloadQuery};

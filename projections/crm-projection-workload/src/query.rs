@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 use crm_domain::Role;
-use crm_projection_runtime::{decode_value, Reader, Result};
+use crm_projection_runtime::{decode_value, histogram_median, Reader, Result};
 use uuid::Uuid;
 
 use crate::projector::{assigned_key, lead_key, LeadPhase, UserInfo, Value};
@@ -51,28 +51,6 @@ pub struct UnclaimedLead {
     pub assigned_at: DateTime<Utc>,
     pub region: Option<String>,
     pub company: Option<String>,
-}
-
-/// The median of a histogram of minutes.
-pub fn median_minutes(hist: &BTreeMap<u32, u64>) -> Option<f64> {
-    let n: u64 = hist.values().sum();
-    if n == 0 {
-        return None;
-    }
-    let (lo_rank, hi_rank) = ((n - 1) / 2, n / 2);
-    let (mut lo, mut hi, mut seen) = (None, None, 0u64);
-    for (value, count) in hist {
-        let next = seen + count;
-        if lo.is_none() && lo_rank < next {
-            lo = Some(*value);
-        }
-        if hi.is_none() && hi_rank < next {
-            hi = Some(*value);
-            break;
-        }
-        seen = next;
-    }
-    Some((f64::from(lo?) + f64::from(hi?)) / 2.0)
 }
 
 fn uuid_after(key: &[u8], prefix: usize) -> Option<Uuid> {
@@ -122,7 +100,7 @@ pub fn workload(reader: &Reader, q: &WorkloadQuery) -> Result<Vec<SalespersonLoa
             touch(&mut rows, id);
             let r = rows.get_mut(&id).expect("touched");
             r.responses = h.values().sum();
-            r.median_first_response_minutes = median_minutes(&h);
+            r.median_first_response_minutes = histogram_median(&h);
         }
     }
     let cutoff = assigned_key(&q.cutoff(), &Uuid::nil());
@@ -158,18 +136,4 @@ pub fn unclaimed(reader: &Reader, q: &WorkloadQuery, limit: usize) -> Result<Vec
         }
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn median_of_histograms() {
-        assert_eq!(median_minutes(&BTreeMap::new()), None);
-        assert_eq!(median_minutes(&[(30, 1)].into()), Some(30.0));
-        assert_eq!(median_minutes(&[(10, 1), (50, 1)].into()), Some(30.0));
-        assert_eq!(median_minutes(&[(10, 2), (50, 1)].into()), Some(10.0));
-        assert_eq!(median_minutes(&[(0, 1), (20, 2), (90, 1)].into()), Some(20.0));
-    }
 }

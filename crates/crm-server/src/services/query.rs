@@ -417,14 +417,7 @@ impl pb::query_server::Query for QueryService {
         };
         let (position, duplicates_position) = (reader.position, duplicates.position);
         let report = blocking(move || {
-            let open = crm_projection_duplicates::list(
-                &duplicates,
-                crm_projection_duplicates::StatusFilter::Open,
-                None,
-                0,
-                usize::MAX,
-            )?;
-            let pairs: Vec<_> = open.candidates.iter().map(|c| (c.a, c.b)).collect();
+            let pairs = crm_projection_duplicates::open_pairs(&duplicates)?;
             crm_projection_health::health(&reader, &scope, &pairs)
         })
         .await?;
