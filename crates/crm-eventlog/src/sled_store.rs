@@ -134,8 +134,6 @@ struct Shared {
     fdatasyncs: AtomicU64,
     flush_micros: AtomicU64,
     fdatasync_micros: AtomicU64,
-    /// Groups handed to the sync threads and not yet acknowledged.
-    syncing: AtomicU64,
 }
 
 impl std::ops::Deref for Inner {
@@ -159,7 +157,6 @@ impl SledEventStore {
             fdatasyncs: AtomicU64::new(0),
             flush_micros: AtomicU64::new(0),
             fdatasync_micros: AtomicU64::new(0),
-            syncing: AtomicU64::new(0),
         });
         let engine = start_engine(&config, &shared)?;
         let inner = Arc::new(Inner {
@@ -702,7 +699,7 @@ fn start_engine(config: &Config, shared: &Arc<Shared>) -> Result<Engine> {
     let db = open_sled(config)?;
     // The data file and its directory entry must be durable before the first barrier.
     File::open(&config.path)?.sync_all()?;
-    let data_file = Arc::new(File::open(config.path.join("db"))?);
+    let data_file = File::open(config.path.join("db"))?;
     let (head, chain) = recover_head(&db)?;
     shared.committed.fetch_max(head, Ordering::AcqRel);
     shared.head_tx.send_if_modified(|h| {
@@ -719,12 +716,12 @@ fn start_engine(config: &Config, shared: &Arc<Shared>) -> Result<Engine> {
         chain,
         versions: HashMap::new(),
         max_group_events: config.max_group_events.max(1),
-        data_file: data_file.clone(),
     };
     let mut threads = vec![std::thread::Builder::new()
         .name("crm-eventlog-writer".into())
         .spawn(move || writer.run(req_rx, sync_tx))?];
     let sync_rx = Arc::new(Mutex::new(sync_rx));
+    let data_file = Arc::new(data_file);
     for i in 0..config.sync_threads.max(1) {
         let (db, data_file, shared, rx) = (db.clone(), data_file.clone(), shared.clone(), sync_rx.clone());
         threads.push(
@@ -822,8 +819,6 @@ struct Writer {
     /// Last version of streams the writer has touched or looked up.
     versions: HashMap<String, u64>,
     max_group_events: usize,
-    /// sled's data file, for the barrier the writer runs itself when nothing else is waiting.
-    data_file: Arc<File>,
 }
 
 enum Plan {
@@ -832,20 +827,8 @@ enum Plan {
 }
 
 impl Writer {
-    /// Gathers every waiting request into a group, applies it, and hands it to the sync
-    /// threads, then gathers the next group while that barrier runs. When no barrier is in
-    /// flight and no request is waiting (a lone writer, say), pipelining has nothing to
-    /// overlap, so the writer runs the barrier itself: one thread hand-off less per append.
     fn run(mut self, rx: mpsc::Receiver<Request>, sync_tx: mpsc::Sender<SyncJob>) {
-        let mut next: Option<Request> = None;
-        loop {
-            let first = match next.take() {
-                Some(r) => r,
-                None => match rx.recv() {
-                    Ok(r) => r,
-                    Err(_) => break,
-                },
-            };
+        while let Ok(first) = rx.recv() {
             let mut events = first.appends.iter().map(|a| a.events.len()).sum::<usize>();
             let mut group = vec![first];
             while events < self.max_group_events {
@@ -858,17 +841,6 @@ impl Writer {
                 }
             }
             let job = self.process(group);
-            if self.shared.syncing.load(Ordering::Acquire) == 0 {
-                match rx.try_recv() {
-                    Ok(r) => next = Some(r),
-                    Err(mpsc::TryRecvError::Empty) => {
-                        complete(&self.tree, &self.data_file, &self.shared, vec![job]);
-                        continue;
-                    }
-                    Err(mpsc::TryRecvError::Disconnected) => {}
-                }
-            }
-            self.shared.syncing.fetch_add(1, Ordering::AcqRel);
             if sync_tx.send(job).is_err() {
                 break;
             }
@@ -1099,46 +1071,39 @@ fn sync_loop(db: sled::Db, data_file: Arc<File>, shared: Arc<Shared>, rx: Arc<Mu
             }
             jobs
         };
-        let n = jobs.len() as u64;
-        complete(&db, &data_file, &shared, jobs);
-        shared.syncing.fetch_sub(n, Ordering::AcqRel);
-    }
-}
-
-/// Runs one barrier covering `jobs` (every group applied before it), then publishes the
-/// committed head and acknowledges every request of those groups, or fails them all.
-fn complete(db: &sled::Db, data_file: &File, shared: &Shared, jobs: Vec<SyncJob>) {
-    let wrote = jobs.iter().any(|j| j.wrote);
-    let durable = jobs.iter().any(|j| j.wrote && j.durable);
-    let head = jobs.iter().map(|j| j.head).max().unwrap_or(0);
-    let barrier = if wrote { barrier(db, data_file, durable, shared) } else { Ok(()) };
-    match barrier {
-        Ok(()) => {
-            if wrote {
-                shared.barriers.fetch_add(1, Ordering::Relaxed);
-                if durable {
-                    shared.fdatasyncs.fetch_add(1, Ordering::Relaxed);
+        let wrote = jobs.iter().any(|j| j.wrote);
+        let durable = jobs.iter().any(|j| j.wrote && j.durable);
+        let head = jobs.iter().map(|j| j.head).max().unwrap_or(0);
+        let barrier = if wrote { barrier(&db, &data_file, durable, &shared) } else { Ok(()) };
+        match barrier {
+            Ok(()) => {
+                if wrote {
+                    shared.barriers.fetch_add(1, Ordering::Relaxed);
+                    if durable {
+                        shared.fdatasyncs.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                shared.committed.fetch_max(head, Ordering::AcqRel);
+                shared.head_tx.send_if_modified(|h| {
+                    let changed = *h < head;
+                    *h = (*h).max(head);
+                    changed
+                });
+                for job in jobs {
+                    for (reply, outcome) in job.replies {
+                        let _ = reply.send(outcome);
+                    }
                 }
             }
-            shared.committed.fetch_max(head, Ordering::AcqRel);
-            shared.head_tx.send_if_modified(|h| {
-                let changed = *h < head;
-                *h = (*h).max(head);
-                changed
-            });
-            for job in jobs {
-                for (reply, outcome) in job.replies {
-                    let _ = reply.send(outcome);
-                }
-            }
-        }
-        Err(e) => {
-            let reason = format!("durability barrier failed, the log stopped accepting writes until it recovers: {e}");
-            tracing::error!(error = %e, "durability barrier failed");
-            *shared.failed.lock().expect("failed lock") = Some(reason.clone());
-            for job in jobs {
-                for (reply, _) in job.replies {
-                    let _ = reply.send(Err(Error::Unavailable(reason.clone())));
+            Err(e) => {
+                let reason =
+                    format!("durability barrier failed, the log stopped accepting writes until it recovers: {e}");
+                tracing::error!(error = %e, "durability barrier failed");
+                *shared.failed.lock().expect("failed lock") = Some(reason.clone());
+                for job in jobs {
+                    for (reply, _) in job.replies {
+                        let _ = reply.send(Err(Error::Unavailable(reason.clone())));
+                    }
                 }
             }
         }
