@@ -29,7 +29,15 @@ pub struct Config {
     /// Days past `rules.follow_up_reminder_days` after which a follow-up reminder escalates
     /// to the owner's managers (`Query.GetReminders`); at least 1.
     pub escalation_after_days: u32,
+    /// Shortest time between two live steps of a read model (all but `duplicates`, which the
+    /// duplicate guard waits for and which steps at every head change): the most it adds to
+    /// a read model's lag, and what lets it commit many events in one sled batch under load.
+    /// See docs/ARCHITECTURE.md, "Projections".
+    pub projection_live_interval: std::time::Duration,
 }
+
+/// Default of [`Config::projection_live_interval`].
+pub const DEFAULT_PROJECTION_LIVE_INTERVAL_MS: u64 = 20;
 
 /// Default of [`Config::escalation_after_days`].
 pub const DEFAULT_ESCALATION_AFTER_DAYS: u32 = 3;
@@ -50,6 +58,7 @@ impl Default for Config {
             limits: crate::auth::Limits::default(),
             tls: None,
             escalation_after_days: DEFAULT_ESCALATION_AFTER_DAYS,
+            projection_live_interval: std::time::Duration::from_millis(DEFAULT_PROJECTION_LIVE_INTERVAL_MS),
         }
     }
 }
@@ -71,6 +80,8 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     /// Days past the follow-up reminder before it escalates to the owner's managers.
     pub escalation_after_days: Option<u32>,
+    /// Milliseconds between two live steps of a read model (0: step at every head change).
+    pub projection_live_interval_ms: Option<u64>,
 }
 
 impl FileConfig {
@@ -108,8 +119,11 @@ impl Config {
         };
         let escalation_after_days = file.escalation_after_days.unwrap_or(d.escalation_after_days);
         anyhow::ensure!(escalation_after_days >= 1, "escalation_after_days must be at least 1");
+        let interval_ms = file.projection_live_interval_ms.unwrap_or(DEFAULT_PROJECTION_LIVE_INTERVAL_MS);
+        anyhow::ensure!(interval_ms <= 1000, "projection_live_interval_ms must be at most 1000 (the lag it adds)");
         Ok(Config {
             escalation_after_days,
+            projection_live_interval: std::time::Duration::from_millis(interval_ms),
             listen: listen.or(file.listen).unwrap_or(d.listen),
             data_dir: data_dir.or(file.data_dir).unwrap_or(d.data_dir),
             max_request_bytes: file.max_request_bytes.unwrap_or(d.max_request_bytes),

@@ -41,9 +41,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         tracing::warn!(path = %path.display(), "fresh data directory: the first administrator token was written to this file");
         println!("crm-server bootstrap administrator token written to {}", path.display());
     }
-    let projections =
-        services::projections::Projections::start(&config.data_dir, store.clone(), config.escalation_after_days)
-            .await?;
+    let projections = services::projections::Projections::start(&config.data_dir, store.clone(), &config).await?;
     let intake = intake::Intake::start(store.clone())
         .await
         .map_err(|s| anyhow::anyhow!("starting the intake: {}", s.message()))?;

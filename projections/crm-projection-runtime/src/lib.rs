@@ -41,8 +41,8 @@ pub use builder::Failure;
 pub use error::{Error, Result};
 pub use projector::{decode_value, encode_value, printable_key, Fingerprint, Projector, State};
 pub use runner::{
-    current_rules, spawn, Difference, ProjectionDb, ProjectionHandle, ProjectionStatus, Reader, RebuildProgress,
-    RebuildSummary, RunState, VerifyReport,
+    current_rules, spawn, spawn_with, Difference, ProjectionDb, ProjectionHandle, ProjectionStatus, Reader,
+    RebuildProgress, RebuildSummary, RunState, SpawnOptions, VerifyReport,
 };
 pub use stats::histogram_median;
 

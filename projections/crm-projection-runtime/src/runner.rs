@@ -332,6 +332,9 @@ struct Runner<P: Projector> {
     shadow: Option<Shadow<P>>,
     pending: VecDeque<Pending>,
     retired: Vec<(sled::Tree, Instant)>,
+    options: SpawnOptions,
+    /// When the last live step (one close to the head) started.
+    last_live_step: Option<Instant>,
 }
 
 /// Opens (or creates) the projection's serving build and starts its runner on the current
@@ -339,6 +342,28 @@ struct Runner<P: Projector> {
 /// `projector` with the current rules, a shadow rebuild starts at once; the stored build
 /// serves (and keeps following the log) until the swap.
 pub fn spawn<P: Projector>(db: &ProjectionDb, store: SledEventStore, projector: P) -> Result<ProjectionHandle> {
+    spawn_with(db, store, projector, SpawnOptions::default())
+}
+
+/// How a runner follows the log once it is live.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SpawnOptions {
+    /// Shortest time between two live steps. Each step costs a read of the log, a thread
+    /// hand-off and one sled batch for state and checkpoint, whatever the number of events it
+    /// applies; under a steady command load a few milliseconds between steps turn hundreds of
+    /// one-event commits a second into a few large ones. The first event after a quiet spell
+    /// is applied at once; at most this much is added to the lag (and to a `min_position`
+    /// wait). Zero: a step for every head change.
+    pub live_interval: Duration,
+}
+
+/// Like [`spawn`], with options.
+pub fn spawn_with<P: Projector>(
+    db: &ProjectionDb,
+    store: SledEventStore,
+    projector: P,
+    options: SpawnOptions,
+) -> Result<ProjectionHandle> {
     let name = projector.name();
     let projector = Arc::new(projector);
     let rules = current_rules(&store)?;
@@ -393,6 +418,8 @@ pub fn spawn<P: Projector>(db: &ProjectionDb, store: SledEventStore, projector: 
         shadow: None,
         pending,
         retired: Vec::new(),
+        options,
+        last_live_step: None,
     };
     tokio::spawn(runner.run());
     Ok(ProjectionHandle { shared })
@@ -418,6 +445,7 @@ impl<P: Projector> Runner<P> {
                 tokio::task::yield_now().await;
                 continue;
             }
+            let next_live_step = self.next_live_step();
             tokio::select! {
                 changed = head_rx.changed() => {
                     if changed.is_err() {
@@ -434,8 +462,16 @@ impl<P: Projector> Runner<P> {
                     None => return,
                 },
                 () = tokio::time::sleep(RETIRE_AFTER), if !self.retired.is_empty() => {}
+                () = sleep_until_opt(next_live_step), if next_live_step.is_some() => {}
             }
         }
+    }
+
+    /// When the next live step may run, if the live interval holds it back now.
+    fn next_live_step(&self) -> Option<tokio::time::Instant> {
+        let next = self.last_live_step? + self.options.live_interval;
+        let behind = self.active.as_ref().is_some_and(|b| b.applied_position() < self.store.committed_head());
+        (behind && next > Instant::now()).then(|| tokio::time::Instant::from_std(next))
     }
 
     fn active_meta_position(&self) -> u64 {
@@ -695,8 +731,16 @@ impl<P: Projector> Runner<P> {
         }
         let store = self.store.clone();
         let behind = self.store.committed_head() - builder.applied_position();
-        let (batch, commit) =
-            if behind > LIVE_BATCH { (CATCH_UP_BATCH, Commit::WhenDone) } else { (LIVE_BATCH, Commit::EveryStep) };
+        let live = behind <= LIVE_BATCH;
+        if live && !self.options.live_interval.is_zero() {
+            let now = Instant::now();
+            if self.last_live_step.is_some_and(|last| now < last + self.options.live_interval) {
+                self.active = Some(builder);
+                return false;
+            }
+            self.last_live_step = Some(now);
+        }
+        let (batch, commit) = if live { (LIVE_BATCH, Commit::EveryStep) } else { (CATCH_UP_BATCH, Commit::WhenDone) };
         let (builder, result) = tokio::task::spawn_blocking(move || {
             let mut builder = builder;
             let result = builder.step(&store, u64::MAX, batch, commit);
@@ -754,6 +798,13 @@ impl<P: Projector> Runner<P> {
                 true
             }
         });
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

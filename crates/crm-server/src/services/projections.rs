@@ -13,7 +13,7 @@ use crm_projection_duplicates::DuplicatesProjector;
 use crm_projection_funnel::{Calendar, FunnelProjector};
 use crm_projection_health::HealthProjector;
 use crm_projection_reminders::RemindersProjector;
-use crm_projection_runtime::{spawn, ProjectionDb, ProjectionHandle, Reader};
+use crm_projection_runtime::{spawn, spawn_with, ProjectionDb, ProjectionHandle, Reader, SpawnOptions};
 use crm_projection_workload::WorkloadProjector;
 use tonic::Status;
 
@@ -48,7 +48,9 @@ pub struct Projections {
 
 impl Projections {
     /// Opens `<data_dir>/projections` and starts every projector on the current runtime.
-    pub async fn start(data_dir: &Path, store: SledEventStore, escalation_after_days: u32) -> anyhow::Result<Self> {
+    pub async fn start(data_dir: &Path, store: SledEventStore, config: &crate::Config) -> anyhow::Result<Self> {
+        let escalation_after_days = config.escalation_after_days;
+        let live = SpawnOptions { live_interval: config.projection_live_interval };
         let dir = data_dir.join("projections");
         let db = {
             let path = dir.clone();
@@ -57,10 +59,11 @@ impl Projections {
                 .with_context(|| format!("opening the projections in {}", dir.display()))?
         };
         let calendar = Calendar::china_2026();
-        let customers = spawn(&db, store.clone(), CustomersProjector).context("starting the customers projection")?;
-        let funnel = spawn(&db, store.clone(), FunnelProjector::new(calendar.clone()))
+        let customers =
+            spawn_with(&db, store.clone(), CustomersProjector, live).context("starting the customers projection")?;
+        let funnel = spawn_with(&db, store.clone(), FunnelProjector::new(calendar.clone()), live)
             .context("starting the funnel projection")?;
-        let audit = spawn(&db, store.clone(), AuditProjector).context("starting the audit projection")?;
+        let audit = spawn_with(&db, store.clone(), AuditProjector, live).context("starting the audit projection")?;
         // The Matcher is not persisted: rebuilt in memory from the stored customer records.
         let duplicates_projector = {
             let db = db.clone();
@@ -68,11 +71,15 @@ impl Projections {
                 .await?
                 .context("loading the duplicates projection's customers")?
         };
+        // The duplicate guard waits for this one to reach the head before every guarded
+        // command: it steps at every head change.
         let duplicates =
             spawn(&db, store.clone(), duplicates_projector.clone()).context("starting the duplicates projection")?;
-        let workload = spawn(&db, store.clone(), WorkloadProjector).context("starting the workload projection")?;
-        let reminders = spawn(&db, store.clone(), RemindersProjector).context("starting the reminders projection")?;
-        let health = spawn(&db, store.clone(), HealthProjector).context("starting the health projection")?;
+        let workload =
+            spawn_with(&db, store.clone(), WorkloadProjector, live).context("starting the workload projection")?;
+        let reminders =
+            spawn_with(&db, store.clone(), RemindersProjector, live).context("starting the reminders projection")?;
+        let health = spawn_with(&db, store.clone(), HealthProjector, live).context("starting the health projection")?;
         Ok(Projections {
             store,
             db,

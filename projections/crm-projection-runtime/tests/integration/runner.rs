@@ -3,7 +3,7 @@ use std::time::Duration;
 use crm_eventlog::EventStore;
 use crm_projection_runtime::fixtures::{Generator, GeneratorConfig};
 use crm_projection_runtime::testing::{all_events, append_all, dump, fold_all, reopen, settle, Counting, TempLog};
-use crm_projection_runtime::{spawn, ProjectionDb, RunState};
+use crm_projection_runtime::{spawn, spawn_with, ProjectionDb, RunState, SpawnOptions};
 
 fn commands(seed: u64, n: usize) -> Vec<crm_projection_runtime::fixtures::Generated> {
     let mut g = Generator::new(GeneratorConfig { seed, ..Default::default() });
@@ -184,6 +184,24 @@ async fn wait_for_returns_once_the_position_is_applied() {
     let head = log.store.head().await.unwrap();
     let err = handle.wait_for(head + 10, Duration::from_millis(50)).await.unwrap_err();
     assert!(matches!(err, crm_projection_runtime::Error::NotReached { wanted, .. } if wanted == head + 10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_interval_delays_steps_but_never_strands_the_last_events() {
+    let log = TempLog::new();
+    let db = ProjectionDb::temporary().unwrap();
+    let options = SpawnOptions { live_interval: Duration::from_millis(300) };
+    let handle = spawn_with(&db, log.store.clone(), Counting::new("counting"), options).unwrap();
+    // Appends in quick succession: after the first step the runner holds back, and no head
+    // change comes after the last append to wake it; the interval's own timer must.
+    for seed in 0..5 {
+        append_all(&log.store, &commands(20 + seed, 3)).await;
+    }
+    let head = log.store.head().await.unwrap();
+    handle.wait_for(head, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(total(&handle), head);
+    let rebuilt = fold_all(&Counting::new("counting"), &Default::default(), &all_events(&log.store));
+    assert_eq!(dump(&handle.reader().tree), rebuilt);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
