@@ -48,6 +48,7 @@ struct Options {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    crm_eventlog::memory::disable_transparent_huge_pages();
     let o = Options::parse();
     std::fs::create_dir_all(&o.data_dir)?;
     let log_dir = o.data_dir.join(format!("append-load-{}", std::process::id()));

@@ -73,6 +73,7 @@ fn request(client: u64, n: u64, run: &str) -> pb::CaptureLeadRequest {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    crm_eventlog::memory::disable_transparent_huge_pages();
     let o = Options::parse();
     let admin = std::fs::read_to_string(&o.admin_token_file).context("reading the admin token")?.trim().to_owned();
     let channel = Channel::from_shared(o.server.clone())?.connect().await.context("connecting")?;

@@ -39,6 +39,7 @@
 mod codec;
 mod error;
 mod keys;
+pub mod memory;
 mod sled_store;
 mod store;
 mod types;

@@ -39,6 +39,7 @@ struct Options {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    crm_eventlog::memory::disable_transparent_huge_pages();
     let options = Options::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&options.log))

@@ -28,7 +28,7 @@ use crm_projection_funnel::{Calendar, FunnelProjector};
 use crm_projection_health::HealthProjector;
 use crm_projection_reminders::RemindersProjector;
 use crm_projection_runtime::fixtures::{Generator, GeneratorConfig};
-use crm_projection_runtime::{spawn, ProjectionDb, ProjectionHandle};
+use crm_projection_runtime::{spawn, spawn_with, ProjectionDb, ProjectionHandle, SpawnOptions};
 use crm_projection_workload::WorkloadProjector;
 use crm_proto::v1 as pb;
 
@@ -100,6 +100,7 @@ enum Cmd {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    crm_eventlog::memory::disable_transparent_huge_pages();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(std::env::var("CRM_LOG").unwrap_or_else(|_| "warn".into())))
         .with_writer(std::io::stderr)
@@ -446,14 +447,16 @@ async fn lag(dir: &Path, rate: u64, seconds: u64) -> anyhow::Result<()> {
         let db = db.clone();
         tokio::task::spawn_blocking(move || DuplicatesProjector::open(&db)).await??
     };
+    // The server's default live interval for all but duplicates (see `Projections::start`).
+    let live = SpawnOptions { live_interval: crm_server::Config::default().projection_live_interval };
     let handles: Vec<ProjectionHandle> = vec![
-        spawn(&db, store.clone(), CustomersProjector)?,
-        spawn(&db, store.clone(), FunnelProjector::new(Calendar::china_2026()))?,
-        spawn(&db, store.clone(), AuditProjector)?,
+        spawn_with(&db, store.clone(), CustomersProjector, live)?,
+        spawn_with(&db, store.clone(), FunnelProjector::new(Calendar::china_2026()), live)?,
+        spawn_with(&db, store.clone(), AuditProjector, live)?,
         spawn(&db, store.clone(), duplicates)?,
-        spawn(&db, store.clone(), WorkloadProjector)?,
-        spawn(&db, store.clone(), RemindersProjector)?,
-        spawn(&db, store.clone(), HealthProjector)?,
+        spawn_with(&db, store.clone(), WorkloadProjector, live)?,
+        spawn_with(&db, store.clone(), RemindersProjector, live)?,
+        spawn_with(&db, store.clone(), HealthProjector, live)?,
     ];
     let head = store.committed_head();
     for h in &handles {
