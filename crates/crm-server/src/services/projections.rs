@@ -148,7 +148,8 @@ pub(crate) async fn fresh_reader<T>(
     Ok(handle.reader())
 }
 
-/// Runs a read-model query off the async workers.
+/// Runs a read-model query off the async workers: for queries whose work has no small bound
+/// (a customer's whole history read from the log, a scan of every duplicate pair).
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> crm_projection_runtime::Result<T> + Send + 'static,
 ) -> Result<T, Status> {
@@ -156,6 +157,15 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| Status::internal(format!("query task failed: {e}")))?
         .map_err(crate::status::from_projection)
+}
+
+/// Runs a read-model query on the calling async worker: for queries bounded by a page size
+/// or a scan limit (a customer by id, a page of customers, the funnel's buckets), which read
+/// sled's in-memory pages for well under a millisecond. The hand-off to the blocking pool and
+/// back cost more than that: 13 to 28% of the server's CPU per call under the query bench
+/// (docs/PERFORMANCE.md, "Queries").
+pub(crate) fn bounded<T>(f: impl FnOnce() -> crm_projection_runtime::Result<T>) -> Result<T, Status> {
+    f().map_err(crate::status::from_projection)
 }
 
 /// What a query is about to return, for [`restrict`].

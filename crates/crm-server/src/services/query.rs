@@ -7,7 +7,7 @@ use crm_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::projections::{blocking, fresh_reader, restrict, Answer, Projections};
+use super::projections::{blocking, bounded, fresh_reader, restrict, Answer, Projections};
 use crate::status::invalid;
 
 const DEFAULT_PAGE: u32 = 50;
@@ -155,7 +155,7 @@ impl pb::query_server::Query for QueryService {
         let reader = fresh_reader(&self.projections.customers, &request, request.get_ref().min_position).await?;
         let id = parse_id("customer_id", &request.get_ref().customer_id)?;
         let position = reader.position;
-        let found = blocking(move || crm_projection_customers::get(&reader, id)).await?;
+        let found = bounded(|| crm_projection_customers::get(&reader, id))?;
         let mut customers: Vec<_> = found.into_iter().map(view).collect();
         restrict(request.extensions(), Answer::Customers(&mut customers));
         let customer = customers.pop().ok_or_else(|| Status::not_found(format!("customer {id} not found")))?;
@@ -178,7 +178,7 @@ impl pb::query_server::Query for QueryService {
             created_to_micros: r.created_to.as_ref().map(micros),
         };
         let (cursor, limit, position) = (non_empty(r.cursor), page_size(r.page_size), reader.position);
-        let page = blocking(move || crm_projection_customers::list(&reader, &filter, cursor.as_deref(), limit)).await?;
+        let page = bounded(|| crm_projection_customers::list(&reader, &filter, cursor.as_deref(), limit))?;
         let mut customers: Vec<_> = page.customers.into_iter().map(view).collect();
         restrict(request.extensions(), Answer::Customers(&mut customers));
         Ok(Response::new(pb::ListCustomersResponse {
@@ -203,9 +203,7 @@ impl pb::query_server::Query for QueryService {
             return Err(invalid("prefix", "must not be empty"));
         }
         let (cursor, limit, position) = (non_empty(r.cursor), page_size(r.page_size), reader.position);
-        let page =
-            blocking(move || crm_projection_customers::search(&reader, kind, &r.prefix, cursor.as_deref(), limit))
-                .await?;
+        let page = bounded(|| crm_projection_customers::search(&reader, kind, &r.prefix, cursor.as_deref(), limit))?;
         let mut customers: Vec<_> = page.customers.into_iter().map(view).collect();
         restrict(request.extensions(), Answer::Customers(&mut customers));
         Ok(Response::new(pb::ListCustomersResponse {
@@ -235,7 +233,7 @@ impl pb::query_server::Query for QueryService {
         query.from_month = valid_month("from_month", &r.from_month)?;
         query.to_month = valid_month("to_month", &r.to_month)?;
         let position = reader.position;
-        let report = blocking(move || crm_projection_funnel::funnel(&reader, &query)).await?;
+        let report = bounded(|| crm_projection_funnel::funnel(&reader, &query))?;
         Ok(Response::new(pb::GetFunnelResponse {
             position,
             rules_version: rules.version,
