@@ -19,6 +19,11 @@
 //! cargo run --release -p crm-server --example intake-load -- subscribe --events 500000 --runs 5
 //! ```
 
+/// The server's allocator (see crates/crm-server/src/main.rs), so the in-process server is
+/// measured as it runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -299,6 +304,7 @@ fn child_run() -> anyhow::Result<f64> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    crm_eventlog::memory::disable_transparent_huge_pages();
     let options = Options::parse();
     if options.child {
         let rate = match options.mode {

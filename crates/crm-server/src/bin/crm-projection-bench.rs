@@ -5,7 +5,7 @@
 //! ```text
 //! crm-projection-bench generate --dir /tmp/base --commands 9000000
 //! crm-projection-bench rebuild  --dir /tmp/base
-//! crm-projection-bench query    --dir /tmp/base --clients 32 --seconds 20
+//! crm-projection-bench query    --dir /tmp/base --clients 32 --seconds 20 [--rate 2000]
 //! crm-projection-bench lag      --dir /tmp/base --rate 5000 --seconds 30
 //! ```
 
@@ -84,6 +84,12 @@ enum Cmd {
         /// this process, so client and server CPU are counted apart.
         #[arg(long)]
         server_bin: Option<PathBuf>,
+        /// Calls per second offered by all clients together, each client on its own fixed
+        /// schedule (open loop: a late call is timed from when it was due, so a stall is not
+        /// hidden). 0: every client calls again as soon as its answer arrives (closed loop,
+        /// the server's saturation point).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
     },
     /// Appends generated commands at a fixed rate (durable, one atomic append per command)
     /// while all seven read models follow (as in the server); samples their lag.
@@ -110,7 +116,9 @@ async fn main() -> anyhow::Result<()> {
             generate(&dir, commands, seed, users, new_customer_permille).await
         }
         Cmd::Rebuild { dir, only, shadow } => rebuild(&dir, only.as_deref(), shadow).await,
-        Cmd::Query { dir, clients, seconds, server_bin } => query(&dir, clients, seconds, server_bin.as_deref()).await,
+        Cmd::Query { dir, clients, seconds, server_bin, rate } => {
+            query(&dir, clients, seconds, server_bin.as_deref(), rate).await
+        }
         Cmd::Lag { dir, rate, seconds } => lag(&dir, rate, seconds).await,
     }
 }
@@ -293,7 +301,7 @@ impl Server {
     }
 }
 
-async fn query(dir: &Path, clients: usize, seconds: u64, server_bin: Option<&Path>) -> anyhow::Result<()> {
+async fn query(dir: &Path, clients: usize, seconds: u64, server_bin: Option<&Path>, rate: u64) -> anyhow::Result<()> {
     // The server on a free port.
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
@@ -376,10 +384,23 @@ async fn query(dir: &Path, clients: usize, seconds: u64, server_bin: Option<&Pat
             let mut list = Vec::new();
             let mut funnel = Vec::new();
             let mut n = i;
+            // Open loop: this client's calls are due every `period`, starting at a staggered
+            // offset; each is timed from when it was due.
+            let period = (rate > 0).then(|| Duration::from_secs_f64(clients as f64 / rate as f64));
+            let mut due =
+                tokio::time::Instant::now() + period.map_or(Duration::ZERO, |p| p.mul_f64(i as f64 / clients as f64));
             while !done.load(Ordering::Relaxed) {
                 n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 let pick = n >> 33;
-                let started = Instant::now();
+                let started = match period {
+                    Some(period) => {
+                        tokio::time::sleep_until(due).await;
+                        let started = due.into_std();
+                        due += period;
+                        started
+                    }
+                    None => Instant::now(),
+                };
                 if pick.is_multiple_of(2) {
                     let mut r = pb::ListCustomersRequest { page_size: 20, ..Default::default() };
                     match pick % 3 {
@@ -428,9 +449,10 @@ async fn query(dir: &Path, clients: usize, seconds: u64, server_bin: Option<&Pat
     funnel.sort_unstable();
     for (name, v) in [("ListCustomers", &list), ("GetFunnel", &funnel)] {
         println!(
-            "{name}: {} calls in {seconds} s ({:.0}/s) with {clients} clients: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            "{name}: {} calls in {seconds} s ({:.0}/s) with {clients} clients{}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
             v.len(),
             v.len() as f64 / seconds as f64,
+            if rate > 0 { format!(" offering {rate} calls/s in all (open loop)") } else { " (closed loop)".to_owned() },
             percentile(v, 50.0),
             percentile(v, 99.0),
             percentile(v, 100.0)
