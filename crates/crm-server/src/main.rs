@@ -22,7 +22,8 @@ struct Options {
     #[arg(long, env = "CRM_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Optional TOML config file (keys: listen, data_dir, max_request_bytes, rate_limit_per_sec,
-    /// rate_limit_burst, max_concurrent_per_token, tls_cert, tls_key, escalation_after_days); flags
+    /// rate_limit_burst, max_concurrent_per_token, tls_cert, tls_key, escalation_after_days,
+    /// projection_live_interval_ms); flags
     /// win.
     #[arg(long, env = "CRM_CONFIG")]
     config: Option<PathBuf>,
