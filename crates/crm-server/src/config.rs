@@ -156,6 +156,16 @@ mod tests {
     }
 
     #[test]
+    fn the_live_interval_comes_from_the_file_and_is_capped() {
+        assert_eq!(Config::default().projection_live_interval, std::time::Duration::from_millis(20));
+        let off: FileConfig = toml::from_str("projection_live_interval_ms = 0").unwrap();
+        assert!(Config::resolve(off, None, None).projection_live_interval.is_zero());
+        let long: FileConfig = toml::from_str("projection_live_interval_ms = 5000").unwrap();
+        let err = Config::resolve_with_tls(long, None, None, None, None).unwrap_err();
+        assert!(err.to_string().contains("projection_live_interval_ms"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_in_the_file_are_an_error() {
         assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
     }
