@@ -445,9 +445,11 @@ impl<P: Projector> Runner<P> {
                 tokio::task::yield_now().await;
                 continue;
             }
+            // Held back by the live interval: the timer wakes the runner, head changes until
+            // then need not.
             let next_live_step = self.next_live_step();
             tokio::select! {
-                changed = head_rx.changed() => {
+                changed = head_rx.changed(), if next_live_step.is_none() => {
                     if changed.is_err() {
                         // The store is gone; wait for the stop command.
                         match self.commands.recv().await {
