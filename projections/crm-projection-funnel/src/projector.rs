@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use crm_domain::{Event, Owned, Rules};
 use crm_eventlog::RecordedEvent;
 use crm_projection_runtime::{Fingerprint, Projector, State};
@@ -72,8 +72,9 @@ fn region_key(id: &Uuid) -> Vec<u8> {
     format!("r/{id}").into_bytes()
 }
 
+/// `YYYY-MM`, as `%Y-%m` formats it (without chrono's format-string interpreter).
 fn month(at: &DateTime<Utc>) -> String {
-    at.format("%Y-%m").to_string()
+    format!("{:04}-{:02}", at.year(), at.month())
 }
 
 /// The funnel projector, with its working-day calendar.

@@ -106,9 +106,10 @@ fn apply_fields(c: &mut CustomerState, changes: &[FieldChange]) {
 }
 
 impl RemindersProjector {
-    fn index_customer(state: &mut State<'_, Value>, id: &Uuid, c: &CustomerState, present: bool) {
+    /// The index keys of customer `id` in state `c`.
+    fn index_keys(id: &Uuid, c: &CustomerState) -> Vec<Vec<u8>> {
         if c.absorbed {
-            return;
+            return Vec::new();
         }
         let mut keys = vec![match c.last_activity {
             Some(at) => since_key(at.timestamp_micros(), id),
@@ -117,22 +118,26 @@ impl RemindersProjector {
         if let (Some(owner), Some(date)) = (c.owner, c.next_follow_up) {
             keys.push(follow_up_key(&owner, date, id));
         }
-        for key in keys {
-            if present {
-                state.put(key, Value::Entry);
-            } else {
-                state.remove(key);
-            }
-        }
+        keys
     }
 
+    /// Changes customer `id` in place, moving only the index keys that change.
     fn change_customer(state: &mut State<'_, Value>, id: &Uuid, f: impl FnOnce(&mut CustomerState)) -> Result {
         // Events about a customer the log never created cannot come from the domain.
-        let Some(Value::Customer(mut c)) = state.get_cloned(&customer_key(id))? else { return Ok(()) };
-        Self::index_customer(state, id, &c, false);
-        f(&mut c);
-        Self::index_customer(state, id, &c, true);
-        state.put(customer_key(id), Value::Customer(c));
+        let Some(Value::Customer(c)) = state.get_mut(&customer_key(id))? else { return Ok(()) };
+        let before = Self::index_keys(id, c);
+        f(c);
+        let after = Self::index_keys(id, c);
+        for key in &before {
+            if !after.contains(key) {
+                state.remove(key.clone());
+            }
+        }
+        for key in after {
+            if !before.contains(&key) {
+                state.put(key, Value::Entry);
+            }
+        }
         Ok(())
     }
 
@@ -197,7 +202,9 @@ impl Projector for RemindersProjector {
                     next_follow_up: None,
                     absorbed: false,
                 };
-                Self::index_customer(state, &id, &c, true);
+                for key in Self::index_keys(&id, &c) {
+                    state.put(key, Value::Entry);
+                }
                 state.put(customer_key(&id), Value::Customer(c));
                 Ok(())
             }
