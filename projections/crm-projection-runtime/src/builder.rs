@@ -12,8 +12,9 @@ use crate::projector::{decode_value, encode_value, Cache, Projector, META_KEY, S
 /// inserts between a [`SPILL_KEY`] marker and the checkpoint instead of one atomic batch.
 const SPILL_ABOVE: usize = 16_384;
 
-/// Events read from the log per call.
-const READ_CHUNK: usize = 16_384;
+/// Events read from the log per call: what the log reserves room for at once (4,096), so the
+/// buffer never grows by copying into freshly faulted memory.
+const READ_CHUNK: usize = 4_096;
 
 /// Stored under [`META_KEY`] in every projection tree, in the same batch as the state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,6 +1,5 @@
 //! The projector contract: a named, versioned, pure fold over the log.
 
-use std::collections::HashMap;
 use std::fmt::Debug;
 use std::hash::{Hash, Hasher};
 
@@ -122,10 +121,11 @@ pub fn printable_key(key: &[u8]) -> String {
     out
 }
 
-/// The cache's map: keys are hashed with foldhash (seeded per process, several times faster
-/// than std's SipHash on the 40 to 90 byte keys read models use; the keys come from event
-/// payloads, so a keyed hash still matters).
-type Slots<V> = HashMap<Vec<u8>, Slot<V>, foldhash::fast::RandomState>;
+/// The cache's map: hashbrown's, for [`hashbrown::HashMap::entry_ref`] (a lookup probes
+/// once, and copies the key only when it inserts), with keys hashed by foldhash (seeded per
+/// process, several times faster than std's SipHash on the 40 to 90 byte keys read models
+/// use; the keys come from event payloads, so a keyed hash still matters).
+type Slots<V> = hashbrown::HashMap<Vec<u8>, Slot<V>, foldhash::fast::RandomState>;
 
 struct Slot<V> {
     value: Option<V>,
@@ -142,19 +142,21 @@ fn load<'c, V: DeserializeOwned>(
     key: &[u8],
 ) -> std::result::Result<&'c mut Slot<V>, String> {
     debug_assert!(key.first().is_some_and(|b| *b != 0), "state keys are non-empty and do not start with 0x00");
-    if !cache.contains_key(key) {
-        let value = if complete {
-            None
-        } else {
-            match tree.get(key).map_err(|e| e.to_string())? {
-                Some(bytes) => Some(decode_value(key, &bytes).map_err(|e| e.to_string())?),
-                None => None,
-            }
-        };
-        let stored = value.is_some();
-        cache.insert(key.to_vec(), Slot { value, dirty: false, stored });
-    }
-    Ok(cache.get_mut(key).expect("just inserted"))
+    Ok(match cache.entry_ref(key) {
+        hashbrown::hash_map::EntryRef::Occupied(slot) => slot.into_mut(),
+        hashbrown::hash_map::EntryRef::Vacant(vacant) => {
+            let value = if complete {
+                None
+            } else {
+                match tree.get(key).map_err(|e| e.to_string())? {
+                    Some(bytes) => Some(decode_value(key, &bytes).map_err(|e| e.to_string())?),
+                    None => None,
+                }
+            };
+            let stored = value.is_some();
+            vacant.insert(Slot { value, dirty: false, stored })
+        }
+    })
 }
 
 /// The state a projector changes while applying a batch of events: a write-back cache over
