@@ -77,6 +77,19 @@ fn month(at: &DateTime<Utc>) -> String {
     format!("{:04}-{:02}", at.year(), at.month())
 }
 
+/// The event types `apply` reads the payload of (see [`Projector::decodes`]).
+pub(crate) const DECODED: &[&str] = &[
+    "CustomerCreated",
+    "CustomerUpdated",
+    "CustomersMerged",
+    "CustomerUnmerged",
+    "OpportunityOpened",
+    "StageMoved",
+    "OpportunityWon",
+    "OpportunityLost",
+    "OwnerChanged",
+];
+
 /// The funnel projector, with its working-day calendar.
 #[derive(Debug, Clone, Default)]
 pub struct FunnelProjector {
@@ -164,6 +177,10 @@ impl Projector for FunnelProjector {
     fn fingerprint(&self, rules: &Rules) -> u64 {
         let p = &rules.pipeline;
         Fingerprint::of(&(&rules.stage_time_limits, &p.stages, &p.won_stage, &p.lost_stage, &self.calendar))
+    }
+
+    fn decodes(&self, event_type: &str) -> bool {
+        DECODED.contains(&event_type)
     }
 
     fn apply(
@@ -286,5 +303,13 @@ impl Projector for FunnelProjector {
             }
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod decoded_tests {
+    #[test]
+    fn every_decoded_event_type_exists() {
+        crm_projection_runtime::testing::assert_event_types_exist(super::DECODED);
     }
 }

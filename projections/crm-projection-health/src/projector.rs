@@ -89,6 +89,18 @@ pub(crate) fn counter_key(scope: &str, counter: &str) -> Vec<u8> {
 
 type Result<T = ()> = std::result::Result<T, String>;
 
+/// The event types `apply` reads the payload of (see [`Projector::decodes`]).
+pub(crate) const DECODED: &[&str] = &[
+    "CustomerCreated",
+    "CustomerUpdated",
+    "CustomersMerged",
+    "CustomerUnmerged",
+    "CustomerAbsorbed",
+    "CustomerRestored",
+    "OwnerChanged",
+    "LeadCaptured",
+];
+
 /// The data-health projector. It reads no rule.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HealthProjector;
@@ -160,6 +172,10 @@ impl Projector for HealthProjector {
         0
     }
 
+    fn decodes(&self, event_type: &str) -> bool {
+        DECODED.contains(&event_type)
+    }
+
     fn apply(
         &self,
         state: &mut State<'_, Value>,
@@ -207,5 +223,13 @@ impl Projector for HealthProjector {
             }
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod decoded_tests {
+    #[test]
+    fn every_decoded_event_type_exists() {
+        crm_projection_runtime::testing::assert_event_types_exist(super::DECODED);
     }
 }

@@ -89,6 +89,27 @@ pub(crate) fn user_key(id: &Uuid) -> Vec<u8> {
 
 type Result<T = ()> = std::result::Result<T, String>;
 
+/// The event types `apply` reads the payload of (see [`Projector::decodes`]).
+pub(crate) const DECODED: &[&str] = &[
+    "CustomerCreated",
+    "CustomerUpdated",
+    "CustomersMerged",
+    "CustomerUnmerged",
+    "CustomerAbsorbed",
+    "CustomerRestored",
+    "ActivityLogged",
+    "OwnerChanged",
+    "LeadCaptured",
+    "LeadAssigned",
+    "LeadClaimed",
+    "LeadReleased",
+    "LeadQualified",
+    "UserCreated",
+    "UserRoleChanged",
+    "UserRegionChanged",
+    "UserDeactivated",
+];
+
 /// The reminders projector. It reads no rule: limits are applied at query time.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RemindersProjector;
@@ -181,6 +202,10 @@ impl Projector for RemindersProjector {
         0
     }
 
+    fn decodes(&self, event_type: &str) -> bool {
+        DECODED.contains(&event_type)
+    }
+
     fn apply(
         &self,
         state: &mut State<'_, Value>,
@@ -271,5 +296,13 @@ impl Projector for RemindersProjector {
             Event::UserDeactivated(e) => Self::change_user(state, &e.user_id.0, |u| u.active = false),
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod decoded_tests {
+    #[test]
+    fn every_decoded_event_type_exists() {
+        crm_projection_runtime::testing::assert_event_types_exist(super::DECODED);
     }
 }

@@ -1,3 +1,12 @@
+//! sled 0.34 write cost, the floor under every projection build's commit: N sorted keys
+//! shaped like customer index keys, written as single inserts (`insert`), in `sled::Batch`es
+//! of CHUNK keys (`batch`), or from two threads (`par`), into a fresh database in
+//! /tmp/rb3-sledw (removed first). docs/PERFORMANCE.md, section Projections, has the figures.
+//!
+//! ```text
+//! cargo run --release -p crm-projection-runtime --example sledw -- N insert|batch|par [VALUE_BYTES] [CHUNK]
+//! ```
+
 use std::time::Instant;
 fn main() {
     let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(1_000_000);

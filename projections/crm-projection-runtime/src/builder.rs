@@ -16,6 +16,9 @@ const SPILL_ABOVE: usize = 16_384;
 /// buffer never grows by copying into freshly faulted memory.
 const READ_CHUNK: usize = 4_096;
 
+/// The event type of [`Event::RulesChanged`].
+const RULES_CHANGED: &str = "RulesChanged";
+
 /// Stored under [`META_KEY`] in every projection tree, in the same batch as the state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Meta {
@@ -148,8 +151,14 @@ impl<P: Projector> Builder<P> {
                         recorded.position
                     )));
                 }
-                let event = match Event::decode(&recorded.event_type, recorded.schema_version, &recorded.payload) {
-                    Ok(event) => Some(event),
+                // Rule changes are decoded whatever the projector reads: the runner needs them.
+                let decode = recorded.event_type == RULES_CHANGED || projector.decodes(&recorded.event_type);
+                let decoded = match decode {
+                    true => Event::decode(&recorded.event_type, recorded.schema_version, &recorded.payload).map(Some),
+                    false => Ok(None),
+                };
+                let event = match decoded {
+                    Ok(event) => event,
                     // Not a domain event (the auth subsystem's token events, say): the
                     // projector sees it without a payload.
                     Err(DecodeError::UnknownEventType(_)) => None,
