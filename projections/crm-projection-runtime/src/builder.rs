@@ -67,7 +67,7 @@ pub(crate) struct Builder<P: Projector> {
     /// [`Commit::WhenDone`] build holds its state in memory).
     applied: (u64, i64),
     /// This build serves no query (a shadow, or a first build that started on an empty
-    /// tree): a large commit may go to sled in several batches, bracketed by [`SPILL_KEY`].
+    /// tree): a large commit may go to sled as single inserts, bracketed by [`SPILL_KEY`].
     chunked: bool,
     cache: Cache<P::Value>,
 }
