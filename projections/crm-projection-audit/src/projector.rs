@@ -84,6 +84,9 @@ pub(crate) fn opportunities_prefix(customer: &Uuid) -> Vec<u8> {
     format!("c/{customer}/").into_bytes()
 }
 
+/// The event types `apply` reads the payload of (see [`Projector::decodes`]).
+pub(crate) const DECODED: &[&str] = &["CustomersMerged", "OpportunityOpened"];
+
 /// The audit projector. It reads no rule.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AuditProjector;
@@ -102,6 +105,10 @@ impl Projector for AuditProjector {
 
     fn fingerprint(&self, _rules: &Rules) -> u64 {
         0
+    }
+
+    fn decodes(&self, event_type: &str) -> bool {
+        DECODED.contains(&event_type)
     }
 
     fn apply(
@@ -143,5 +150,13 @@ impl Projector for AuditProjector {
             _ => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod decoded_tests {
+    #[test]
+    fn every_decoded_event_type_exists() {
+        crm_projection_runtime::testing::assert_event_types_exist(super::DECODED);
     }
 }

@@ -37,11 +37,48 @@ impl CustomerView {
 
     /// The index keys this record should have.
     pub(crate) fn index_keys(&self) -> BTreeSet<Vec<u8>> {
+        self.index_fields().keys(&self.id)
+    }
+
+    /// What its index keys are made of.
+    fn index_fields(&self) -> IndexFields {
+        let field = |name: &str| self.field(name).map(str::to_owned);
+        IndexFields {
+            absorbed: self.absorbed_into.is_some(),
+            owner: self.owner,
+            region: field("region"),
+            industry: field("industry"),
+            stage: self.stage.clone(),
+            tags: self.tags.clone(),
+            created_at_micros: self.created_at_micros,
+            name: field("name"),
+            phone: field("phone"),
+        }
+    }
+}
+
+/// The parts of a [`CustomerView`] its index keys are made of: most events (activities,
+/// contacts, wins) change none of them, so comparing these spares computing the keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct IndexFields {
+    absorbed: bool,
+    owner: Option<Uuid>,
+    region: Option<String>,
+    industry: Option<String>,
+    stage: Option<String>,
+    tags: Vec<String>,
+    created_at_micros: i64,
+    name: Option<String>,
+    phone: Option<String>,
+}
+
+impl IndexFields {
+    fn keys(&self, id: &Uuid) -> BTreeSet<Vec<u8>> {
         let mut keys = BTreeSet::new();
-        if self.absorbed_into.is_some() {
+        if self.absorbed {
             return keys;
         }
-        let id = self.id.to_string();
+        let id = id.to_string();
         let mut add = |field: &str, value: &str| {
             if !value.is_empty() {
                 keys.insert(index_key(field, value, &id));
@@ -50,10 +87,10 @@ impl CustomerView {
         if let Some(owner) = self.owner {
             add("owner", &owner.to_string());
         }
-        if let Some(v) = self.field("region") {
+        if let Some(v) = &self.region {
             add("region", v);
         }
-        if let Some(v) = self.field("industry") {
+        if let Some(v) = &self.industry {
             add("industry", v);
         }
         if let Some(v) = &self.stage {
@@ -63,10 +100,10 @@ impl CustomerView {
             add("tag", tag);
         }
         add("created", &created_value(self.created_at_micros));
-        if let Some(name) = self.field("name") {
+        if let Some(name) = &self.name {
             add("name", &search_name(name));
         }
-        if let Some(phone) = self.field("phone") {
+        if let Some(phone) = &self.phone {
             for digits in phone_forms(phone) {
                 add("phone", &digits);
             }
@@ -143,7 +180,7 @@ fn tags_of(fields: &BTreeMap<String, String>) -> Vec<String> {
 type Result<T = ()> = std::result::Result<T, String>;
 
 impl CustomersProjector {
-    /// Changes one customer with `f`, keeping its index entries in step.
+    /// Changes one customer with `f` in place, keeping its index entries in step.
     fn change(
         state: &mut State<'_, Value>,
         recorded: &RecordedEvent,
@@ -151,22 +188,24 @@ impl CustomersProjector {
         f: impl FnOnce(&mut CustomerView),
     ) -> Result {
         let key = customer_key(&id);
-        let Some(Value::Customer(mut view)) = state.get_cloned(&key)? else {
+        let Some(Value::Customer(view)) = state.get_mut(&key)? else {
             return Err(format!("customer {id} is not known (event {})", recorded.event_type));
         };
-        let before = view.index_keys();
-        f(&mut view);
+        let before = view.index_fields();
+        f(view);
         view.tags = tags_of(&view.fields);
         view.updated_at_micros = recorded.recorded_at_micros;
         view.updated_position = recorded.position;
-        let after = view.index_keys();
-        for gone in before.difference(&after) {
-            state.remove(gone.clone());
+        let after = view.index_fields();
+        if after != before {
+            let (before, after) = (before.keys(&id), after.keys(&id));
+            for gone in before.difference(&after) {
+                state.remove(gone.clone());
+            }
+            for new in after.difference(&before) {
+                state.put(new.clone(), Value::Indexed);
+            }
         }
-        for new in after.difference(&before) {
-            state.put(new.clone(), Value::Indexed);
-        }
-        state.put(key, Value::Customer(view));
         Ok(())
     }
 

@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use crm_domain::{Event, Owned, Rules};
 use crm_eventlog::RecordedEvent;
 use crm_projection_runtime::{Fingerprint, Projector, State};
@@ -72,9 +72,23 @@ fn region_key(id: &Uuid) -> Vec<u8> {
     format!("r/{id}").into_bytes()
 }
 
+/// `YYYY-MM`, as `%Y-%m` formats it (without chrono's format-string interpreter).
 fn month(at: &DateTime<Utc>) -> String {
-    at.format("%Y-%m").to_string()
+    format!("{:04}-{:02}", at.year(), at.month())
 }
+
+/// The event types `apply` reads the payload of (see [`Projector::decodes`]).
+pub(crate) const DECODED: &[&str] = &[
+    "CustomerCreated",
+    "CustomerUpdated",
+    "CustomersMerged",
+    "CustomerUnmerged",
+    "OpportunityOpened",
+    "StageMoved",
+    "OpportunityWon",
+    "OpportunityLost",
+    "OwnerChanged",
+];
 
 /// The funnel projector, with its working-day calendar.
 #[derive(Debug, Clone, Default)]
@@ -163,6 +177,10 @@ impl Projector for FunnelProjector {
     fn fingerprint(&self, rules: &Rules) -> u64 {
         let p = &rules.pipeline;
         Fingerprint::of(&(&rules.stage_time_limits, &p.stages, &p.won_stage, &p.lost_stage, &self.calendar))
+    }
+
+    fn decodes(&self, event_type: &str) -> bool {
+        DECODED.contains(&event_type)
     }
 
     fn apply(
@@ -285,5 +303,13 @@ impl Projector for FunnelProjector {
             }
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod decoded_tests {
+    #[test]
+    fn every_decoded_event_type_exists() {
+        crm_projection_runtime::testing::assert_event_types_exist(super::DECODED);
     }
 }

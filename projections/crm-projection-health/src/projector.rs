@@ -39,6 +39,12 @@ impl CustomerHealth {
         out
     }
 
+    /// Every (scope, counter) this customer adds one to.
+    fn counted(&self) -> Vec<(String, String)> {
+        let counters = self.counters();
+        self.scopes().into_iter().flat_map(|s| counters.iter().map(move |c| (s.clone(), c.clone()))).collect()
+    }
+
     fn scopes(&self) -> Vec<String> {
         let mut out = vec!["*".to_owned(), format!("r:{}", self.region())];
         if let Some(owner) = self.owner {
@@ -83,6 +89,18 @@ pub(crate) fn counter_key(scope: &str, counter: &str) -> Vec<u8> {
 
 type Result<T = ()> = std::result::Result<T, String>;
 
+/// The event types `apply` reads the payload of (see [`Projector::decodes`]).
+pub(crate) const DECODED: &[&str] = &[
+    "CustomerCreated",
+    "CustomerUpdated",
+    "CustomersMerged",
+    "CustomerUnmerged",
+    "CustomerAbsorbed",
+    "CustomerRestored",
+    "OwnerChanged",
+    "LeadCaptured",
+];
+
 /// The data-health projector. It reads no rule.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HealthProjector;
@@ -109,13 +127,23 @@ impl HealthProjector {
         Ok(())
     }
 
+    /// Changes customer `id` in place and moves its counts: only the counters it leaves or
+    /// joins change (the same totals as taking it out of every counter and adding it back).
     fn change(state: &mut State<'_, Value>, id: &Uuid, f: impl FnOnce(&mut CustomerHealth)) -> Result {
         // Events about a customer the log never created cannot come from the domain.
-        let Some(Value::Customer(mut c)) = state.get_cloned(&customer_key(id))? else { return Ok(()) };
-        Self::count(state, &c, -1)?;
-        f(&mut c);
-        Self::count(state, &c, 1)?;
-        state.put(customer_key(id), Value::Customer(c));
+        let Some(Value::Customer(c)) = state.get_mut(&customer_key(id))? else { return Ok(()) };
+        let before = c.counted();
+        f(c);
+        let after = c.counted();
+        if before == after {
+            return Ok(());
+        }
+        for (scope, counter) in before.iter().filter(|b| !after.contains(b)) {
+            Self::bump(state, scope, counter, -1)?;
+        }
+        for (scope, counter) in after.iter().filter(|a| !before.contains(a)) {
+            Self::bump(state, scope, counter, 1)?;
+        }
         Ok(())
     }
 }
@@ -142,6 +170,10 @@ impl Projector for HealthProjector {
 
     fn fingerprint(&self, _rules: &Rules) -> u64 {
         0
+    }
+
+    fn decodes(&self, event_type: &str) -> bool {
+        DECODED.contains(&event_type)
     }
 
     fn apply(
@@ -191,5 +223,13 @@ impl Projector for HealthProjector {
             }
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod decoded_tests {
+    #[test]
+    fn every_decoded_event_type_exists() {
+        crm_projection_runtime::testing::assert_event_types_exist(super::DECODED);
     }
 }

@@ -89,6 +89,27 @@ pub(crate) fn user_key(id: &Uuid) -> Vec<u8> {
 
 type Result<T = ()> = std::result::Result<T, String>;
 
+/// The event types `apply` reads the payload of (see [`Projector::decodes`]).
+pub(crate) const DECODED: &[&str] = &[
+    "CustomerCreated",
+    "CustomerUpdated",
+    "CustomersMerged",
+    "CustomerUnmerged",
+    "CustomerAbsorbed",
+    "CustomerRestored",
+    "ActivityLogged",
+    "OwnerChanged",
+    "LeadCaptured",
+    "LeadAssigned",
+    "LeadClaimed",
+    "LeadReleased",
+    "LeadQualified",
+    "UserCreated",
+    "UserRoleChanged",
+    "UserRegionChanged",
+    "UserDeactivated",
+];
+
 /// The reminders projector. It reads no rule: limits are applied at query time.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RemindersProjector;
@@ -106,9 +127,10 @@ fn apply_fields(c: &mut CustomerState, changes: &[FieldChange]) {
 }
 
 impl RemindersProjector {
-    fn index_customer(state: &mut State<'_, Value>, id: &Uuid, c: &CustomerState, present: bool) {
+    /// The index keys of customer `id` in state `c`.
+    fn index_keys(id: &Uuid, c: &CustomerState) -> Vec<Vec<u8>> {
         if c.absorbed {
-            return;
+            return Vec::new();
         }
         let mut keys = vec![match c.last_activity {
             Some(at) => since_key(at.timestamp_micros(), id),
@@ -117,22 +139,26 @@ impl RemindersProjector {
         if let (Some(owner), Some(date)) = (c.owner, c.next_follow_up) {
             keys.push(follow_up_key(&owner, date, id));
         }
-        for key in keys {
-            if present {
-                state.put(key, Value::Entry);
-            } else {
-                state.remove(key);
-            }
-        }
+        keys
     }
 
+    /// Changes customer `id` in place, moving only the index keys that change.
     fn change_customer(state: &mut State<'_, Value>, id: &Uuid, f: impl FnOnce(&mut CustomerState)) -> Result {
         // Events about a customer the log never created cannot come from the domain.
-        let Some(Value::Customer(mut c)) = state.get_cloned(&customer_key(id))? else { return Ok(()) };
-        Self::index_customer(state, id, &c, false);
-        f(&mut c);
-        Self::index_customer(state, id, &c, true);
-        state.put(customer_key(id), Value::Customer(c));
+        let Some(Value::Customer(c)) = state.get_mut(&customer_key(id))? else { return Ok(()) };
+        let before = Self::index_keys(id, c);
+        f(c);
+        let after = Self::index_keys(id, c);
+        for key in &before {
+            if !after.contains(key) {
+                state.remove(key.clone());
+            }
+        }
+        for key in after {
+            if !before.contains(&key) {
+                state.put(key, Value::Entry);
+            }
+        }
         Ok(())
     }
 
@@ -176,6 +202,10 @@ impl Projector for RemindersProjector {
         0
     }
 
+    fn decodes(&self, event_type: &str) -> bool {
+        DECODED.contains(&event_type)
+    }
+
     fn apply(
         &self,
         state: &mut State<'_, Value>,
@@ -197,7 +227,9 @@ impl Projector for RemindersProjector {
                     next_follow_up: None,
                     absorbed: false,
                 };
-                Self::index_customer(state, &id, &c, true);
+                for key in Self::index_keys(&id, &c) {
+                    state.put(key, Value::Entry);
+                }
                 state.put(customer_key(&id), Value::Customer(c));
                 Ok(())
             }
@@ -264,5 +296,13 @@ impl Projector for RemindersProjector {
             Event::UserDeactivated(e) => Self::change_user(state, &e.user_id.0, |u| u.active = false),
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod decoded_tests {
+    #[test]
+    fn every_decoded_event_type_exists() {
+        crm_projection_runtime::testing::assert_event_types_exist(super::DECODED);
     }
 }

@@ -8,11 +8,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::projector::{decode_value, encode_value, Cache, Projector, META_KEY, SPILL_KEY};
 
-/// Keys per sled batch when a build that serves nothing yet writes its state in chunks.
-const WRITE_CHUNK: usize = 16_384;
+/// Commits of more keys than this, by a build that serves nothing yet, go to sled as single
+/// inserts between a [`SPILL_KEY`] marker and the checkpoint instead of one atomic batch.
+const SPILL_ABOVE: usize = 16_384;
 
-/// Events read from the log per call.
-const READ_CHUNK: usize = 16_384;
+/// Events read from the log per call: what the log reserves room for at once (4,096), so the
+/// buffer never grows by copying into freshly faulted memory.
+const READ_CHUNK: usize = 4_096;
+
+/// The event type of [`Event::RulesChanged`].
+const RULES_CHANGED: &str = "RulesChanged";
 
 /// Stored under [`META_KEY`] in every projection tree, in the same batch as the state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,7 +67,7 @@ pub(crate) struct Builder<P: Projector> {
     /// [`Commit::WhenDone`] build holds its state in memory).
     applied: (u64, i64),
     /// This build serves no query (a shadow, or a first build that started on an empty
-    /// tree): a large commit may go to sled in several batches, bracketed by [`SPILL_KEY`].
+    /// tree): a large commit may go to sled as single inserts, bracketed by [`SPILL_KEY`].
     chunked: bool,
     cache: Cache<P::Value>,
 }
@@ -146,8 +151,14 @@ impl<P: Projector> Builder<P> {
                         recorded.position
                     )));
                 }
-                let event = match Event::decode(&recorded.event_type, recorded.schema_version, &recorded.payload) {
-                    Ok(event) => Some(event),
+                // Rule changes are decoded whatever the projector reads: the runner needs them.
+                let decode = recorded.event_type == RULES_CHANGED || projector.decodes(&recorded.event_type);
+                let decoded = match decode {
+                    true => Event::decode(&recorded.event_type, recorded.schema_version, &recorded.payload).map(Some),
+                    false => Ok(None),
+                };
+                let event = match decoded {
+                    Ok(event) => event,
                     // Not a domain event (the auth subsystem's token events, say): the
                     // projector sees it without a payload.
                     Err(DecodeError::UnknownEventType(_)) => None,
@@ -198,49 +209,38 @@ impl<P: Projector> Builder<P> {
     }
 
     /// Writes the dirty state and `meta` in key order: one atomic batch, or, for a large
-    /// commit of a build nobody reads yet, batches of [`WRITE_CHUNK`] keys after a
-    /// [`SPILL_KEY`] marker that the last batch removes with the checkpoint (so a crash in
-    /// between is detected by [`Builder::open`]). Each sled batch holds one epoch guard for
-    /// all its inserts, so a batch of millions of keys defers freeing every replaced page
-    /// until it ends; chunks keep that memory bounded.
+    /// commit of a build nobody reads yet, single inserts after a [`SPILL_KEY`] marker that a
+    /// last batch removes with the checkpoint (so a crash in between is detected by
+    /// [`Builder::open`]: sled recovers a prefix of the operations, so any key written after
+    /// the marker comes back with it). Single inserts cost sled about half of what the same
+    /// inserts cost inside batches (a 1,000,000-key microbenchmark: 7.9 against 15.0 s), and
+    /// no epoch guard is held across millions of replaced pages.
     fn write(&mut self, meta: &Meta) -> Result<(), sled::Error> {
         let started = std::time::Instant::now();
         let entries = self.cache.drain();
         let count = entries.len();
         // Also the last commit of such a build, made as a live step once it is near the head.
-        let chunked = self.chunked && count > WRITE_CHUNK;
-        let mut entries = entries.into_iter();
+        let chunked = self.chunked && count > SPILL_ABOVE;
+        let mut batch = sled::Batch::default();
         if chunked {
             self.tree.insert(SPILL_KEY, &[])?;
-            loop {
-                let mut batch = sled::Batch::default();
-                let mut n = 0;
-                for (key, value) in entries.by_ref().take(WRITE_CHUNK) {
-                    n += 1;
-                    match value {
-                        Some(bytes) => batch.insert(key, bytes),
-                        None => batch.remove(key),
-                    }
-                }
-                if n < WRITE_CHUNK {
-                    batch.insert(META_KEY, encode_value(meta));
-                    batch.remove(SPILL_KEY);
-                    self.tree.apply_batch(batch)?;
-                    break;
-                }
-                self.tree.apply_batch(batch)?;
+            for (key, value) in entries {
+                match value {
+                    Some(bytes) => self.tree.insert(key, bytes)?,
+                    None => self.tree.remove(key)?,
+                };
             }
+            batch.remove(SPILL_KEY);
         } else {
-            let mut batch = sled::Batch::default();
             for (key, value) in entries {
                 match value {
                     Some(bytes) => batch.insert(key, bytes),
                     None => batch.remove(key),
                 }
             }
-            batch.insert(META_KEY, encode_value(meta));
-            self.tree.apply_batch(batch)?;
         }
+        batch.insert(META_KEY, encode_value(meta));
+        self.tree.apply_batch(batch)?;
         tracing::debug!(
             tree = %String::from_utf8_lossy(&self.tree.name()),
             position = meta.position,

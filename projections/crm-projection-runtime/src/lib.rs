@@ -11,7 +11,7 @@
 //! - projections never write to the event log; they live in their own sled database
 //!   (`<data-dir>/projections`), one tree per build (`<name>/<generation>`);
 //! - a build's state and its checkpoint change together, in one batch (a build that serves
-//!   nothing yet may write a large commit in several batches between a `\0spill` marker and
+//!   nothing yet may write a large commit as single inserts between a `\0spill` marker and
 //!   the checkpoint; a tree found with the marker is emptied and built again);
 //! - a build far behind the head (catch-up, rebuild, verify) holds its state in memory and
 //!   writes each changed key once, in key order, when it reaches its target or its cache

@@ -1,6 +1,5 @@
 //! The projector contract: a named, versioned, pure fold over the log.
 
-use std::collections::HashMap;
 use std::fmt::Debug;
 use std::hash::{Hash, Hasher};
 
@@ -32,6 +31,18 @@ pub trait Projector: Send + Sync + 'static {
     /// rules it reads and its own configuration (a working-day calendar, say). A change
     /// triggers a rebuild. Projectors that depend on no rule return a constant.
     fn fingerprint(&self, rules: &Rules) -> u64;
+
+    /// Whether `apply` reads the decoded payload of events of `event_type` (the domain's
+    /// variant name, `LeadCaptured` say). Events of the other types still reach `apply`, with
+    /// their metadata, position and time, but undecoded (`event` is `None`, as for event types
+    /// the domain does not define), so a build does not pay for decoding what it ignores, and
+    /// a payload of such a type that would fail to decode does not stop this projector. Every
+    /// type by default; a read model that reacts to a few types lists them (and its property
+    /// test, whose reference fold decodes everything, fails if the list misses one).
+    fn decodes(&self, event_type: &str) -> bool {
+        let _ = event_type;
+        true
+    }
 
     /// Folds one event into the state. `rules` are the rules this build runs with (the rules
     /// current when the build started, see [`Projector::fingerprint`]). `event` is the decoded
@@ -122,6 +133,12 @@ pub fn printable_key(key: &[u8]) -> String {
     out
 }
 
+/// The cache's map: hashbrown's, for [`hashbrown::HashMap::entry_ref`] (a lookup probes
+/// once, and copies the key only when it inserts), with keys hashed by foldhash (seeded per
+/// process, several times faster than std's SipHash on the 40 to 90 byte keys read models
+/// use; the keys come from event payloads, so a keyed hash still matters).
+type Slots<V> = hashbrown::HashMap<Vec<u8>, Slot<V>, foldhash::fast::RandomState>;
+
 struct Slot<V> {
     value: Option<V>,
     dirty: bool,
@@ -129,12 +146,37 @@ struct Slot<V> {
     stored: bool,
 }
 
+/// The cached slot of `key`, read from `tree` on a miss (unless the cache is `complete`).
+fn load<'c, V: DeserializeOwned>(
+    cache: &'c mut Slots<V>,
+    tree: &sled::Tree,
+    complete: bool,
+    key: &[u8],
+) -> std::result::Result<&'c mut Slot<V>, String> {
+    debug_assert!(key.first().is_some_and(|b| *b != 0), "state keys are non-empty and do not start with 0x00");
+    Ok(match cache.entry_ref(key) {
+        hashbrown::hash_map::EntryRef::Occupied(slot) => slot.into_mut(),
+        hashbrown::hash_map::EntryRef::Vacant(vacant) => {
+            let value = if complete {
+                None
+            } else {
+                match tree.get(key).map_err(|e| e.to_string())? {
+                    Some(bytes) => Some(decode_value(key, &bytes).map_err(|e| e.to_string())?),
+                    None => None,
+                }
+            };
+            let stored = value.is_some();
+            vacant.insert(Slot { value, dirty: false, stored })
+        }
+    })
+}
+
 /// The state a projector changes while applying a batch of events: a write-back cache over
 /// the projection's sled tree. Reads go to the cache, then to the tree; writes stay in memory
 /// until the runner commits the whole batch, with the checkpoint, in one atomic sled batch.
 pub struct State<'a, V> {
     tree: &'a sled::Tree,
-    cache: &'a mut HashMap<Vec<u8>, Slot<V>>,
+    cache: &'a mut Slots<V>,
     /// Keys made dirty since the last commit, so a commit costs the keys it writes.
     dirty: &'a mut Vec<Vec<u8>>,
     /// Every key the tree holds is in the cache (a fresh build that never evicted): a miss
@@ -150,20 +192,7 @@ impl<V: Serialize + DeserializeOwned + Clone> State<'_, V> {
     }
 
     fn load(&mut self, key: &[u8]) -> std::result::Result<&mut Slot<V>, String> {
-        debug_assert!(key.first().is_some_and(|b| *b != 0), "state keys are non-empty and do not start with 0x00");
-        if !self.cache.contains_key(key) {
-            if self.complete {
-                self.cache.insert(key.to_vec(), Slot { value: None, dirty: false, stored: false });
-                return Ok(self.cache.get_mut(key).expect("just inserted"));
-            }
-            let value = match self.tree.get(key).map_err(|e| e.to_string())? {
-                Some(bytes) => Some(decode_value(key, &bytes).map_err(|e| e.to_string())?),
-                None => None,
-            };
-            let stored = value.is_some();
-            self.cache.insert(key.to_vec(), Slot { value, dirty: false, stored });
-        }
-        Ok(self.cache.get_mut(key).expect("just inserted"))
+        load(self.cache, self.tree, self.complete, key)
     }
 
     /// The value under `key`.
@@ -204,19 +233,19 @@ impl<V: Serialize + DeserializeOwned + Clone> State<'_, V> {
         }
     }
 
-    fn mark(&mut self, key: &[u8]) {
-        let slot = self.cache.get_mut(key).expect("loaded");
+    /// The slot of `key`, loaded and marked dirty (it is about to change).
+    fn load_dirty(&mut self, key: &[u8]) -> std::result::Result<&mut Slot<V>, String> {
+        let slot = load(self.cache, self.tree, self.complete, key)?;
         if !slot.dirty {
             slot.dirty = true;
             self.dirty.push(key.to_vec());
         }
+        Ok(slot)
     }
 
     /// Replaces the value under `key` with `f(old)`; `None` removes it.
     pub fn update(&mut self, key: &[u8], f: impl FnOnce(Option<V>) -> Option<V>) -> std::result::Result<(), String> {
-        self.load(key)?;
-        self.mark(key);
-        let slot = self.cache.get_mut(key).expect("loaded");
+        let slot = self.load_dirty(key)?;
         slot.value = f(slot.value.take());
         Ok(())
     }
@@ -227,10 +256,21 @@ impl<V: Serialize + DeserializeOwned + Clone> State<'_, V> {
         key: &[u8],
         default: impl FnOnce() -> V,
     ) -> std::result::Result<&mut V, String> {
-        self.load(key)?;
-        self.mark(key);
-        let slot = self.cache.get_mut(key).expect("loaded");
-        Ok(slot.value.get_or_insert_with(default))
+        Ok(self.load_dirty(key)?.value.get_or_insert_with(default))
+    }
+
+    /// Mutable access to the value under `key`, if there is one: changed in place, so a
+    /// large value is neither cloned out nor put back.
+    pub fn get_mut(&mut self, key: &[u8]) -> std::result::Result<Option<&mut V>, String> {
+        let slot = load(self.cache, self.tree, self.complete, key)?;
+        if slot.value.is_none() {
+            return Ok(None);
+        }
+        if !slot.dirty {
+            slot.dirty = true;
+            self.dirty.push(key.to_vec());
+        }
+        Ok(slot.value.as_mut())
     }
 }
 
@@ -247,7 +287,7 @@ const ENTRY_OVERHEAD: usize = 96;
 /// The write-back cache of a build, kept between batches (clean entries only) up to
 /// [`CACHE_BYTES`], so hot keys are decoded once and a fresh build never reads its own tree.
 pub(crate) struct Cache<V> {
-    slots: HashMap<Vec<u8>, Slot<V>>,
+    slots: Slots<V>,
     dirty: Vec<Vec<u8>>,
     complete: bool,
     /// Entries in `slots` when `bytes` was last brought up to date.
@@ -263,7 +303,7 @@ impl<V: Serialize + DeserializeOwned + Clone> Cache<V> {
     /// `complete`: the tree is empty (a fresh build), so the cache holds everything.
     pub(crate) fn new(complete: bool) -> Self {
         Cache {
-            slots: HashMap::new(),
+            slots: Slots::default(),
             dirty: Vec::new(),
             complete,
             counted: 0,
@@ -353,7 +393,7 @@ impl<V: Serialize + DeserializeOwned + Clone> Cache<V> {
             }
         }
         if full {
-            self.slots = HashMap::new();
+            self.slots = Slots::default();
             self.complete = false;
             self.counted = 0;
             self.bytes = 0;

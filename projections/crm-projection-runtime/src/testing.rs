@@ -32,6 +32,18 @@ pub fn fold_all<P: Projector>(projector: &P, rules: &Rules, events: &[RecordedEv
     dump(&tree)
 }
 
+/// Checks that every name in `event_types` is an event type of the domain (a misspelt name
+/// in a projector's [`Projector::decodes`] list would leave that type undecoded).
+///
+/// # Panics
+/// On a name the domain does not define: that is the test.
+pub fn assert_event_types_exist(event_types: &[&str]) {
+    for name in event_types {
+        let unknown = matches!(Event::decode(name, 1, &[]), Err(crm_domain::DecodeError::UnknownEventType(_)));
+        assert!(!unknown, "{name} is not an event type of the domain");
+    }
+}
+
 /// Every key and value of a projection tree, the checkpoint excluded.
 ///
 /// # Panics

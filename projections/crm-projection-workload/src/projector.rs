@@ -81,6 +81,20 @@ pub(crate) fn user_key(user: &Uuid) -> Vec<u8> {
 
 type Result<T = ()> = std::result::Result<T, String>;
 
+/// The event types `apply` reads the payload of (see [`Projector::decodes`]).
+pub(crate) const DECODED: &[&str] = &[
+    "LeadCaptured",
+    "LeadAssigned",
+    "LeadClaimed",
+    "LeadReleased",
+    "LeadQualified",
+    "OwnerChanged",
+    "UserCreated",
+    "UserRoleChanged",
+    "UserRegionChanged",
+    "UserDeactivated",
+];
+
 /// The workload projector. It reads no rule: the unclaimed limit is applied at query time.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WorkloadProjector;
@@ -161,6 +175,10 @@ impl Projector for WorkloadProjector {
         0
     }
 
+    fn decodes(&self, event_type: &str) -> bool {
+        DECODED.contains(&event_type)
+    }
+
     fn apply(
         &self,
         state: &mut State<'_, Value>,
@@ -228,5 +246,13 @@ impl Projector for WorkloadProjector {
             Event::UserDeactivated(e) => Self::user(state, &e.user_id.0, |u| u.active = false),
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod decoded_tests {
+    #[test]
+    fn every_decoded_event_type_exists() {
+        crm_projection_runtime::testing::assert_event_types_exist(super::DECODED);
     }
 }
