@@ -208,6 +208,10 @@ async fn a_rebuild_under_concurrent_commands_never_fails_a_query_and_ends_exact(
     for i in 0..300 {
         create(&mut c.commands, i, "广东").await;
     }
+    // The read models step at most every `projection_live_interval_ms`: let them reach the
+    // 300 creates, so the swap below cannot come before them.
+    let before = head(&mut c.log).await;
+    wait_caught_up(&mut c.admin, before).await;
     let writer = {
         let mut commands = c.commands.clone();
         tokio::spawn(async move {
