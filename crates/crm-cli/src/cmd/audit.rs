@@ -42,10 +42,12 @@ pub(crate) async fn run(conn: &Connection, a: AuditArgs) -> Result<u8> {
     let to = a.to.as_deref().map(parse_time).transpose()?.map(timestamp);
     let mut ops = Vec::new();
     let mut after = 0;
+    // Everything committed when the command started is listed (read-your-writes).
+    let head = super::export::head(conn).await?;
     loop {
         let r = audit
             .list_operations(pb::ListOperationsRequest {
-                min_position: 0,
+                min_position: head,
                 actor: a.actor.clone(),
                 event_type: a.op.clone(),
                 stream: a.stream.clone(),

@@ -36,10 +36,12 @@ struct Entry {
     payload_json: String,
 }
 
-async fn timeline(clients: &Clients, customer: &str) -> Result<Vec<Entry>> {
+/// The customer's history as of `min_position` at least (the log head when the command
+/// started, so an operator sees the write they just made).
+async fn timeline(clients: &Clients, customer: &str, min_position: u64) -> Result<Vec<Entry>> {
     let r = clients
         .audit()
-        .get_customer_history(pb::GetCustomerHistoryRequest { min_position: 0, customer_id: customer.to_owned() })
+        .get_customer_history(pb::GetCustomerHistoryRequest { min_position, customer_id: customer.to_owned() })
         .await;
     match r {
         Ok(r) => Ok(r
@@ -97,7 +99,8 @@ pub(crate) async fn run(conn: &Connection, args: HistoryArgs) -> Result<u8> {
         Some(t) if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit()) => Some(AsOf::Position(t.parse()?)),
         Some(t) => Some(AsOf::Time(parse_time(t)?)),
     };
-    let mut entries = timeline(&clients, &args.customer).await?;
+    let head = super::export::head(conn).await?;
+    let mut entries = timeline(&clients, &args.customer, head).await?;
     if let Some(a) = &as_of {
         entries.retain(|e| match a {
             AsOf::Position(p) => e.position <= *p,
