@@ -469,11 +469,12 @@ impl<P: Projector> Runner<P> {
         }
     }
 
-    /// When the next live step may run, if the live interval holds it back now.
+    /// When the next live step may run, if the live interval holds the serving build back now
+    /// (it is behind the head, but by no more than a live step applies).
     fn next_live_step(&self) -> Option<tokio::time::Instant> {
         let next = self.last_live_step? + self.options.live_interval;
-        let behind = self.active.as_ref().is_some_and(|b| b.applied_position() < self.store.committed_head());
-        (behind && next > Instant::now()).then(|| tokio::time::Instant::from_std(next))
+        let behind = self.active.as_ref().map_or(0, |b| self.store.committed_head() - b.applied_position());
+        (behind > 0 && behind <= LIVE_BATCH && next > Instant::now()).then(|| tokio::time::Instant::from_std(next))
     }
 
     fn active_meta_position(&self) -> u64 {
@@ -723,7 +724,7 @@ impl<P: Projector> Runner<P> {
 
     /// Advances the serving build one step.
     async fn step_active(&mut self) -> bool {
-        if self.failed {
+        if self.failed || self.next_live_step().is_some() {
             return false;
         }
         let Some(builder) = self.active.take() else { return false };
@@ -735,12 +736,7 @@ impl<P: Projector> Runner<P> {
         let behind = self.store.committed_head() - builder.applied_position();
         let live = behind <= LIVE_BATCH;
         if live && !self.options.live_interval.is_zero() {
-            let now = Instant::now();
-            if self.last_live_step.is_some_and(|last| now < last + self.options.live_interval) {
-                self.active = Some(builder);
-                return false;
-            }
-            self.last_live_step = Some(now);
+            self.last_live_step = Some(Instant::now());
         }
         let (batch, commit) = if live { (LIVE_BATCH, Commit::EveryStep) } else { (CATCH_UP_BATCH, Commit::WhenDone) };
         let (builder, result) = tokio::task::spawn_blocking(move || {
