@@ -38,9 +38,6 @@ struct Options {
     /// Events per append request.
     #[arg(long, default_value_t = 1)]
     batch: u64,
-    /// Threads running durability barriers in the store.
-    #[arg(long, default_value_t = crm_eventlog::Config::new(".").sync_threads)]
-    sync_threads: usize,
     /// Iterations of the raw fdatasync baseline.
     #[arg(long, default_value_t = 2000)]
     fsync_iterations: usize,
@@ -62,9 +59,7 @@ async fn main() -> anyhow::Result<()> {
         raw_hist.record((*v).max(1))?;
     }
 
-    let mut config = crm_eventlog::Config::new(&log_dir);
-    config.sync_threads = o.sync_threads;
-    let store = SledEventStore::open(config)?;
+    let store = SledEventStore::open(crm_eventlog::Config::new(&log_dir))?;
     let per_writer = o.events / o.writers / o.batch;
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -105,7 +100,6 @@ async fn main() -> anyhow::Result<()> {
     );
     let json = serde_json::json!({
         "writers": o.writers,
-        "sync_threads": o.sync_threads,
         "events": events,
         "batch": o.batch,
         "payload_bytes": o.payload,
@@ -115,9 +109,10 @@ async fn main() -> anyhow::Result<()> {
         "p99_us": hist.value_at_quantile(0.99),
         "p999_us": hist.value_at_quantile(0.999),
         "barriers": stats.barriers,
-        "barrier_flush_avg_us": stats.flush_micros / stats.barriers.max(1),
+        "barrier_write_avg_us": stats.write_micros / stats.barriers.max(1),
         "barrier_fdatasync_avg_us": stats.fdatasync_micros / stats.fdatasyncs.max(1),
         "events_per_barrier": (events as f64 / stats.barriers.max(1) as f64 * 10.0).round() / 10.0,
+        "checkpoints": stats.checkpoints,
         "fdatasync_per_sec": fsync_per_sec.round(),
         "fdatasync_p50_us": raw_hist.value_at_quantile(0.50),
         "fdatasync_p99_us": raw_hist.value_at_quantile(0.99),

@@ -4,7 +4,8 @@
 //! `customer-<id>`, ...). The log gives each committed event a global position that is
 //! gapless and commit-ordered, checks optimistic-concurrency expectations per stream,
 //! deduplicates re-sent event ids, and acknowledges an append only after a real durability
-//! barrier (sled flush plus `fdatasync` of its data file).
+//! barrier (`fdatasync` of a write-ahead file beside sled; sled itself is synced by
+//! background checkpoints).
 //!
 //! Invariants this crate keeps:
 //! - positions start at 1 and have no gaps; readers never see an unacknowledged event;
@@ -43,6 +44,7 @@ pub mod memory;
 mod sled_store;
 mod store;
 mod types;
+mod wal;
 
 pub use error::{Error, Result};
 

@@ -1,11 +1,16 @@
-//! The sled implementation of [`EventStore`]: one writer thread, one durability thread.
+//! The sled implementation of [`EventStore`]: one writer thread, one durability thread, one
+//! checkpoint thread.
 //!
 //! Appends travel over a channel to the writer thread, which drains every waiting request
-//! into one group, checks expectations and idempotency, assigns gapless positions and applies
-//! the group as one atomic sled `Batch`. It then hands the group to the sync thread and goes on
-//! gathering the next group while the sync thread runs the durability barrier (sled `flush`,
-//! then `fdatasync` of sled's data file), publishes the new committed head and acknowledges
-//! every request of the groups it covered. Readers never see past the committed head.
+//! into one group, checks expectations and idempotency, assigns gapless positions, applies
+//! the group as one atomic sled `Batch` and encodes the same writes as one record of the
+//! write-ahead file ([`crate::wal`]). It then hands the group to the sync thread and goes on
+//! gathering the next group while the sync thread writes every waiting record, runs the
+//! durability barrier (one `fdatasync` of the write-ahead file), publishes the new committed
+//! head and acknowledges every request of the groups it covered. Readers never see past the
+//! committed head. The checkpoint thread makes sled itself durable about once a second
+//! (sled `flush`, then `fdatasync` of sled's data file), after which the write-ahead segments
+//! it covers are deleted.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -14,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
@@ -23,6 +28,7 @@ use uuid::Uuid;
 
 use crate::codec::{write_frame, EncodedEvent, Frames, GENESIS, HASH_LEN};
 use crate::keys::{self, StreamEntry};
+use crate::wal::{self, Wal};
 use crate::{
     AppendResult, Direction, Durability, Error, EventStore, ExpectedVersion, RecordedEvent, Result, StreamAppend,
 };
@@ -42,6 +48,8 @@ pub const MAX_NAME_LEN: usize = 1024;
 const SEGMENT_SIZE: usize = 8 * 1024 * 1024;
 /// A log chunk is closed once it reaches this size; a single larger frame gets its own chunk.
 const CHUNK_TARGET: usize = 64 * 1024;
+/// How often the checkpoint thread makes sled durable (when anything was applied since).
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Settings of a [`SledEventStore`].
 #[derive(Debug, Clone)]
@@ -52,14 +60,12 @@ pub struct Config {
     pub cache_capacity: u64,
     /// Most events the writer puts into one group commit.
     pub max_group_events: usize,
-    /// Threads running durability barriers; more than one lets barriers overlap.
-    pub sync_threads: usize,
 }
 
 impl Config {
     /// Defaults for a store at `path`.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Config { path: path.into(), cache_capacity: 512 * 1024 * 1024, max_group_events: 16 * 1024, sync_threads: 2 }
+        Config { path: path.into(), cache_capacity: 512 * 1024 * 1024, max_group_events: 16 * 1024 }
     }
 }
 
@@ -68,14 +74,16 @@ impl Config {
 pub struct Stats {
     /// Group commits applied by the writer.
     pub groups: u64,
-    /// Durability barriers run (each one sled flush, plus one fdatasync when durable).
+    /// Writes to the write-ahead file (each covering every group waiting for it).
     pub barriers: u64,
-    /// `fdatasync` calls among them.
+    /// `fdatasync` calls of the write-ahead file among them (buffered groups skip it).
     pub fdatasyncs: u64,
-    /// Time spent in sled's flush, in microseconds, summed over all barriers.
-    pub flush_micros: u64,
-    /// Time spent in `fdatasync`, in microseconds, summed over all barriers.
+    /// Time spent writing records to the write-ahead file, in microseconds, summed.
+    pub write_micros: u64,
+    /// Time spent in the write-ahead file's `fdatasync`, in microseconds, summed.
     pub fdatasync_micros: u64,
+    /// Checkpoints run (sled flush plus `fdatasync` of sled's data file, in the background).
+    pub checkpoints: u64,
 }
 
 type Reply = oneshot::Sender<Result<Vec<AppendResult>>>;
@@ -96,6 +104,8 @@ struct SyncJob {
     head: u64,
     wrote: bool,
     durable: bool,
+    /// The group's write-ahead record (empty when nothing was written).
+    record: Vec<u8>,
     replies: Vec<(Reply, Result<Vec<AppendResult>>)>,
 }
 
@@ -119,7 +129,18 @@ struct Inner {
 struct Engine {
     db: sled::Db,
     requests: mpsc::Sender<Request>,
+    /// Dropped to stop the checkpoint thread.
+    stop_checkpoints: mpsc::Sender<()>,
     threads: Vec<JoinHandle<()>>,
+}
+
+/// Positions shared by one engine's threads.
+#[derive(Default)]
+struct Progress {
+    /// The last position the writer applied to sled.
+    applied: AtomicU64,
+    /// The last position a checkpoint made durable in sled itself.
+    checkpointed: AtomicU64,
 }
 
 /// State shared with the writer and sync threads. Kept apart from `Inner` (whose drop joins
@@ -132,8 +153,9 @@ struct Shared {
     groups: AtomicU64,
     barriers: AtomicU64,
     fdatasyncs: AtomicU64,
-    flush_micros: AtomicU64,
+    write_micros: AtomicU64,
     fdatasync_micros: AtomicU64,
+    checkpoints: AtomicU64,
 }
 
 impl std::ops::Deref for Inner {
@@ -155,8 +177,9 @@ impl SledEventStore {
             groups: AtomicU64::new(0),
             barriers: AtomicU64::new(0),
             fdatasyncs: AtomicU64::new(0),
-            flush_micros: AtomicU64::new(0),
+            write_micros: AtomicU64::new(0),
             fdatasync_micros: AtomicU64::new(0),
+            checkpoints: AtomicU64::new(0),
         });
         let engine = start_engine(&config, &shared)?;
         let inner = Arc::new(Inner {
@@ -193,8 +216,9 @@ impl SledEventStore {
             groups: self.inner.groups.load(Ordering::Relaxed),
             barriers: self.inner.barriers.load(Ordering::Relaxed),
             fdatasyncs: self.inner.fdatasyncs.load(Ordering::Relaxed),
-            flush_micros: self.inner.flush_micros.load(Ordering::Relaxed),
+            write_micros: self.inner.write_micros.load(Ordering::Relaxed),
             fdatasync_micros: self.inner.fdatasync_micros.load(Ordering::Relaxed),
+            checkpoints: self.inner.checkpoints.load(Ordering::Relaxed),
         }
     }
 
@@ -471,6 +495,9 @@ fn open_sled(config: &Config) -> Result<sled::Db> {
             .path(&config.path)
             .segment_size(SEGMENT_SIZE)
             .cache_capacity(config.cache_capacity)
+            // The checkpoint thread flushes; sled's own 500 ms timer would only add disk
+            // writes that compete with the write-ahead file's barriers.
+            .flush_every_ms(None)
             .open();
         match opened {
             Err(sled::Error::Io(e)) if is_lock_error(&e) && std::time::Instant::now() < deadline => {
@@ -697,10 +724,28 @@ impl Drop for Inner {
 fn start_engine(config: &Config, shared: &Arc<Shared>) -> Result<Engine> {
     std::fs::create_dir_all(&config.path)?;
     let db = open_sled(config)?;
+    let data_file = File::open(config.path.join("db"))?;
+    // Groups acknowledged from the write-ahead file that sled had not made durable: applied
+    // again, whole and in order. Then sled's data file is synced (what sled recovered may
+    // have come from the page cache only), so the old segments can go.
+    let wal_dir = config.path.join(wal::DIR);
+    let replayed = wal::replay(&wal_dir, recover_head(&db)?.0, |group| {
+        let mut batch = sled::Batch::default();
+        for (k, v) in group.writes {
+            batch.insert(k, v);
+        }
+        Ok(db.apply_batch(batch)?)
+    })?;
+    db.flush()?;
+    data_file.sync_all()?;
     // The data file and its directory entry must be durable before the first barrier.
     File::open(&config.path)?.sync_all()?;
-    let data_file = File::open(config.path.join("db"))?;
     let (head, chain) = recover_head(&db)?;
+    if replayed > 0 {
+        tracing::info!(groups = replayed, head, "event log: applied groups from the write-ahead file");
+    }
+    let wal = Wal::create(&wal_dir, head + 1)?;
+    let progress = Arc::new(Progress { applied: AtomicU64::new(head), checkpointed: AtomicU64::new(head) });
     shared.committed.fetch_max(head, Ordering::AcqRel);
     shared.head_tx.send_if_modified(|h| {
         let changed = *h < head;
@@ -711,6 +756,7 @@ fn start_engine(config: &Config, shared: &Arc<Shared>) -> Result<Engine> {
     let (sync_tx, sync_rx) = mpsc::channel::<SyncJob>();
     let writer = Writer {
         shared: shared.clone(),
+        progress: progress.clone(),
         tree: db.clone(),
         head,
         chain,
@@ -720,24 +766,32 @@ fn start_engine(config: &Config, shared: &Arc<Shared>) -> Result<Engine> {
     let mut threads = vec![std::thread::Builder::new()
         .name("crm-eventlog-writer".into())
         .spawn(move || writer.run(req_rx, sync_tx))?];
-    let sync_rx = Arc::new(Mutex::new(sync_rx));
-    let data_file = Arc::new(data_file);
-    for i in 0..config.sync_threads.max(1) {
-        let (db, data_file, shared, rx) = (db.clone(), data_file.clone(), shared.clone(), sync_rx.clone());
+    {
+        let (shared, progress) = (shared.clone(), progress.clone());
         threads.push(
             std::thread::Builder::new()
-                .name(format!("crm-eventlog-sync-{i}"))
-                .spawn(move || sync_loop(db, data_file, shared, rx))?,
+                .name("crm-eventlog-sync".into())
+                .spawn(move || sync_loop(wal, shared, progress, sync_rx))?,
         );
     }
-    Ok(Engine { db, requests: req_tx, threads })
+    let (stop_checkpoints, stop_rx) = mpsc::channel();
+    {
+        let (db, shared) = (db.clone(), shared.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name("crm-eventlog-checkpoint".into())
+                .spawn(move || checkpoint_loop(db, data_file, shared, progress, stop_rx))?,
+        );
+    }
+    Ok(Engine { db, requests: req_tx, stop_checkpoints, threads })
 }
 
 /// Stops accepting requests, lets the writer and sync threads finish (every accepted append
 /// is answered), and flushes.
 fn stop_engine(engine: Engine) {
-    let Engine { db, requests, threads } = engine;
+    let Engine { db, requests, stop_checkpoints, threads } = engine;
     drop(requests);
+    drop(stop_checkpoints);
     for t in threads {
         let _ = t.join();
     }
@@ -811,6 +865,7 @@ struct KnownId {
 
 struct Writer {
     shared: Arc<Shared>,
+    progress: Arc<Progress>,
     tree: sled::Db,
     /// Position of the last event applied to sled (may be ahead of the committed head).
     head: u64,
@@ -854,9 +909,9 @@ impl Writer {
     fn process(&mut self, group: Vec<Request>) -> SyncJob {
         if let Some(reason) = self.failed() {
             let replies = group.into_iter().map(|r| (r.reply, Err(Error::Unavailable(reason.clone())))).collect();
-            return SyncJob { head: self.head, wrote: false, durable: false, replies };
+            return SyncJob { head: self.head, wrote: false, durable: false, record: Vec::new(), replies };
         }
-        let mut batch = sled::Batch::default();
+        let mut writes: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut next = self.head + 1;
         let mut chain = self.chain;
         let mut chunk: Vec<u8> = Vec::new();
@@ -879,19 +934,19 @@ impl Writer {
                         let first_position = next;
                         for (i, event) in append.events.iter().enumerate() {
                             if !chunk.is_empty() && chunk.len() + event.frame_len() > CHUNK_TARGET {
-                                batch.insert(&keys::log_key(chunk_start), std::mem::take(&mut chunk));
+                                writes.push((keys::log_key(chunk_start).to_vec(), std::mem::take(&mut chunk)));
                                 chunk_start = next;
                             }
                             let version = first_version + i as u64;
                             write_frame(&mut chunk, event, version, &mut chain);
-                            batch.insert(&keys::id_key(&event.id), &next.to_be_bytes());
+                            writes.push((keys::id_key(&event.id).to_vec(), next.to_be_bytes().to_vec()));
                             pending
                                 .insert(event.id, KnownId { position: next, stream: append.stream.clone(), version });
                             next += 1;
                         }
                         let count = append.events.len() as u32;
                         let entry = StreamEntry { first_version, first_position, count };
-                        batch.insert(keys::stream_key(&append.stream, first_version), &entry.value());
+                        writes.push((keys::stream_key(&append.stream, first_version), entry.value().to_vec()));
                         overlay.insert(append.stream.clone(), entry.last_version());
                         results.push(AppendResult {
                             first_position,
@@ -908,9 +963,15 @@ impl Writer {
             replies.push((req.reply, outcome));
         }
         if !chunk.is_empty() {
-            batch.insert(&keys::log_key(chunk_start), chunk);
+            writes.push((keys::log_key(chunk_start).to_vec(), chunk));
         }
+        let mut record = Vec::new();
         if wrote {
+            wal::encode(self.head + 1, next - 1, &writes, &mut record);
+            let mut batch = sled::Batch::default();
+            for (k, v) in writes {
+                batch.insert(k, v);
+            }
             if let Err(e) = self.tree.apply_batch(batch) {
                 // sled keeps failing once its I/O failed (a full disk, say): stop accepting
                 // writes until the recovery thread has reopened the log.
@@ -919,9 +980,10 @@ impl Writer {
                 tracing::error!(error = %e, "applying a group commit failed; nothing of it was written");
                 self.shared.failed.lock().expect("failed lock").get_or_insert_with(|| reason.clone());
                 let replies = replies.into_iter().map(|(r, _)| (r, Err(Error::Unavailable(reason.clone())))).collect();
-                return SyncJob { head: self.head, wrote: false, durable: false, replies };
+                return SyncJob { head: self.head, wrote: false, durable: false, record: Vec::new(), replies };
             }
             self.head = next - 1;
+            self.progress.applied.store(self.head, Ordering::Release);
             self.chain = chain;
             if self.versions.len() > 1_000_000 {
                 self.versions.clear();
@@ -929,7 +991,7 @@ impl Writer {
             self.versions.extend(overlay);
             self.shared.groups.fetch_add(1, Ordering::Relaxed);
         }
-        SyncJob { head: self.head, wrote, durable, replies }
+        SyncJob { head: self.head, wrote, durable, record, replies }
     }
 
     fn plan(
@@ -1040,72 +1102,96 @@ impl Writer {
     }
 }
 
-/// sled's flush (which ends in `sync_file_range`), then, for durable groups, `fdatasync` of
-/// the data file: the flush alone does not persist the file's metadata or the disk cache.
-fn barrier(db: &sled::Db, data_file: &File, durable: bool, shared: &Shared) -> Result<()> {
-    let t = std::time::Instant::now();
-    db.flush()?;
-    let flushed = t.elapsed();
-    shared.flush_micros.fetch_add(flushed.as_micros() as u64, Ordering::Relaxed);
-    if durable {
-        data_file.sync_data()?;
-        shared.fdatasync_micros.fetch_add((t.elapsed() - flushed).as_micros() as u64, Ordering::Relaxed);
-    }
-    Ok(())
-}
-
-/// One of the sync threads. Each takes every group waiting, runs one barrier and acknowledges
-/// those groups; with several sync threads, barriers overlap, so a group applied while a
-/// barrier runs need not wait for it to end before its own barrier starts. A barrier that
-/// starts after a group was applied covers that group (sled's flush waits for every earlier
-/// log write, and the `fdatasync` follows it), so the committed head is the maximum head of
-/// the barriers completed so far.
-fn sync_loop(db: sled::Db, data_file: Arc<File>, shared: Arc<Shared>, rx: Arc<Mutex<mpsc::Receiver<SyncJob>>>) {
-    loop {
-        let jobs = {
-            let rx = rx.lock().expect("sync queue lock");
-            let Ok(first) = rx.recv() else { return };
-            let mut jobs = vec![first];
-            while let Ok(j) = rx.try_recv() {
-                jobs.push(j);
-            }
-            jobs
-        };
+/// The durability thread. It takes every group waiting, writes their write-ahead records in
+/// one write, runs one barrier (`fdatasync` of the write-ahead file, skipped when every group
+/// is buffered), publishes the new committed head and acknowledges those groups. After a
+/// failed write or sync it writes nothing more (the file may end in a torn record): every
+/// later group is refused until the store recovers with a new engine.
+fn sync_loop(mut wal: Wal, shared: Arc<Shared>, progress: Arc<Progress>, rx: mpsc::Receiver<SyncJob>) {
+    let mut broken: Option<String> = None;
+    let mut records = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while let Ok(j) = rx.try_recv() {
+            jobs.push(j);
+        }
         let wrote = jobs.iter().any(|j| j.wrote);
         let durable = jobs.iter().any(|j| j.wrote && j.durable);
         let head = jobs.iter().map(|j| j.head).max().unwrap_or(0);
-        let barrier = if wrote { barrier(&db, &data_file, durable, &shared) } else { Ok(()) };
-        match barrier {
-            Ok(()) => {
-                if wrote {
-                    shared.barriers.fetch_add(1, Ordering::Relaxed);
-                    if durable {
-                        shared.fdatasyncs.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                shared.committed.fetch_max(head, Ordering::AcqRel);
-                shared.head_tx.send_if_modified(|h| {
-                    let changed = *h < head;
-                    *h = (*h).max(head);
-                    changed
-                });
-                for job in jobs {
-                    for (reply, outcome) in job.replies {
-                        let _ = reply.send(outcome);
-                    }
-                }
+        if broken.is_none() && wrote {
+            records.clear();
+            for j in &jobs {
+                records.extend_from_slice(&j.record);
             }
-            Err(e) => {
+            if let Err(e) = write_records(&mut wal, &records, durable, head, &shared) {
                 let reason =
                     format!("durability barrier failed, the log stopped accepting writes until it recovers: {e}");
                 tracing::error!(error = %e, "durability barrier failed");
                 *shared.failed.lock().expect("failed lock") = Some(reason.clone());
-                for job in jobs {
-                    for (reply, _) in job.replies {
-                        let _ = reply.send(Err(Error::Unavailable(reason.clone())));
-                    }
+                broken = Some(reason);
+            } else if let Err(e) = wal.discard_through(progress.checkpointed.load(Ordering::Acquire)) {
+                tracing::warn!(error = %e, "deleting a checkpointed write-ahead segment failed");
+            }
+        }
+        if let Some(reason) = &broken {
+            for job in jobs {
+                for (reply, _) in job.replies {
+                    let _ = reply.send(Err(Error::Unavailable(reason.clone())));
                 }
             }
+            continue;
+        }
+        shared.committed.fetch_max(head, Ordering::AcqRel);
+        shared.head_tx.send_if_modified(|h| {
+            let changed = *h < head;
+            *h = (*h).max(head);
+            changed
+        });
+        for job in jobs {
+            for (reply, outcome) in job.replies {
+                let _ = reply.send(outcome);
+            }
+        }
+    }
+}
+
+/// One barrier: the records of every waiting group, then `fdatasync` when any is durable.
+fn write_records(wal: &mut Wal, records: &[u8], durable: bool, head: u64, shared: &Shared) -> Result<()> {
+    let t = std::time::Instant::now();
+    wal.append(records)?;
+    let written = t.elapsed();
+    shared.write_micros.fetch_add(written.as_micros() as u64, Ordering::Relaxed);
+    if durable {
+        wal.sync()?;
+        shared.fdatasync_micros.fetch_add((t.elapsed() - written).as_micros() as u64, Ordering::Relaxed);
+        shared.fdatasyncs.fetch_add(1, Ordering::Relaxed);
+    }
+    shared.barriers.fetch_add(1, Ordering::Relaxed);
+    wal.rotate_if_full(head + 1)
+}
+
+/// The checkpoint thread: about once a second, when the writer applied anything since the
+/// last checkpoint, sled `flush` and `fdatasync` of sled's data file. Every group applied
+/// before the flush started is then durable in sled, and the sync thread deletes the
+/// write-ahead segments that hold only such groups. A failed checkpoint only delays that.
+fn checkpoint_loop(
+    db: sled::Db,
+    data_file: File,
+    shared: Arc<Shared>,
+    progress: Arc<Progress>,
+    stop: mpsc::Receiver<()>,
+) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_INTERVAL) {
+        let applied = progress.applied.load(Ordering::Acquire);
+        if applied <= progress.checkpointed.load(Ordering::Acquire) {
+            continue;
+        }
+        match db.flush().map_err(Error::from).and_then(|_| Ok(data_file.sync_data()?)) {
+            Ok(()) => {
+                progress.checkpointed.store(applied, Ordering::Release);
+                shared.checkpoints.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(error = %e, "event log checkpoint failed; the write-ahead file keeps the groups"),
         }
     }
 }
