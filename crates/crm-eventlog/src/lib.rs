@@ -8,7 +8,8 @@
 //! background checkpoints).
 //!
 //! Invariants this crate keeps:
-//! - positions start at 1 and have no gaps; readers never see an unacknowledged event;
+//! - positions start at 1 and have no gaps; readers never see a durable append before its
+//!   barrier (a buffered one is visible once written, without a barrier);
 //! - an append is all-or-nothing, across every stream it names;
 //! - every stored event is framed with a format byte, schema version and CRC32, and a damaged
 //!   record is reported as [`Error::Corruption`] at its position, never decoded as garbage.

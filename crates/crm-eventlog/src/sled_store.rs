@@ -9,7 +9,7 @@
 //! durability barrier (one `fdatasync` of the write-ahead file), publishes the new committed
 //! head and acknowledges every request of the groups it covered. Readers never see past the
 //! committed head. The checkpoint thread makes sled itself durable about once a second
-//! (sled `flush`, then `fdatasync` of sled's data file), after which the write-ahead segments
+//! (sled `flush`, then a sync of sled's files), after which the write-ahead segments
 //! it covers are deleted.
 
 use std::collections::{HashMap, VecDeque};
@@ -48,6 +48,9 @@ pub const MAX_NAME_LEN: usize = 1024;
 const SEGMENT_SIZE: usize = 8 * 1024 * 1024;
 /// A log chunk is closed once it reaches this size; a single larger frame gets its own chunk.
 const CHUNK_TARGET: usize = 64 * 1024;
+/// The writer closes a group once it holds this many bytes of frames (a write-ahead record's
+/// length is a `u32`; one append is at most 1,000 frames of about 1 MiB).
+const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
 /// How often the checkpoint thread makes sled durable (when anything was applied since).
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -131,7 +134,9 @@ struct Engine {
     requests: mpsc::Sender<Request>,
     /// Dropped to stop the checkpoint thread.
     stop_checkpoints: mpsc::Sender<()>,
+    /// The writer and sync threads.
     threads: Vec<JoinHandle<()>>,
+    checkpointer: JoinHandle<()>,
 }
 
 /// Positions shared by one engine's threads.
@@ -150,6 +155,12 @@ struct Shared {
     head_tx: watch::Sender<u64>,
     closed: AtomicBool,
     failed: Mutex<Option<String>>,
+    /// Set for the life of the process once a checkpoint failed: an `fdatasync` that failed
+    /// may have dropped dirty pages of sled's files that a later, successful `fdatasync` does
+    /// not write again (Linux marks them clean), so from then on no write-ahead segment is
+    /// deleted while this process runs, and the engine that saw the failure is replaced by
+    /// one that replays them.
+    keep_wal: AtomicBool,
     groups: AtomicU64,
     barriers: AtomicU64,
     fdatasyncs: AtomicU64,
@@ -174,6 +185,7 @@ impl SledEventStore {
             head_tx,
             closed: AtomicBool::new(false),
             failed: Mutex::new(None),
+            keep_wal: AtomicBool::new(false),
             groups: AtomicU64::new(0),
             barriers: AtomicU64::new(0),
             fdatasyncs: AtomicU64::new(0),
@@ -724,10 +736,10 @@ impl Drop for Inner {
 fn start_engine(config: &Config, shared: &Arc<Shared>) -> Result<Engine> {
     std::fs::create_dir_all(&config.path)?;
     let db = open_sled(config)?;
-    let data_file = File::open(config.path.join("db"))?;
+    let mut files = SledFiles::open(&config.path)?;
     // Groups acknowledged from the write-ahead file that sled had not made durable: applied
-    // again, whole and in order. Then sled's data file is synced (what sled recovered may
-    // have come from the page cache only), so the old segments can go.
+    // again, whole and in order. Then sled's files are synced (what sled recovered may have
+    // come from the page cache only), so the old segments can go.
     let wal_dir = config.path.join(wal::DIR);
     let replayed = wal::replay(&wal_dir, recover_head(&db)?.0, |group| {
         let mut batch = sled::Batch::default();
@@ -737,14 +749,13 @@ fn start_engine(config: &Config, shared: &Arc<Shared>) -> Result<Engine> {
         Ok(db.apply_batch(batch)?)
     })?;
     db.flush()?;
-    data_file.sync_all()?;
-    // The data file and its directory entry must be durable before the first barrier.
-    File::open(&config.path)?.sync_all()?;
+    files.sync()?;
     let (head, chain) = recover_head(&db)?;
     if replayed > 0 {
         tracing::info!(groups = replayed, head, "event log: applied groups from the write-ahead file");
     }
-    let wal = Wal::create(&wal_dir, head + 1)?;
+    let keep_wal = shared.keep_wal.load(Ordering::Acquire);
+    let wal = Wal::create(&wal_dir, head + 1, keep_wal)?;
     let progress = Arc::new(Progress { applied: AtomicU64::new(head), checkpointed: AtomicU64::new(head) });
     shared.committed.fetch_max(head, Ordering::AcqRel);
     shared.head_tx.send_if_modified(|h| {
@@ -775,28 +786,79 @@ fn start_engine(config: &Config, shared: &Arc<Shared>) -> Result<Engine> {
         );
     }
     let (stop_checkpoints, stop_rx) = mpsc::channel();
-    {
+    let checkpointer = {
         let (db, shared) = (db.clone(), shared.clone());
-        threads.push(
-            std::thread::Builder::new()
-                .name("crm-eventlog-checkpoint".into())
-                .spawn(move || checkpoint_loop(db, data_file, shared, progress, stop_rx))?,
-        );
-    }
-    Ok(Engine { db, requests: req_tx, stop_checkpoints, threads })
+        std::thread::Builder::new()
+            .name("crm-eventlog-checkpoint".into())
+            .spawn(move || checkpoint_loop(db, files, shared, progress, stop_rx))?
+    };
+    Ok(Engine { db, requests: req_tx, stop_checkpoints, threads, checkpointer })
 }
 
 /// Stops accepting requests, lets the writer and sync threads finish (every accepted append
-/// is answered), and flushes.
+/// is answered and the write-ahead file synced), then lets the checkpoint thread make sled
+/// durable one last time.
 fn stop_engine(engine: Engine) {
-    let Engine { db, requests, stop_checkpoints, threads } = engine;
+    let Engine { db, requests, stop_checkpoints, threads, checkpointer } = engine;
     drop(requests);
-    drop(stop_checkpoints);
     for t in threads {
         let _ = t.join();
     }
-    if let Err(e) = db.flush() {
-        tracing::error!(error = %e, "final flush failed");
+    drop(stop_checkpoints);
+    let _ = checkpointer.join();
+    drop(db);
+}
+
+/// The files of one sled instance that a checkpoint makes durable: the data file `db`, the
+/// blob files sled writes for messages over a quarter segment (a whole leaf page of large
+/// frames can be one), `conf`, and the directories holding them. sled itself only ever
+/// `sync_file_range`s the data file and never syncs a blob.
+struct SledFiles {
+    dir: PathBuf,
+    data: File,
+    /// Blob files already synced (sled never rewrites a blob; it writes a new one).
+    synced_blobs: std::collections::HashSet<std::ffi::OsString>,
+}
+
+impl SledFiles {
+    fn open(dir: &Path) -> Result<Self> {
+        File::open(dir.join("conf"))?.sync_all()?;
+        Ok(SledFiles { dir: dir.to_owned(), data: File::open(dir.join("db"))?, synced_blobs: Default::default() })
+    }
+
+    /// `fdatasync` of the data file, `fsync` of every blob not synced before and of the
+    /// directories. Call after a sled `flush`.
+    fn sync(&mut self) -> Result<()> {
+        self.data.sync_data()?;
+        let blobs = self.dir.join("blobs");
+        let mut present = std::collections::HashSet::new();
+        let mut new = false;
+        match std::fs::read_dir(&blobs) {
+            Ok(entries) => {
+                for entry in entries {
+                    let entry = entry?;
+                    let name = entry.file_name();
+                    if !self.synced_blobs.contains(&name) {
+                        match File::open(entry.path()) {
+                            Ok(f) => f.sync_all()?,
+                            // sled deletes blobs it no longer needs.
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                            Err(e) => return Err(e.into()),
+                        }
+                        new = true;
+                    }
+                    present.insert(name);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        if new {
+            File::open(&blobs)?.sync_all()?;
+        }
+        self.synced_blobs = present;
+        File::open(&self.dir)?.sync_all()?;
+        Ok(())
     }
 }
 
@@ -883,13 +945,20 @@ enum Plan {
 
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Request>, sync_tx: mpsc::Sender<SyncJob>) {
+        let size = |r: &Request| {
+            let events = r.appends.iter().map(|a| a.events.len()).sum::<usize>();
+            let bytes = r.appends.iter().flat_map(|a| &a.events).map(EncodedEvent::frame_len).sum::<usize>();
+            (events, bytes)
+        };
         while let Ok(first) = rx.recv() {
-            let mut events = first.appends.iter().map(|a| a.events.len()).sum::<usize>();
+            let (mut events, mut bytes) = size(&first);
             let mut group = vec![first];
-            while events < self.max_group_events {
+            while events < self.max_group_events && bytes < MAX_GROUP_BYTES {
                 match rx.try_recv() {
                     Ok(r) => {
-                        events += r.appends.iter().map(|a| a.events.len()).sum::<usize>();
+                        let (e, b) = size(&r);
+                        events += e;
+                        bytes += b;
                         group.push(r);
                     }
                     Err(_) => break,
@@ -956,10 +1025,10 @@ impl Writer {
                         });
                     }
                     wrote = true;
-                    durable |= req.durability == Durability::Durable;
                     Ok(results)
                 }
             };
+            durable |= outcome.is_ok() && req.durability == Durability::Durable;
             replies.push((req.reply, outcome));
         }
         if !chunk.is_empty() {
@@ -1103,34 +1172,41 @@ impl Writer {
 }
 
 /// The durability thread. It takes every group waiting, writes their write-ahead records in
-/// one write, runs one barrier (`fdatasync` of the write-ahead file, skipped when every group
-/// is buffered), publishes the new committed head and acknowledges those groups. After a
-/// failed write or sync it writes nothing more (the file may end in a torn record): every
-/// later group is refused until the store recovers with a new engine.
+/// one write, runs one barrier (`fdatasync` of the write-ahead file) when any of their
+/// requests is durable and anything written is not yet synced, publishes the new committed
+/// head and acknowledges those groups. A durable request answered from the idempotency index
+/// also waits for a barrier: the original may have been a buffered append not yet synced.
+/// After a failed write or sync it writes nothing more (the file may end in a torn record):
+/// every later group is refused until the store recovers with a new engine. When the writer
+/// stops, whatever is written and not yet synced is synced.
 fn sync_loop(mut wal: Wal, shared: Arc<Shared>, progress: Arc<Progress>, rx: mpsc::Receiver<SyncJob>) {
     let mut broken: Option<String> = None;
     let mut records = Vec::new();
+    let mut unsynced = false;
+    let fail = |broken: &mut Option<String>, what: &str, e: Error| {
+        let reason = format!("{what} failed, the log stopped accepting writes until it recovers: {e}");
+        tracing::error!(error = %e, "{what} failed");
+        *shared.failed.lock().expect("failed lock") = Some(reason.clone());
+        *broken = Some(reason);
+    };
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while let Ok(j) = rx.try_recv() {
             jobs.push(j);
         }
         let wrote = jobs.iter().any(|j| j.wrote);
-        let durable = jobs.iter().any(|j| j.wrote && j.durable);
+        let durable = jobs.iter().any(|j| j.durable);
         let head = jobs.iter().map(|j| j.head).max().unwrap_or(0);
-        if broken.is_none() && wrote {
+        if broken.is_none() && (wrote || (durable && unsynced)) {
             records.clear();
             for j in &jobs {
                 records.extend_from_slice(&j.record);
             }
-            if let Err(e) = write_records(&mut wal, &records, durable, head, &shared) {
-                let reason =
-                    format!("durability barrier failed, the log stopped accepting writes until it recovers: {e}");
-                tracing::error!(error = %e, "durability barrier failed");
-                *shared.failed.lock().expect("failed lock") = Some(reason.clone());
-                broken = Some(reason);
-            } else if let Err(e) = wal.discard_through(progress.checkpointed.load(Ordering::Acquire)) {
-                tracing::warn!(error = %e, "deleting a checkpointed write-ahead segment failed");
+            unsynced |= wrote;
+            let barrier = durable && unsynced;
+            match write_records(&mut wal, &records, barrier, &shared) {
+                Ok(()) => unsynced &= !barrier,
+                Err(e) => fail(&mut broken, "the durability barrier", e),
             }
         }
         if let Some(reason) = &broken {
@@ -1152,46 +1228,82 @@ fn sync_loop(mut wal: Wal, shared: Arc<Shared>, progress: Arc<Progress>, rx: mps
                 let _ = reply.send(outcome);
             }
         }
+        // After the acknowledgements: a failure here concerns only later groups.
+        if !wrote {
+            continue;
+        }
+        if let Err(e) = wal.rotate_if_full(head + 1) {
+            fail(&mut broken, "starting a write-ahead segment", e);
+        } else if shared.keep_wal.load(Ordering::Acquire) {
+            // see `Shared::keep_wal`
+        } else if let Err(e) = wal.discard_through(progress.checkpointed.load(Ordering::Acquire)) {
+            tracing::warn!(error = %e, "deleting a checkpointed write-ahead segment failed");
+        }
+    }
+    if broken.is_none() && unsynced {
+        if let Err(e) = wal.sync() {
+            tracing::error!(error = %e, "syncing the write-ahead file at shutdown failed");
+        }
     }
 }
 
-/// One barrier: the records of every waiting group, then `fdatasync` when any is durable.
-fn write_records(wal: &mut Wal, records: &[u8], durable: bool, head: u64, shared: &Shared) -> Result<()> {
+/// One barrier: the records of every waiting group, then `fdatasync` when asked.
+fn write_records(wal: &mut Wal, records: &[u8], sync: bool, shared: &Shared) -> Result<()> {
     let t = std::time::Instant::now();
-    wal.append(records)?;
+    if !records.is_empty() {
+        wal.append(records)?;
+    }
     let written = t.elapsed();
     shared.write_micros.fetch_add(written.as_micros() as u64, Ordering::Relaxed);
-    if durable {
+    if sync {
         wal.sync()?;
         shared.fdatasync_micros.fetch_add((t.elapsed() - written).as_micros() as u64, Ordering::Relaxed);
         shared.fdatasyncs.fetch_add(1, Ordering::Relaxed);
     }
     shared.barriers.fetch_add(1, Ordering::Relaxed);
-    wal.rotate_if_full(head + 1)
+    Ok(())
 }
 
 /// The checkpoint thread: about once a second, when the writer applied anything since the
-/// last checkpoint, sled `flush` and `fdatasync` of sled's data file. Every group applied
-/// before the flush started is then durable in sled, and the sync thread deletes the
-/// write-ahead segments that hold only such groups. A failed checkpoint only delays that.
+/// last checkpoint, sled `flush` and a sync of sled's files ([`SledFiles`]); once more when
+/// the engine stops. Every group applied before the flush started is then durable in sled,
+/// and the sync thread deletes the write-ahead segments that hold only such groups.
+///
+/// A failed checkpoint stops the engine from accepting writes and keeps every write-ahead
+/// segment for the rest of the process ([`Shared::keep_wal`]): after a failed `fdatasync`,
+/// Linux may have dropped dirty pages that no later `fdatasync` writes again, so only the
+/// write-ahead file still holds those groups for sure. The recovery thread then starts a new
+/// engine, which applies the file to sled again.
 fn checkpoint_loop(
     db: sled::Db,
-    data_file: File,
+    mut files: SledFiles,
     shared: Arc<Shared>,
     progress: Arc<Progress>,
     stop: mpsc::Receiver<()>,
 ) {
-    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_INTERVAL) {
+    loop {
+        let last = !matches!(stop.recv_timeout(CHECKPOINT_INTERVAL), Err(mpsc::RecvTimeoutError::Timeout));
         let applied = progress.applied.load(Ordering::Acquire);
-        if applied <= progress.checkpointed.load(Ordering::Acquire) {
-            continue;
-        }
-        match db.flush().map_err(Error::from).and_then(|_| Ok(data_file.sync_data()?)) {
-            Ok(()) => {
-                progress.checkpointed.store(applied, Ordering::Release);
-                shared.checkpoints.fetch_add(1, Ordering::Relaxed);
+        if applied > progress.checkpointed.load(Ordering::Acquire) {
+            match db.flush().map_err(Error::from).and_then(|_| files.sync()) {
+                Ok(()) => {
+                    progress.checkpointed.store(applied, Ordering::Release);
+                    shared.checkpoints.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "event log checkpoint failed; keeping the write-ahead file");
+                    shared.keep_wal.store(true, Ordering::Release);
+                    shared.failed.lock().expect("failed lock").get_or_insert_with(|| {
+                        format!(
+                            "making the event log durable failed, it stopped accepting writes until it recovers: {e}"
+                        )
+                    });
+                    return;
+                }
             }
-            Err(e) => tracing::warn!(error = %e, "event log checkpoint failed; the write-ahead file keeps the groups"),
+        }
+        if last {
+            return;
         }
     }
 }
