@@ -4,8 +4,11 @@
 //! ```text
 //! e <first position: u64 BE>                      -> chunk of frames (see codec)
 //! s <stream id bytes> 0x00 <first version: u64 BE> -> <first position: u64 BE> <count: u32 BE>
-//! i <event id: 16 bytes>                           -> <position: u64 BE>
+//! j <event id bytes 0..6>                        -> up to 256 (id suffix, position) entries
+//! i <event id: 16 bytes>                           -> <position: u64 BE> (beyond a full bucket)
 //! ```
+//!
+//! The id index (`j` buckets and `i` keys) is described in `id_index.rs`.
 //!
 //! Stream ids never contain 0x00 (validated on append), so one stream's index entries are
 //! contiguous and no stream's prefix is a prefix of another's.
@@ -13,6 +16,7 @@
 pub(crate) const LOG: u8 = b'e';
 pub(crate) const STREAM: u8 = b's';
 pub(crate) const ID: u8 = b'i';
+pub(crate) const ID_BUCKET: u8 = b'j';
 
 pub(crate) fn log_key(position: u64) -> [u8; 9] {
     let mut k = [0u8; 9];

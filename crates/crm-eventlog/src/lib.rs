@@ -40,6 +40,7 @@
 
 mod codec;
 mod error;
+mod id_index;
 mod keys;
 pub mod memory;
 mod sled_store;

@@ -27,6 +27,7 @@ use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 use crate::codec::{write_frame, EncodedEvent, Frames, GENESIS, HASH_LEN};
+use crate::id_index::IdIndex;
 use crate::keys::{self, StreamEntry};
 use crate::wal::{self, Wal};
 use crate::{
@@ -772,6 +773,7 @@ fn start_engine(config: &Config, shared: &Arc<Shared>) -> Result<Engine> {
         head,
         chain,
         versions: HashMap::new(),
+        ids: IdIndex::default(),
         max_group_events: config.max_group_events.max(1),
     };
     let mut threads = vec![std::thread::Builder::new()
@@ -806,7 +808,10 @@ fn stop_engine(engine: Engine) {
     }
     drop(stop_checkpoints);
     let _ = checkpointer.join();
-    drop(db);
+    // Also waits for sled's I/O threads, which keep the directory locked while they write.
+    if let Err(e) = db.flush() {
+        tracing::error!(error = %e, "final flush failed");
+    }
 }
 
 /// The files of one sled instance that a checkpoint makes durable: the data file `db`, the
@@ -935,6 +940,7 @@ struct Writer {
     chain: [u8; HASH_LEN],
     /// Last version of streams the writer has touched or looked up.
     versions: HashMap<String, u64>,
+    ids: IdIndex,
     max_group_events: usize,
 }
 
@@ -987,6 +993,7 @@ impl Writer {
         let mut chunk_start = next;
         let mut overlay: HashMap<String, u64> = HashMap::new();
         let mut pending: HashMap<Uuid, KnownId> = HashMap::new();
+        let mut new_ids: Vec<(Uuid, u64)> = Vec::new();
         let mut replies = Vec::with_capacity(group.len());
         let mut durable = false;
         let mut wrote = false;
@@ -1008,7 +1015,7 @@ impl Writer {
                             }
                             let version = first_version + i as u64;
                             write_frame(&mut chunk, event, version, &mut chain);
-                            writes.push((keys::id_key(&event.id).to_vec(), next.to_be_bytes().to_vec()));
+                            new_ids.push((event.id, next));
                             pending
                                 .insert(event.id, KnownId { position: next, stream: append.stream.clone(), version });
                             next += 1;
@@ -1035,6 +1042,14 @@ impl Writer {
             writes.push((keys::log_key(chunk_start).to_vec(), chunk));
         }
         let mut record = Vec::new();
+        if let Err(e) = self.ids.record(&self.tree, &new_ids, &mut writes) {
+            let reason =
+                format!("reading the event id index failed, the log stopped accepting writes until it recovers: {e}");
+            tracing::error!(error = %e, "reading the event id index failed");
+            self.shared.failed.lock().expect("failed lock").get_or_insert_with(|| reason.clone());
+            let replies = replies.into_iter().map(|(r, _)| (r, Err(Error::Unavailable(reason.clone())))).collect();
+            return SyncJob { head: self.head, wrote: false, durable: false, record: Vec::new(), replies };
+        }
         if wrote {
             wal::encode(self.head + 1, next - 1, &writes, &mut record);
             let mut batch = sled::Batch::default();
@@ -1142,12 +1157,10 @@ impl Writer {
         Ok(results)
     }
 
-    fn lookup_id(&self, id: &Uuid) -> Result<Option<KnownId>> {
-        let Some(v) = self.tree.get(keys::id_key(id))? else {
+    fn lookup_id(&mut self, id: &Uuid) -> Result<Option<KnownId>> {
+        let Some(position) = self.ids.lookup(&self.tree, id)? else {
             return Ok(None);
         };
-        let position =
-            u64::from_be_bytes(v.as_ref().try_into().map_err(|_| Error::Storage("malformed id index entry".into()))?);
         let mut events = Vec::with_capacity(1);
         read_positions(&self.tree, position, position, &mut events)?;
         let event = events
