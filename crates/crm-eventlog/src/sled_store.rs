@@ -86,8 +86,12 @@ pub struct Stats {
     pub write_micros: u64,
     /// Time spent in the write-ahead file's `fdatasync`, in microseconds, summed.
     pub fdatasync_micros: u64,
-    /// Checkpoints run (sled flush plus `fdatasync` of sled's data file, in the background).
+    /// Checkpoints run (sled flush plus a sync of sled's files, in the background).
     pub checkpoints: u64,
+    /// Time the writer spent on groups (planning, encoding, applying to sled), summed.
+    pub writer_busy_micros: u64,
+    /// Time the sync thread waited for the writer's next group, summed.
+    pub sync_idle_micros: u64,
 }
 
 type Reply = oneshot::Sender<Result<Vec<AppendResult>>>;
@@ -168,6 +172,8 @@ struct Shared {
     write_micros: AtomicU64,
     fdatasync_micros: AtomicU64,
     checkpoints: AtomicU64,
+    writer_busy_micros: AtomicU64,
+    sync_idle_micros: AtomicU64,
 }
 
 impl std::ops::Deref for Inner {
@@ -193,6 +199,8 @@ impl SledEventStore {
             write_micros: AtomicU64::new(0),
             fdatasync_micros: AtomicU64::new(0),
             checkpoints: AtomicU64::new(0),
+            writer_busy_micros: AtomicU64::new(0),
+            sync_idle_micros: AtomicU64::new(0),
         });
         let engine = start_engine(&config, &shared)?;
         let inner = Arc::new(Inner {
@@ -232,6 +240,8 @@ impl SledEventStore {
             write_micros: self.inner.write_micros.load(Ordering::Relaxed),
             fdatasync_micros: self.inner.fdatasync_micros.load(Ordering::Relaxed),
             checkpoints: self.inner.checkpoints.load(Ordering::Relaxed),
+            writer_busy_micros: self.inner.writer_busy_micros.load(Ordering::Relaxed),
+            sync_idle_micros: self.inner.sync_idle_micros.load(Ordering::Relaxed),
         }
     }
 
@@ -773,7 +783,7 @@ fn start_engine(config: &Config, shared: &Arc<Shared>) -> Result<Engine> {
         head,
         chain,
         versions: HashMap::new(),
-        ids: IdIndex::default(),
+        ids: IdIndex::open(&db)?,
         max_group_events: config.max_group_events.max(1),
     };
     let mut threads = vec![std::thread::Builder::new()
@@ -970,7 +980,9 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            let busy = std::time::Instant::now();
             let job = self.process(group);
+            self.shared.writer_busy_micros.fetch_add(busy.elapsed().as_micros() as u64, Ordering::Relaxed);
             if sync_tx.send(job).is_err() {
                 break;
             }
@@ -1202,7 +1214,10 @@ fn sync_loop(mut wal: Wal, shared: Arc<Shared>, progress: Arc<Progress>, rx: mps
         *shared.failed.lock().expect("failed lock") = Some(reason.clone());
         *broken = Some(reason);
     };
-    while let Ok(first) = rx.recv() {
+    loop {
+        let idle = std::time::Instant::now();
+        let Ok(first) = rx.recv() else { break };
+        shared.sync_idle_micros.fetch_add(idle.elapsed().as_micros() as u64, Ordering::Relaxed);
         let mut jobs = vec![first];
         while let Ok(j) = rx.try_recv() {
             jobs.push(j);
