@@ -3,6 +3,7 @@
 mod concurrency;
 mod corruption;
 mod crash;
+mod durability;
 mod full_disk;
 mod limits;
 mod model;
