@@ -1230,6 +1230,9 @@ fn sync_loop(mut wal: Wal, shared: Arc<Shared>, progress: Arc<Progress>, rx: mps
             for j in &jobs {
                 records.extend_from_slice(&j.record);
             }
+            if !unsynced {
+                wal::mark_synced_before(&mut records);
+            }
             unsynced |= wrote;
             let barrier = durable && unsynced;
             match write_records(&mut wal, &records, barrier, &shared) {

@@ -10,7 +10,8 @@
 //! beyond what sled recovered are applied to sled again, whole, in order.
 //!
 //! Layout: `<data dir>/wal/<first position: 20 digits>.wal`, oldest first. A record is
-//! `len: u32 LE`, `crc32(body): u32 LE`, then the body: `first position: u64 LE`,
+//! `len: u32 LE` (its top bit marks the first record of a write made when everything before
+//! it in the file was synced), `crc32(body): u32 LE`, then the body: `first position: u64 LE`,
 //! `last position: u64 LE`, then the group's sled writes as `key len: u32 LE`, key,
 //! `value len: u32 LE`, value.
 //!
@@ -18,7 +19,7 @@
 //! running sled instance, in the order the groups were applied, and no record is written
 //! after a failed write or sync (the file could end in a torn record). So the file holds a
 //! gapless run of groups, and a damaged record can only be the torn tail of the last write,
-//! which was never acknowledged.
+//! which was never acknowledged, unless a marked record follows it (then it is corruption).
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -35,6 +36,35 @@ pub(crate) const DIR: &str = "wal";
 /// A segment is closed (and a new one started) once it holds this many bytes.
 const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 const HEADER: usize = 8;
+/// The top bit of a record's length: set on the first record of a write made when everything
+/// before it in the file was synced. Damage followed by such a record is damage to synced
+/// (acknowledged) records, not a torn tail.
+const SYNCED_BEFORE: u32 = 1 << 31;
+
+/// Marks `records` (the records of one write, see [`encode`]) as written after everything
+/// before them in the file was synced.
+pub(crate) fn mark_synced_before(records: &mut [u8]) {
+    if let Some(top) = records.get_mut(3) {
+        *top |= (SYNCED_BEFORE >> 24) as u8;
+    }
+}
+
+/// The record at `at`: its group, its size and whether it is marked [`SYNCED_BEFORE`].
+fn record_at(bytes: &[u8], at: usize) -> Option<(Group, usize, bool)> {
+    let h = bytes.get(at..at + HEADER)?;
+    let raw = u32::from_le_bytes(h[..4].try_into().expect("4 bytes"));
+    let (len, marked) = ((raw & !SYNCED_BEFORE) as usize, raw & SYNCED_BEFORE != 0);
+    let crc = u32::from_le_bytes(h[4..].try_into().expect("4 bytes"));
+    let body = bytes.get(at + HEADER..at + HEADER + len)?;
+    (crc32fast::hash(body) == crc).then(|| decode(body)).flatten().map(|g| (g, HEADER + len, marked))
+}
+
+/// The offset of the first intact record after `from` that is marked [`SYNCED_BEFORE`].
+fn later_synced_write(bytes: &[u8], from: usize) -> Option<usize> {
+    let top = (SYNCED_BEFORE >> 24) as u8;
+    (from..bytes.len().saturating_sub(HEADER))
+        .find(|&p| bytes[p + 3] & top != 0 && record_at(bytes, p).is_some_and(|(_, _, marked)| marked))
+}
 
 /// One group commit as stored in the file: its positions and its sled writes.
 pub(crate) struct Group {
@@ -56,7 +86,8 @@ pub(crate) fn encode(first: u64, last: u64, writes: &[(Vec<u8>, Vec<u8>)], out: 
         out.extend_from_slice(v);
     }
     let body = &out[start + HEADER..];
-    let len = u32::try_from(body.len()).expect("a group is capped far below 4 GiB");
+    let len =
+        u32::try_from(body.len()).ok().filter(|l| l & SYNCED_BEFORE == 0).expect("a group is capped far below 2 GiB");
     let crc = crc32fast::hash(body);
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     out[start + 4..start + HEADER].copy_from_slice(&crc.to_le_bytes());
@@ -123,13 +154,7 @@ pub(crate) fn replay(dir: &Path, mut head: u64, mut apply: impl FnMut(Group) -> 
             if bytes.get(at..at + 4).is_some_and(|len| len == [0; 4]) {
                 break;
             }
-            let group = bytes.get(at..at + HEADER).and_then(|h| {
-                let len = u32::from_le_bytes(h[..4].try_into().expect("4 bytes")) as usize;
-                let crc = u32::from_le_bytes(h[4..].try_into().expect("4 bytes"));
-                let body = bytes.get(at + HEADER..at + HEADER + len)?;
-                (crc32fast::hash(body) == crc).then(|| decode(body)).flatten().map(|g| (g, HEADER + len))
-            });
-            let Some((group, size)) = group else {
+            let Some((group, size, _)) = record_at(&bytes, at) else {
                 if segments.get(i + 1).is_some_and(|(first, _)| *first <= head + 1) {
                     // Every group this segment could still hold is in sled already.
                     tracing::warn!(file = %path.display(), offset = at, "skipping a damaged write-ahead record that sled already holds");
@@ -140,6 +165,16 @@ pub(crate) fn replay(dir: &Path, mut head: u64, mut apply: impl FnMut(Group) -> 
                         position: head + 1,
                         detail: format!(
                             "write-ahead file {} is damaged at byte {at}, and later segments exist",
+                            path.display()
+                        ),
+                    });
+                }
+                if let Some(later) = later_synced_write(&bytes, at + 1) {
+                    return Err(Error::Corruption {
+                        position: head + 1,
+                        detail: format!(
+                            "write-ahead file {} is damaged at byte {at}, before a write at byte {later} made after \
+                             everything before it was synced",
                             path.display()
                         ),
                     });
@@ -530,5 +565,41 @@ mod tests {
         assert_eq!(replayed(dir.path(), 2).unwrap(), vec![(3, 4)]);
         // sled holds only 1: group 2 is lost, which is corruption.
         assert!(matches!(replayed(dir.path(), 1), Err(Error::Corruption { .. })));
+    }
+
+    #[test]
+    fn damage_before_a_write_made_after_a_sync_is_corruption_not_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let build = |later_marked: bool| {
+            let mut wal = Wal::create_sized(dir.path(), 1, false, TEST_SEGMENT).unwrap();
+            let mut first = group(1, 1);
+            mark_synced_before(&mut first);
+            wal.append(&first).unwrap();
+            let mut damaged = group(2, 3);
+            damaged[20] ^= 0x40;
+            wal.append(&damaged).unwrap();
+            let mut later = group(4, 4);
+            if later_marked {
+                mark_synced_before(&mut later);
+            }
+            wal.append(&later).unwrap();
+            wal
+        };
+        // The later record belongs to the same (torn) write: a torn tail.
+        let _wal = build(false);
+        assert_eq!(replayed(dir.path(), 0).unwrap(), vec![(1, 1)]);
+        // The later write came after a sync, so the damaged record was synced: corruption.
+        let _wal = build(true);
+        match replayed(dir.path(), 0) {
+            Err(Error::Corruption { position: 2, detail }) => assert!(detail.contains("damaged at byte"), "{detail}"),
+            other => panic!("expected corruption at 2, got {other:?}"),
+        }
+        // A marked record replays like any other.
+        let mut wal = Wal::create_sized(dir.path(), 1, false, TEST_SEGMENT).unwrap();
+        let mut marked = group(1, 2);
+        mark_synced_before(&mut marked);
+        wal.append(&marked).unwrap();
+        wal.append(&group(3, 3)).unwrap();
+        assert_eq!(replayed(dir.path(), 0).unwrap(), vec![(1, 2), (3, 3)]);
     }
 }
