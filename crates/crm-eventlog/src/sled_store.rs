@@ -162,9 +162,10 @@ struct Shared {
     failed: Mutex<Option<String>>,
     /// Set for the life of the process once a checkpoint failed: an `fdatasync` that failed
     /// may have dropped dirty pages of sled's files that a later, successful `fdatasync` does
-    /// not write again (Linux marks them clean), so from then on no write-ahead segment is
-    /// deleted while this process runs, and the engine that saw the failure is replaced by
-    /// one that replays them.
+    /// not write again (Linux marks them clean). The failed engine's checkpoints stop, so it
+    /// deletes no segment they did not cover; every later engine of this process replays the
+    /// segments and leaves them on disk ([`Wal::create`] with `keep_old`), out of its own
+    /// deletions.
     keep_wal: AtomicBool,
     groups: AtomicU64,
     barriers: AtomicU64,
@@ -174,6 +175,21 @@ struct Shared {
     checkpoints: AtomicU64,
     writer_busy_micros: AtomicU64,
     sync_idle_micros: AtomicU64,
+}
+
+impl Shared {
+    /// Stops the log accepting writes after `what` failed with `error` (the first failure's
+    /// reason is the one reported), and returns that reason.
+    fn fail(&self, what: &str, error: &dyn std::fmt::Display) -> String {
+        tracing::error!(error = %error, "{what} failed");
+        self.failed
+            .lock()
+            .expect("failed lock")
+            .get_or_insert_with(|| {
+                format!("{what} failed, the log stopped accepting writes until it recovers: {error}")
+            })
+            .clone()
+    }
 }
 
 impl std::ops::Deref for Inner {
@@ -584,7 +600,7 @@ impl Inner {
         let _lifecycle = self.lifecycle.lock().expect("lifecycle lock");
         let engine = self.engine.write().expect("engine lock").take();
         if let Some(engine) = engine {
-            stop_engine(engine);
+            stop_engine(engine, &self.config.path);
         }
         if !self.closed.swap(true, Ordering::AcqRel) {
             self.head_tx.send_modify(|_| {});
@@ -606,7 +622,7 @@ impl Inner {
         let Some(old) = self.engine.write().expect("engine lock").take() else {
             return false;
         };
-        stop_engine(old);
+        stop_engine(old, &self.config.path);
         match start_engine(&self.config, &self.shared) {
             Ok(engine) => {
                 *self.engine.write().expect("engine lock") = Some(engine);
@@ -809,8 +825,9 @@ fn start_engine(config: &Config, shared: &Arc<Shared>) -> Result<Engine> {
 
 /// Stops accepting requests, lets the writer and sync threads finish (every accepted append
 /// is answered and the write-ahead file synced), then lets the checkpoint thread make sled
-/// durable one last time.
-fn stop_engine(engine: Engine) {
+/// durable one last time. Returns once sled has let go of the directory, so that another
+/// process (or a tool) can open it right away.
+fn stop_engine(engine: Engine, dir: &Path) {
     let Engine { db, requests, stop_checkpoints, threads, checkpointer } = engine;
     drop(requests);
     for t in threads {
@@ -818,10 +835,28 @@ fn stop_engine(engine: Engine) {
     }
     drop(stop_checkpoints);
     let _ = checkpointer.join();
-    // Also waits for sled's I/O threads, which keep the directory locked while they write.
+    // Also waits for sled's I/O threads' writes.
     if let Err(e) = db.flush() {
         tracing::error!(error = %e, "final flush failed");
     }
+    drop(db);
+    wait_for_sled_lock(dir);
+}
+
+/// Waits (up to 5 s) until nothing holds sled's lock on `dir`: sled's I/O threads keep the
+/// instance, and so its lock on the data file, for a moment after the last handle is dropped.
+fn wait_for_sled_lock(dir: &Path) {
+    use rustix::fs::{flock, FlockOperation};
+    let Ok(file) = File::open(dir.join("db")) else { return };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
+        if std::time::Instant::now() >= deadline {
+            tracing::warn!(dir = %dir.display(), "sled still holds the data directory 5 s after the log stopped");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let _ = flock(&file, FlockOperation::Unlock);
 }
 
 /// The files of one sled instance that a checkpoint makes durable: the data file `db`, the
@@ -846,27 +881,26 @@ impl SledFiles {
     fn sync(&mut self) -> Result<()> {
         self.data.sync_data()?;
         let blobs = self.dir.join("blobs");
+        let entries = match std::fs::read_dir(&blobs) {
+            Ok(entries) => Some(entries),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
         let mut present = std::collections::HashSet::new();
         let mut new = false;
-        match std::fs::read_dir(&blobs) {
-            Ok(entries) => {
-                for entry in entries {
-                    let entry = entry?;
-                    let name = entry.file_name();
-                    if !self.synced_blobs.contains(&name) {
-                        match File::open(entry.path()) {
-                            Ok(f) => f.sync_all()?,
-                            // sled deletes blobs it no longer needs.
-                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                            Err(e) => return Err(e.into()),
-                        }
-                        new = true;
-                    }
-                    present.insert(name);
+        for entry in entries.into_iter().flatten() {
+            let entry = entry?;
+            let name = entry.file_name();
+            if !self.synced_blobs.contains(&name) {
+                match File::open(entry.path()) {
+                    Ok(f) => f.sync_all()?,
+                    // sled deletes blobs it no longer needs.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e.into()),
                 }
+                new = true;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
+            present.insert(name);
         }
         if new {
             File::open(&blobs)?.sync_all()?;
@@ -993,10 +1027,15 @@ impl Writer {
         self.shared.failed.lock().expect("failed lock").clone()
     }
 
+    /// A job that writes nothing and refuses every request with `reason`.
+    fn refuse(&self, replies: impl IntoIterator<Item = Reply>, reason: &str) -> SyncJob {
+        let replies = replies.into_iter().map(|r| (r, Err(Error::Unavailable(reason.to_owned())))).collect();
+        SyncJob { head: self.head, wrote: false, durable: false, record: Vec::new(), replies }
+    }
+
     fn process(&mut self, group: Vec<Request>) -> SyncJob {
         if let Some(reason) = self.failed() {
-            let replies = group.into_iter().map(|r| (r.reply, Err(Error::Unavailable(reason.clone())))).collect();
-            return SyncJob { head: self.head, wrote: false, durable: false, record: Vec::new(), replies };
+            return self.refuse(group.into_iter().map(|r| r.reply), &reason);
         }
         let mut writes: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut next = self.head + 1;
@@ -1054,15 +1093,11 @@ impl Writer {
             writes.push((keys::log_key(chunk_start).to_vec(), chunk));
         }
         let mut record = Vec::new();
-        if let Err(e) = self.ids.record(&self.tree, &new_ids, &mut writes) {
-            let reason =
-                format!("reading the event id index failed, the log stopped accepting writes until it recovers: {e}");
-            tracing::error!(error = %e, "reading the event id index failed");
-            self.shared.failed.lock().expect("failed lock").get_or_insert_with(|| reason.clone());
-            let replies = replies.into_iter().map(|(r, _)| (r, Err(Error::Unavailable(reason.clone())))).collect();
-            return SyncJob { head: self.head, wrote: false, durable: false, record: Vec::new(), replies };
-        }
         if wrote {
+            if let Err(e) = self.ids.record(&self.tree, &new_ids, &mut writes) {
+                let reason = self.shared.fail("reading the event id index", &e);
+                return self.refuse(replies.into_iter().map(|(r, _)| r), &reason);
+            }
             wal::encode(self.head + 1, next - 1, &writes, &mut record);
             let mut batch = sled::Batch::default();
             for (k, v) in writes {
@@ -1070,13 +1105,10 @@ impl Writer {
             }
             if let Err(e) = self.tree.apply_batch(batch) {
                 // sled keeps failing once its I/O failed (a full disk, say): stop accepting
-                // writes until the recovery thread has reopened the log.
-                let reason =
-                    format!("writing to the event log failed, it stopped accepting writes until it recovers: {e}");
-                tracing::error!(error = %e, "applying a group commit failed; nothing of it was written");
-                self.shared.failed.lock().expect("failed lock").get_or_insert_with(|| reason.clone());
-                let replies = replies.into_iter().map(|(r, _)| (r, Err(Error::Unavailable(reason.clone())))).collect();
-                return SyncJob { head: self.head, wrote: false, durable: false, record: Vec::new(), replies };
+                // writes until the recovery thread has reopened the log. Nothing of the group
+                // was written.
+                let reason = self.shared.fail("writing to the event log", &e);
+                return self.refuse(replies.into_iter().map(|(r, _)| r), &reason);
             }
             self.head = next - 1;
             self.progress.applied.store(self.head, Ordering::Release);
@@ -1208,12 +1240,6 @@ fn sync_loop(mut wal: Wal, shared: Arc<Shared>, progress: Arc<Progress>, rx: mps
     let mut broken: Option<String> = None;
     let mut records = Vec::new();
     let mut unsynced = false;
-    let fail = |broken: &mut Option<String>, what: &str, e: Error| {
-        let reason = format!("{what} failed, the log stopped accepting writes until it recovers: {e}");
-        tracing::error!(error = %e, "{what} failed");
-        *shared.failed.lock().expect("failed lock") = Some(reason.clone());
-        *broken = Some(reason);
-    };
     loop {
         let idle = std::time::Instant::now();
         let Ok(first) = rx.recv() else { break };
@@ -1237,7 +1263,7 @@ fn sync_loop(mut wal: Wal, shared: Arc<Shared>, progress: Arc<Progress>, rx: mps
             let barrier = durable && unsynced;
             match write_records(&mut wal, &records, barrier, &shared) {
                 Ok(()) => unsynced &= !barrier,
-                Err(e) => fail(&mut broken, "the durability barrier", e),
+                Err(e) => broken = Some(shared.fail("the durability barrier", &e)),
             }
         }
         if let Some(reason) = &broken {
@@ -1263,10 +1289,10 @@ fn sync_loop(mut wal: Wal, shared: Arc<Shared>, progress: Arc<Progress>, rx: mps
         if !wrote {
             continue;
         }
+        // After a failed checkpoint `checkpointed` no longer moves, so nothing it did not
+        // cover is deleted (see `Shared::keep_wal` for the segments of earlier engines).
         if let Err(e) = wal.rotate_if_full(head + 1) {
-            fail(&mut broken, "starting a write-ahead segment", e);
-        } else if shared.keep_wal.load(Ordering::Acquire) {
-            // see `Shared::keep_wal`
+            broken = Some(shared.fail("starting a write-ahead segment", &e));
         } else if let Err(e) = wal.discard_through(progress.checkpointed.load(Ordering::Acquire)) {
             tracing::warn!(error = %e, "deleting a checkpointed write-ahead segment failed");
         }
@@ -1322,13 +1348,8 @@ fn checkpoint_loop(
                     shared.checkpoints.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "event log checkpoint failed; keeping the write-ahead file");
                     shared.keep_wal.store(true, Ordering::Release);
-                    shared.failed.lock().expect("failed lock").get_or_insert_with(|| {
-                        format!(
-                            "making the event log durable failed, it stopped accepting writes until it recovers: {e}"
-                        )
-                    });
+                    shared.fail("the event log checkpoint (the write-ahead file keeps every group)", &e);
                     return;
                 }
             }
