@@ -40,12 +40,14 @@ const HEADER: usize = 8;
 /// before it in the file was synced. Damage followed by such a record is damage to synced
 /// (acknowledged) records, not a torn tail.
 const SYNCED_BEFORE: u32 = 1 << 31;
+/// [`SYNCED_BEFORE`] in the last byte of the little-endian length.
+const SYNCED_BEFORE_TOP: u8 = (SYNCED_BEFORE >> 24) as u8;
 
 /// Marks `records` (the records of one write, see [`encode`]) as written after everything
 /// before them in the file was synced.
 pub(crate) fn mark_synced_before(records: &mut [u8]) {
     if let Some(top) = records.get_mut(3) {
-        *top |= (SYNCED_BEFORE >> 24) as u8;
+        *top |= SYNCED_BEFORE_TOP;
     }
 }
 
@@ -61,9 +63,8 @@ fn record_at(bytes: &[u8], at: usize) -> Option<(Group, usize, bool)> {
 
 /// The offset of the first intact record after `from` that is marked [`SYNCED_BEFORE`].
 fn later_synced_write(bytes: &[u8], from: usize) -> Option<usize> {
-    let top = (SYNCED_BEFORE >> 24) as u8;
     (from..bytes.len().saturating_sub(HEADER))
-        .find(|&p| bytes[p + 3] & top != 0 && record_at(bytes, p).is_some_and(|(_, _, marked)| marked))
+        .find(|&p| bytes[p + 3] & SYNCED_BEFORE_TOP != 0 && record_at(bytes, p).is_some_and(|(_, _, marked)| marked))
 }
 
 /// One group commit as stored in the file: its positions and its sled writes.
@@ -372,17 +373,14 @@ impl Wal {
         }
         self.file.sync_data()?;
         let path = segment_path(&self.dir, next);
-        let mut spare_file = None;
-        if spare_ready {
+        self.file = if spare_ready {
             let spare = self.spare.take().expect("a spare is ready");
             std::fs::rename(&spare.path, &path)?;
-            spare_file = Some(OpenOptions::new().write(true).open(&path)?);
-        }
-        self.preallocated = spare_file.is_some();
-        self.file = match spare_file {
-            Some(file) => file,
-            None => OpenOptions::new().create(true).write(true).truncate(true).open(&path)?,
+            OpenOptions::new().write(true).open(&path)?
+        } else {
+            OpenOptions::new().create(true).write(true).truncate(true).open(&path)?
         };
+        self.preallocated = spare_ready;
         File::open(&self.dir)?.sync_all()?;
         self.segments.push_back((next, path));
         self.len = 0;
