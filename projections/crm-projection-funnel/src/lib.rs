@@ -30,4 +30,4 @@ mod query;
 
 pub use calendar::Calendar;
 pub use projector::{Bucket, FunnelProjector, OpportunityState, Value, NO_REGION};
-pub use query::{funnel, FunnelQuery, FunnelReport, StageReport};
+pub use query::{funnel, FunnelQuery, FunnelReport, ReportCache, StageReport};

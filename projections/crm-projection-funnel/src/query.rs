@@ -1,6 +1,7 @@
 //! The funnel query: reads the buckets of one scope over a month range, plus the overdue index.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use chrono::NaiveDate;
 use crm_projection_runtime::{histogram_median, Reader, Result};
@@ -9,7 +10,7 @@ use uuid::Uuid;
 use crate::projector::{Bucket, Value};
 
 /// What to report on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FunnelQuery {
     pub region: Option<String>,
     pub owner: Option<Uuid>,
@@ -154,4 +155,48 @@ pub fn funnel(reader: &Reader, q: &FunnelQuery) -> Result<FunnelReport> {
     }
     report.lost = report.stages.iter().filter(|s| s.stage == q.lost_stage).map(|s| s.entered).sum();
     Ok(report)
+}
+
+/// Most reports a [`ReportCache`] keeps.
+const CACHE_ENTRIES: usize = 1024;
+
+/// Funnel reports by the build and position they were computed at. A report depends only on
+/// the serving tree (named by its build generation) at a log position and on the query, so
+/// every caller asking the same question before the read model's next live step (20 ms by
+/// default in the server) shares one computation: a dashboard polled by many managers
+/// reads the buckets once per step, not once per call. Entries of older positions are
+/// dropped when the cache is full.
+#[derive(Debug, Default)]
+pub struct ReportCache {
+    reports: Mutex<HashMap<(sled::IVec, u64, FunnelQuery), Arc<FunnelReport>>>,
+}
+
+impl ReportCache {
+    /// The report for `q` at `reader`'s build and position, computed on a miss.
+    pub fn funnel(&self, reader: &Reader, q: &FunnelQuery) -> Result<Arc<FunnelReport>> {
+        let key = (reader.tree.name(), reader.position, q.clone());
+        if let Some(report) = self.reports.lock().expect("report cache").get(&key) {
+            return Ok(report.clone());
+        }
+        // Computed outside the lock: two callers missing at once both compute the same report.
+        let report = Arc::new(funnel(reader, q)?);
+        let mut reports = self.reports.lock().expect("report cache");
+        if reports.len() >= CACHE_ENTRIES {
+            reports.retain(|(tree, position, _), _| *position == key.1 && *tree == key.0);
+            if reports.len() >= CACHE_ENTRIES {
+                reports.clear();
+            }
+        }
+        reports.insert(key, report.clone());
+        Ok(report)
+    }
+
+    /// Reports held now.
+    pub fn len(&self) -> usize {
+        self.reports.lock().expect("report cache").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }

@@ -90,6 +90,10 @@ enum Cmd {
         /// the server's saturation point).
         #[arg(long, default_value_t = 0)]
         rate: u64,
+        /// CaptureLead commands per second sent meanwhile through the same server (durable
+        /// writes, so every read model's position moves and cached answers are recomputed).
+        #[arg(long, default_value_t = 0)]
+        write_rate: u64,
     },
     /// Appends generated commands at a fixed rate (durable, one atomic append per command)
     /// while all seven read models follow (as in the server); samples their lag.
@@ -116,8 +120,8 @@ async fn main() -> anyhow::Result<()> {
             generate(&dir, commands, seed, users, new_customer_permille).await
         }
         Cmd::Rebuild { dir, only, shadow } => rebuild(&dir, only.as_deref(), shadow).await,
-        Cmd::Query { dir, clients, seconds, server_bin, rate } => {
-            query(&dir, clients, seconds, server_bin.as_deref(), rate).await
+        Cmd::Query { dir, clients, seconds, server_bin, rate, write_rate } => {
+            query(&dir, clients, seconds, server_bin.as_deref(), rate, write_rate).await
         }
         Cmd::Lag { dir, rate, seconds } => lag(&dir, rate, seconds).await,
     }
@@ -301,7 +305,14 @@ impl Server {
     }
 }
 
-async fn query(dir: &Path, clients: usize, seconds: u64, server_bin: Option<&Path>, rate: u64) -> anyhow::Result<()> {
+async fn query(
+    dir: &Path,
+    clients: usize,
+    seconds: u64,
+    server_bin: Option<&Path>,
+    rate: u64,
+    write_rate: u64,
+) -> anyhow::Result<()> {
     // The server on a free port.
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
@@ -424,8 +435,55 @@ async fn query(dir: &Path, clients: usize, seconds: u64, server_bin: Option<&Pat
             (list, funnel)
         }));
     }
+    // Writers: one per 50 commands/s offered, each on a fixed schedule (a durable command
+    // takes a few milliseconds, so one sequential writer could not offer more).
+    let writers = if write_rate == 0 { 0 } else { write_rate.div_ceil(50) };
+    let run = uuid::Uuid::now_v7();
+    let writer_tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let mut commands =
+                pb::command_service_client::CommandServiceClient::with_interceptor(channel.clone(), with_token.clone());
+            let done = done.clone();
+            tokio::spawn(async move {
+                let period = Duration::from_secs_f64(writers as f64 / write_rate as f64);
+                let mut due = tokio::time::Instant::now() + period.mul_f64(w as f64 / writers as f64);
+                let mut sent = 0u64;
+                while !done.load(Ordering::Relaxed) {
+                    tokio::time::sleep_until(due).await;
+                    due += period;
+                    let i = w * 1_000_000 + sent;
+                    let request = pb::CaptureLeadRequest {
+                        options: Some(pb::CommandOptions {
+                            actor: "query-bench".into(),
+                            idempotency_key: format!("{run}-{i}"),
+                            ..Default::default()
+                        }),
+                        name: format!("联系人{}", i % 997),
+                        company: format!("无锡测试{}电子有限公司", i % 50_000),
+                        phone: format!("+86 137 {:04} {:04}", 1000 + (i / 9000) % 9000, 1000 + i % 9000),
+                        channel: pb::LeadChannel::WebForm as i32,
+                        source: "web_form".into(),
+                        ..Default::default()
+                    };
+                    commands.capture_lead(request).await.expect("capture lead");
+                    sent += 1;
+                }
+                sent
+            })
+        })
+        .collect();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     done.store(true, Ordering::Relaxed);
+    if writers > 0 {
+        let mut sent = 0;
+        for t in writer_tasks {
+            sent += t.await?;
+        }
+        println!(
+            "writes: {sent} CaptureLead in {seconds} s ({:.0}/s; {write_rate}/s offered by {writers} writers)",
+            sent as f64 / seconds as f64
+        );
+    }
     let (mut list, mut funnel) = (Vec::new(), Vec::new());
     for t in tasks {
         let (l, f) = t.await?;

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use crm_projection_customers::{CustomerView, Filter, SearchKind};
-use crm_projection_funnel::{FunnelQuery, StageReport};
+use crm_projection_funnel::{FunnelQuery, ReportCache, StageReport};
 use crm_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -15,11 +15,13 @@ const MAX_PAGE: u32 = 500;
 
 pub struct QueryService {
     projections: Projections,
+    /// Funnel reports of the serving build at its current position.
+    funnel_reports: ReportCache,
 }
 
 impl QueryService {
     pub fn new(projections: Projections) -> Self {
-        QueryService { projections }
+        QueryService { projections, funnel_reports: ReportCache::default() }
     }
 }
 
@@ -79,17 +81,18 @@ pub(crate) fn view(v: CustomerView) -> pb::CustomerView {
     }
 }
 
-fn stage(s: StageReport) -> pb::FunnelStage {
+fn stage(s: &StageReport) -> pb::FunnelStage {
+    let counts = |m: &std::collections::BTreeMap<String, u64>| m.iter().map(|(k, v)| (k.clone(), *v)).collect();
     pb::FunnelStage {
-        stage: s.stage,
+        stage: s.stage.clone(),
         entered: s.entered,
         exited: s.exited,
         conversion_to_next: s.conversion_to_next,
         avg_dwell_working_days: s.avg_dwell_working_days,
         median_dwell_working_days: s.median_dwell_working_days,
         overdue: s.overdue,
-        root_causes: s.root_causes.into_iter().collect(),
-        moved_to: s.moved_to.into_iter().collect(),
+        root_causes: counts(&s.root_causes),
+        moved_to: counts(&s.moved_to),
     }
 }
 
@@ -233,11 +236,11 @@ impl pb::query_server::Query for QueryService {
         query.from_month = valid_month("from_month", &r.from_month)?;
         query.to_month = valid_month("to_month", &r.to_month)?;
         let position = reader.position;
-        let report = bounded(|| crm_projection_funnel::funnel(&reader, &query))?;
+        let report = bounded(|| self.funnel_reports.funnel(&reader, &query))?;
         Ok(Response::new(pb::GetFunnelResponse {
             position,
             rules_version: rules.version,
-            stages: report.stages.into_iter().map(stage).collect(),
+            stages: report.stages.iter().map(stage).collect(),
             won: report.won,
             won_unverified: report.won_unverified,
             lost: report.lost,

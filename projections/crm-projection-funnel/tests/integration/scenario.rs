@@ -175,3 +175,47 @@ async fn counts_conversion_dwell_overdue_and_only_fully_referenced_wins() {
     assert_eq!(stage(&after, STAGE_INITIAL).entered, 4, "counts are unchanged by the rebuild");
     handle.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_cache_answers_per_build_and_position() {
+    use crm_projection_funnel::ReportCache;
+    use std::sync::Arc;
+    let u1 = UserId(id(901));
+    let log = TempLog::new();
+    append_all(&log.store, &commands(vec![customer(1, "北京", u1), open(11, 1, u1, "2026-03-02")])).await;
+    let db = ProjectionDb::temporary().unwrap();
+    let projector = crate::projector();
+    let handle = spawn(&db, log.store.clone(), projector.clone()).unwrap();
+    let rules = settle(&handle, &projector, &log.store).await;
+    let cache = ReportCache::default();
+    let q = query(&rules, "2026-03-20");
+
+    let reader = handle.reader();
+    let first = cache.funnel(&reader, &q).unwrap();
+    assert_eq!(*first, funnel(&reader, &q).unwrap());
+    assert_eq!(stage(&first, STAGE_INITIAL).entered, 1);
+    assert!(Arc::ptr_eq(&first, &cache.funnel(&reader, &q).unwrap()), "same build, position and query: one report");
+
+    // A later position is computed afresh.
+    append_all(&log.store, &commands(vec![open(12, 1, u1, "2026-03-03")])).await;
+    settle(&handle, &projector, &log.store).await;
+    let later = handle.reader();
+    assert!(later.position > reader.position);
+    assert_eq!(stage(&cache.funnel(&later, &q).unwrap(), STAGE_INITIAL).entered, 2);
+    assert_eq!(stage(&cache.funnel(&reader, &q).unwrap(), STAGE_INITIAL).entered, 1, "still keyed by position");
+
+    // Another tree (another build) at the same position is not answered from the cache.
+    let elsewhere = sled::Config::new().temporary(true).open().unwrap();
+    let other =
+        crm_projection_runtime::Reader { tree: elsewhere.open_tree("funnel/99").unwrap(), position: later.position };
+    assert_eq!(cache.funnel(&other, &q).unwrap().stages.iter().map(|s| s.entered).sum::<u64>(), 0);
+
+    // Bounded: a thousand owners' funnels at one position keep at most the bound.
+    for n in 0..1_500u128 {
+        let mut by_owner = q.clone();
+        by_owner.owner = Some(id(10_000 + n));
+        cache.funnel(&later, &by_owner).unwrap();
+    }
+    assert!(cache.len() <= 1024, "{} reports kept", cache.len());
+    handle.stop().await;
+}
