@@ -437,7 +437,7 @@ async fn query(
     }
     // Writers: one per 50 commands/s offered, each on a fixed schedule (a durable command
     // takes a few milliseconds, so one sequential writer could not offer more).
-    let writers = if write_rate == 0 { 0 } else { write_rate.div_ceil(50) };
+    let writers = write_rate.div_ceil(50);
     let run = uuid::Uuid::now_v7();
     let writer_tasks: Vec<_> = (0..writers)
         .map(|w| {

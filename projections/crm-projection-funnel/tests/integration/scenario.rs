@@ -210,7 +210,7 @@ async fn report_cache_answers_per_build_and_position() {
         crm_projection_runtime::Reader { tree: elsewhere.open_tree("funnel/99").unwrap(), position: later.position };
     assert_eq!(cache.funnel(&other, &q).unwrap().stages.iter().map(|s| s.entered).sum::<u64>(), 0);
 
-    // Bounded: a thousand owners' funnels at one position keep at most the bound.
+    // Bounded: 1,500 owners' funnels at one position keep at most the bound.
     for n in 0..1_500u128 {
         let mut by_owner = q.clone();
         by_owner.owner = Some(id(10_000 + n));
