@@ -7,5 +7,6 @@ mod durability;
 mod full_disk;
 mod limits;
 mod model;
+mod sled_isolation;
 mod subscription;
 mod support;
