@@ -40,6 +40,10 @@ pub struct GeneratorConfig {
     /// Share of commands (after the users' setup) that create a customer, in thousandths;
     /// `None`: the usual mix (189 in 1000). The other commands keep their relative shares.
     pub new_customer_permille: Option<u32>,
+    /// Whether 2 in 1000 commands change the rules (a stage time limit), which makes the
+    /// read models whose fingerprint covers it rebuild. Each generator counts rule versions
+    /// on its own, so several generators writing to one log should not.
+    pub rules_changes: bool,
 }
 
 impl Default for GeneratorConfig {
@@ -50,6 +54,7 @@ impl Default for GeneratorConfig {
             start: Utc.with_ymd_and_hms(2026, 1, 5, 9, 0, 0).single().expect("valid start"),
             step_seconds: 180,
             new_customer_permille: None,
+            rules_changes: true,
         }
     }
 }
@@ -125,6 +130,7 @@ pub struct Generator {
     rules: Rules,
     counter: u128,
     new_customer_permille: Option<u32>,
+    rules_changes: bool,
 }
 
 impl Generator {
@@ -142,6 +148,7 @@ impl Generator {
             rules: Rules::default(),
             counter: 0,
             new_customer_permille: config.new_customer_permille.map(|p| p.min(1000)),
+            rules_changes: config.rules_changes,
         }
     }
 
@@ -232,6 +239,8 @@ impl Generator {
             }
         };
         let events = match roll {
+            // Without rule changes, a customer is created instead (the fallback below).
+            0..=1 if !self.rules_changes => Vec::new(),
             0..=1 => self.rules_changed(),
             2..=11 => self.merge_or_unmerge(),
             12..=200 => self.create_customer(),

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use crm_domain::{Event, Rules, RULES_STREAM};
 use crm_eventlog::{Direction, SledEventStore};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 
-use crate::builder::{Builder, Commit, Failure};
+use crate::builder::{Builder, Commit, Failure, StepOutcome};
 use crate::error::{Error, Result};
 use crate::projector::{decode_value, printable_key, Projector, META_KEY};
 
@@ -307,13 +308,30 @@ enum Purpose {
     Verify(oneshot::Sender<Result<VerifyReport>>),
 }
 
-struct Shadow<P: Projector> {
-    builder: Builder<P>,
+struct Shadow {
+    /// The rules fingerprint the shadow builds with.
+    fingerprint: u64,
     generation: u64,
     purpose: Purpose,
     started: Instant,
     events: u64,
 }
+
+/// A shadow build between two steps, or in a step that runs beside the serving build.
+enum ShadowBuild<P: Projector> {
+    Idle(Box<Builder<P>>),
+    /// A step far behind the serving build (more than [`LIVE_BATCH`] events) runs on a
+    /// blocking thread of its own while the runner keeps stepping the serving build, so a
+    /// rebuild never holds the serving build back by more than a near step. `up_to` and
+    /// `head` are the step's target and the log's head when it started.
+    Stepping {
+        task: JoinHandle<(Box<Builder<P>>, StepResult)>,
+        up_to: u64,
+        head: u64,
+    },
+}
+
+type StepResult = std::result::Result<StepOutcome, Failure>;
 
 enum Pending {
     Rebuild { reason: String, reply: Option<oneshot::Sender<Result<RebuildSummary>>> },
@@ -329,7 +347,7 @@ struct Runner<P: Projector> {
     active: Option<Builder<P>>,
     generation: u64,
     failed: bool,
-    shadow: Option<Shadow<P>>,
+    shadow: Option<(Shadow, ShadowBuild<P>)>,
     pending: VecDeque<Pending>,
     retired: Vec<(sled::Tree, Instant)>,
     options: SpawnOptions,
@@ -432,7 +450,7 @@ impl<P: Projector> Runner<P> {
         loop {
             while let Ok(command) = self.commands.try_recv() {
                 if let Some(done) = self.accept(command) {
-                    self.finish(done);
+                    self.finish(done).await;
                     return;
                 }
             }
@@ -453,18 +471,19 @@ impl<P: Projector> Runner<P> {
                     if changed.is_err() {
                         // The store is gone; wait for the stop command.
                         match self.commands.recv().await {
-                            Some(Command::Stop(done)) => { self.finish(done); return; }
-                            Some(other) => { if let Some(done) = self.accept(other) { self.finish(done); return; } }
+                            Some(Command::Stop(done)) => { self.finish(done).await; return; }
+                            Some(other) => { if let Some(done) = self.accept(other) { self.finish(done).await; return; } }
                             None => return,
                         }
                     }
                 }
                 command = self.commands.recv() => match command {
-                    Some(command) => if let Some(done) = self.accept(command) { self.finish(done); return; },
+                    Some(command) => if let Some(done) = self.accept(command) { self.finish(done).await; return; },
                     None => return,
                 },
                 () = tokio::time::sleep(RETIRE_AFTER), if !self.retired.is_empty() => {}
                 () = sleep_until_opt(next_live_step), if next_live_step.is_some() => {}
+                () = step_finished(&self.shadow), if matches!(self.shadow, Some((_, ShadowBuild::Stepping { .. }))) => {}
             }
         }
     }
@@ -481,9 +500,14 @@ impl<P: Projector> Runner<P> {
         self.active.as_ref().map_or(0, |a| a.meta.position)
     }
 
-    fn finish(&mut self, done: oneshot::Sender<()>) {
-        if let Some(shadow) = self.shadow.take() {
-            let _ = self.db.db.drop_tree(shadow.builder.tree.name());
+    async fn finish(&mut self, done: oneshot::Sender<()>) {
+        if let Some((_, build)) = self.shadow.take() {
+            // A step in flight ends within its batch; its tree goes once nothing writes to it.
+            let builder = match build {
+                ShadowBuild::Idle(builder) => builder,
+                ShadowBuild::Stepping { task, .. } => task.await.expect("shadow step does not panic").0,
+            };
+            let _ = self.db.db.drop_tree(builder.tree.name());
         }
         self.drop_retired(true);
         let _ = self.db.flush();
@@ -497,7 +521,7 @@ impl<P: Projector> Runner<P> {
             Command::Stop(done) => return Some(done),
             Command::Rebuild(reply) => {
                 // A rebuild already running or queued answers this request too.
-                if let Some(Shadow { purpose: Purpose::Rebuild { replies, .. }, .. }) = &mut self.shadow {
+                if let Some((Shadow { purpose: Purpose::Rebuild { replies, .. }, .. }, _)) = &mut self.shadow {
                     replies.push(reply);
                 } else if let Some(Pending::Rebuild { reply: slot @ None, .. }) =
                     self.pending.iter_mut().find(|p| matches!(p, Pending::Rebuild { reply: None, .. }))
@@ -587,33 +611,54 @@ impl<P: Projector> Runner<P> {
                 failure: None,
             });
         }
-        self.shadow = Some(Shadow { builder, generation, purpose, started: Instant::now(), events: 0 });
+        let fingerprint = builder.meta.fingerprint;
+        let shadow = Shadow { fingerprint, generation, purpose, started: Instant::now(), events: 0 };
+        self.shadow = Some((shadow, ShadowBuild::Idle(Box::new(builder))));
     }
 
-    /// Advances the shadow build one step; swaps or compares when it has caught up.
+    /// Advances the shadow build one step, or collects the step running beside the serving
+    /// build once it has finished; swaps or compares when the shadow has caught up. A step
+    /// far behind runs in the background ([`ShadowBuild::Stepping`]); a near one (the last
+    /// steps before a swap) runs here, so the swap happens between two serving steps.
     async fn step_shadow(&mut self) -> bool {
-        let Some(mut shadow) = self.shadow.take() else { return false };
-        let head = self.store.committed_head();
-        // A verification compares at the serving build's position; a rebuild catches up with
-        // the serving build (or with the head, when the serving build has failed).
-        let up_to = match (&shadow.purpose, self.failed) {
-            (Purpose::Rebuild { .. }, true) => head,
-            _ => self.active_meta_position(),
+        let Some((mut shadow, build)) = self.shadow.take() else { return false };
+        let (builder, result, up_to, head) = match build {
+            ShadowBuild::Stepping { task, up_to, head } if task.is_finished() => {
+                let (builder, result) = task.await.expect("shadow step does not panic");
+                (builder, result, up_to, head)
+            }
+            stepping @ ShadowBuild::Stepping { .. } => {
+                self.shadow = Some((shadow, stepping));
+                return false;
+            }
+            ShadowBuild::Idle(builder) => {
+                let head = self.store.committed_head();
+                // A verification compares at the serving build's position; a rebuild catches
+                // up with the serving build (or with the head, when the serving build has failed).
+                let up_to = match (&shadow.purpose, self.failed) {
+                    (Purpose::Rebuild { .. }, true) => head,
+                    _ => self.active_meta_position(),
+                };
+                let far = up_to.saturating_sub(builder.applied_position()) > LIVE_BATCH;
+                let store = self.store.clone();
+                let task = tokio::task::spawn_blocking(move || {
+                    let mut builder = builder;
+                    let result = builder.step(&store, up_to, SHADOW_BATCH, Commit::WhenDone);
+                    (builder, result)
+                });
+                if far {
+                    self.shadow = Some((shadow, ShadowBuild::Stepping { task, up_to, head }));
+                    return false;
+                }
+                let (builder, result) = task.await.expect("shadow step does not panic");
+                (builder, result, up_to, head)
+            }
         };
-        let store = self.store.clone();
-        let (builder, result) = tokio::task::spawn_blocking(move || {
-            let mut builder = shadow.builder;
-            let result = builder.step(&store, up_to, SHADOW_BATCH, Commit::WhenDone);
-            (builder, result)
-        })
-        .await
-        .expect("shadow step does not panic");
-        shadow.builder = builder;
         let elapsed = shadow.started.elapsed().as_secs_f64();
         match result {
             Err(failure) => {
                 tracing::error!(projection = self.shared.name, position = failure.position, detail = %failure.detail, "shadow build failed");
-                let _ = self.db.db.drop_tree(shadow.builder.tree.name());
+                let _ = self.db.db.drop_tree(builder.tree.name());
                 let mut status = self.shared.status.lock().expect("status lock");
                 if status.state == RunState::Rebuilding {
                     status.state = RunState::Live;
@@ -631,7 +676,7 @@ impl<P: Projector> Runner<P> {
             }
             Ok(outcome) => {
                 shadow.events += outcome.applied;
-                let done = shadow.builder.applied_position();
+                let done = builder.applied_position();
                 {
                     let mut status = self.shared.status.lock().expect("status lock");
                     if let Some(progress) = &mut status.shadow {
@@ -644,33 +689,33 @@ impl<P: Projector> Runner<P> {
                         progress.eta_seconds = if rate > 0.0 { (total - done) as f64 / rate } else { 0.0 };
                     }
                 }
-                let committed = shadow.builder.meta.position;
+                let committed = builder.meta.position;
                 // A serving build that holds uncommitted progress (catching up from far behind)
                 // is not a position to swap at: the shadow waits for its commit.
                 let active_settled = self.active.as_ref().is_none_or(|a| a.applied_position() == a.meta.position);
                 let caught_up =
                     committed >= up_to && (self.failed || (active_settled && committed == self.active_meta_position()));
                 if caught_up {
-                    self.complete(shadow).await;
+                    self.complete(shadow, builder).await;
                 } else {
-                    self.shadow = Some(shadow);
+                    self.shadow = Some((shadow, ShadowBuild::Idle(builder)));
                 }
                 outcome.applied > 0 || caught_up
             }
         }
     }
 
-    async fn complete(&mut self, shadow: Shadow<P>) {
+    async fn complete(&mut self, shadow: Shadow, builder: Box<Builder<P>>) {
         let elapsed = shadow.started.elapsed().as_secs_f64();
         match shadow.purpose {
             Purpose::Verify(reply) => {
                 let active_tree = self.active.as_ref().expect("active build").tree.clone();
-                let verify_tree = shadow.builder.tree.clone();
-                let position = shadow.builder.meta.position;
+                let verify_tree = builder.tree.clone();
+                let position = builder.meta.position;
                 let report = tokio::task::spawn_blocking(move || compare::<P>(&verify_tree, &active_tree, position))
                     .await
                     .expect("compare does not panic");
-                let _ = self.db.db.drop_tree(shadow.builder.tree.name());
+                let _ = self.db.db.drop_tree(builder.tree.name());
                 if let Ok(report) = &report {
                     tracing::info!(
                         projection = self.shared.name,
@@ -682,17 +727,17 @@ impl<P: Projector> Runner<P> {
                 let _ = reply.send(report);
             }
             Purpose::Rebuild { replies, reason } => {
-                let position = shadow.builder.meta.position;
+                let position = builder.meta.position;
                 if let Err(e) = self.db.set_active_generation(self.shared.name, shadow.generation) {
-                    let _ = self.db.db.drop_tree(shadow.builder.tree.name());
+                    let _ = self.db.db.drop_tree(builder.tree.name());
                     for reply in replies {
                         let _ = reply.send(Err(e.clone()));
                     }
                     return;
                 }
-                let new_tree = shadow.builder.tree.clone();
+                let new_tree = builder.tree.clone();
                 *self.shared.serving.write().expect("serving lock") = new_tree;
-                let old = self.active.replace(shadow.builder).expect("active build");
+                let old = self.active.replace(*builder).expect("active build");
                 self.retired.push((old.tree, Instant::now()));
                 self.generation = shadow.generation;
                 self.failed = false;
@@ -774,7 +819,7 @@ impl<P: Projector> Runner<P> {
                 // nothing: a build runs with the rules current when it started.
                 if let Some(rules) = seen_rules.filter(|r| r.version > meta.rules.version) {
                     let fingerprint = self.projector.fingerprint(&rules);
-                    let shadow_fingerprint = self.shadow.as_ref().map(|s| s.builder.meta.fingerprint);
+                    let shadow_fingerprint = self.shadow.as_ref().map(|(s, _)| s.fingerprint);
                     let queued = self.pending.iter().any(|p| matches!(p, Pending::Rebuild { .. }));
                     if fingerprint != meta.fingerprint && shadow_fingerprint != Some(fingerprint) && !queued {
                         self.pending
@@ -796,6 +841,19 @@ impl<P: Projector> Runner<P> {
                 true
             }
         });
+    }
+}
+
+/// Returns once the shadow's background step has finished (polled: such a step takes a good
+/// part of a second or more); never while no step runs in the background.
+async fn step_finished<P: Projector>(shadow: &Option<(Shadow, ShadowBuild<P>)>) {
+    match shadow {
+        Some((_, ShadowBuild::Stepping { task, .. })) => {
+            while !task.is_finished() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        _ => std::future::pending().await,
     }
 }
 

@@ -6,7 +6,7 @@
 //! crm-projection-bench generate --dir /tmp/base --commands 9000000
 //! crm-projection-bench rebuild  --dir /tmp/base
 //! crm-projection-bench query    --dir /tmp/base --clients 32 --seconds 20 [--rate 2000]
-//! crm-projection-bench lag      --dir /tmp/base --rate 5000 --seconds 30
+//! crm-projection-bench lag      --dir /tmp/base --rate 5000 --seconds 30 [--rules-change-at 10]
 //! ```
 
 /// mimalloc instead of glibc malloc: see the allocator note in docs/PERFORMANCE.md.
@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use crm_domain::{Event, RulesChanged};
 use crm_eventlog::{Durability, EventStore, SledEventStore, StreamAppend};
 use crm_projection_audit::AuditProjector;
 use crm_projection_customers::CustomersProjector;
@@ -27,7 +28,7 @@ use crm_projection_duplicates::DuplicatesProjector;
 use crm_projection_funnel::{Calendar, FunnelProjector};
 use crm_projection_health::HealthProjector;
 use crm_projection_reminders::RemindersProjector;
-use crm_projection_runtime::fixtures::{Generator, GeneratorConfig};
+use crm_projection_runtime::fixtures::{Generated, Generator, GeneratorConfig};
 use crm_projection_runtime::{spawn, spawn_with, ProjectionDb, ProjectionHandle, SpawnOptions};
 use crm_projection_workload::WorkloadProjector;
 use crm_proto::v1 as pb;
@@ -105,6 +106,11 @@ enum Cmd {
         rate: u64,
         #[arg(long, default_value_t = 30)]
         seconds: u64,
+        /// Change the rules once, this many seconds into the run (a stage time limit, which
+        /// makes the funnel rebuild in a shadow while the writers go on). The writers' own
+        /// commands never change the rules.
+        #[arg(long)]
+        rules_change_at: Option<u64>,
     },
 }
 
@@ -123,7 +129,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Query { dir, clients, seconds, server_bin, rate, write_rate } => {
             query(&dir, clients, seconds, server_bin.as_deref(), rate, write_rate).await
         }
-        Cmd::Lag { dir, rate, seconds } => lag(&dir, rate, seconds).await,
+        Cmd::Lag { dir, rate, seconds, rules_change_at } => lag(&dir, rate, seconds, rules_change_at).await,
     }
 }
 
@@ -519,7 +525,7 @@ async fn query(
     server.stop().await
 }
 
-async fn lag(dir: &Path, rate: u64, seconds: u64) -> anyhow::Result<()> {
+async fn lag(dir: &Path, rate: u64, seconds: u64, rules_change_at: Option<u64>) -> anyhow::Result<()> {
     let store = open_store(dir)?;
     let db = ProjectionDb::open(&dir.join("projections"))?;
     // Every read model the server runs, as the server runs them (one database, one process).
@@ -555,7 +561,11 @@ async fn lag(dir: &Path, rate: u64, seconds: u64) -> anyhow::Result<()> {
             // Seeds differ per run: the generator's ids derive from the seed, and a re-run must
             // not create customers that exist already.
             let seed = (std::process::id() as u64) << 16 | w;
-            let mut generator = Generator::new(GeneratorConfig { seed, users: 50, ..Default::default() });
+            // Rule changes are made once, below, not by each writer's generator: each counts
+            // rule versions on its own, and 2 changes in 1,000 commands at 5,000 commands/s
+            // would rebuild the funnel ten times a second.
+            let config = GeneratorConfig { seed, users: 50, rules_changes: false, ..Default::default() };
+            let mut generator = Generator::new(config);
             let interval = Duration::from_secs_f64(writers as f64 / rate as f64);
             let mut next = tokio::time::Instant::now();
             let mut sent = 0u64;
@@ -572,8 +582,14 @@ async fn lag(dir: &Path, rate: u64, seconds: u64) -> anyhow::Result<()> {
     }
     let started = Instant::now();
     let mut samples: Vec<(String, f64, u64)> = Vec::new();
+    let mut rules_change_at = rules_change_at.map(Duration::from_secs);
     while started.elapsed() < Duration::from_secs(seconds) {
         tokio::time::sleep(Duration::from_millis(100)).await;
+        if rules_change_at.is_some_and(|at| started.elapsed() >= at) {
+            rules_change_at = None;
+            let position = change_stage_limit(&store).await?;
+            eprintln!("{:.1} s: rules changed at position {position}", started.elapsed().as_secs_f64());
+        }
         let head = store.committed_head();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros() as i64;
         for h in &handles {
@@ -604,15 +620,32 @@ async fn lag(dir: &Path, rate: u64, seconds: u64) -> anyhow::Result<()> {
         lags.sort_by(f64::total_cmp);
         let p = |q: f64| lags[((q / 100.0) * (lags.len() - 1) as f64).round() as usize];
         println!(
-            "lag {}: median {:.3} s, p99 {:.3} s, max {:.3} s, max {max_events} events behind ({} samples every 100 ms)",
+            "lag {}: median {:.3} s, p99 {:.3} s, max {:.3} s, max {max_events} events behind ({} samples every 100 ms, {} rebuilds)",
             h.name(),
             p(50.0),
             p(99.0),
             p(100.0),
-            lags.len()
+            lags.len(),
+            h.status().rebuilds_completed
         );
         h.stop().await;
     }
     store.close();
     Ok(())
+}
+
+/// Appends the next version of the rules with the first stage's time limit one working day
+/// longer, as `ChangeRules` would; returns its position.
+async fn change_stage_limit(store: &SledEventStore) -> anyhow::Result<u64> {
+    let mut rules = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || crm_projection_runtime::current_rules(&store)).await??
+    };
+    rules.version += 1;
+    let stage = rules.pipeline.stages.first().cloned().context("a pipeline without stages")?;
+    *rules.stage_time_limits.entry(stage).or_insert(5) += 1;
+    let changed = Event::RulesChanged(RulesChanged { rules, reason: "阶段时限调整 (bench)".into() });
+    let appends = Generated { actor: "bench".into(), events: vec![changed] }.to_appends(&mut uuid::Uuid::now_v7);
+    let result = store.append_many(appends, Durability::Durable).await?;
+    Ok(result.last().map_or(0, |r| r.last_position))
 }

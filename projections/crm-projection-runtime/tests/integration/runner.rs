@@ -262,3 +262,102 @@ async fn builds_written_in_chunks_equal_a_fold_of_the_log() {
     assert_eq!(handle.reader().tree.get(b"\x00spill").unwrap(), None);
     handle.stop().await;
 }
+
+/// Counts like [`Counting`], but applying an event at or before `hold_through` waits until the
+/// gate opens (at most a minute). The serving build resumes after its checkpoint, so only a
+/// rebuild's pass over the history is held.
+struct Gated {
+    counting: Counting,
+    hold_through: u64,
+    /// (open, a rebuild step is waiting)
+    gate: std::sync::Arc<(std::sync::Mutex<(bool, bool)>, std::sync::Condvar)>,
+}
+
+impl crm_projection_runtime::Projector for Gated {
+    type Value = u64;
+
+    fn name(&self) -> &'static str {
+        self.counting.name()
+    }
+
+    fn version(&self) -> u32 {
+        self.counting.version()
+    }
+
+    fn fingerprint(&self, rules: &crm_domain::Rules) -> u64 {
+        self.counting.fingerprint(rules)
+    }
+
+    fn apply(
+        &self,
+        state: &mut crm_projection_runtime::State<'_, u64>,
+        rules: &crm_domain::Rules,
+        recorded: &crm_eventlog::RecordedEvent,
+        event: Option<&crm_domain::Event>,
+    ) -> Result<(), String> {
+        if recorded.position <= self.hold_through {
+            let (lock, opened) = &*self.gate;
+            let mut gate = lock.lock().unwrap();
+            gate.1 = true;
+            let _ = opened.wait_timeout_while(gate, Duration::from_secs(60), |(open, _)| !*open).unwrap();
+        }
+        self.counting.apply(state, rules, recorded, event)
+    }
+}
+
+/// A rebuild far behind the serving build steps beside it: while the rebuild is held inside a
+/// step, the serving build still follows the log (before, each rebuild step held the serving
+/// build back for the whole step, seconds on a large log), and the swap still comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_serving_build_keeps_following_the_log_while_a_rebuild_steps() {
+    let log = TempLog::new();
+    let db_dir = log.dir.join("projections");
+    // More events than a near step applies (16,384), in appends of 1,000.
+    let event = |n: usize| crm_eventlog::NewEvent {
+        id: uuid::Uuid::now_v7(),
+        event_type: "BenchNoise".into(),
+        schema_version: 1,
+        metadata: Default::default(),
+        payload: n.to_le_bytes().to_vec(),
+    };
+    for chunk in 0..20 {
+        let events = (0..1000).map(|i| event(chunk * 1000 + i)).collect();
+        let stream = format!("noise-{chunk}");
+        log.store.append(&stream, crm_eventlog::ExpectedVersion::Any, events).await.unwrap();
+    }
+    let v1 = Counting::new("gated");
+    {
+        let db = ProjectionDb::open(&db_dir).unwrap();
+        let handle = spawn(&db, log.store.clone(), v1.clone()).unwrap();
+        settle(&handle, &v1, &log.store).await;
+        handle.stop().await;
+    }
+    let hold_through = log.store.committed_head();
+    let gate = std::sync::Arc::new((std::sync::Mutex::new((false, false)), std::sync::Condvar::new()));
+    let v2 = Gated { counting: Counting { version: 2, ..v1.clone() }, hold_through, gate: gate.clone() };
+    let db = reopen(&db_dir).await;
+    let handle = spawn(&db, log.store.clone(), v2).unwrap();
+    // The rebuild (version 1 -> 2) starts at once and is held in its first step.
+    while !gate.0.lock().unwrap().1 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    append_all(&log.store, &commands(10, 50)).await;
+    let head = log.store.committed_head();
+    let reached = handle.wait_for(head, Duration::from_secs(30)).await;
+    let status = handle.status();
+    // Open the gate before asserting, so a failure does not leave a step waiting a minute.
+    gate.0.lock().unwrap().0 = true;
+    gate.1.notify_all();
+    assert_eq!(reached.unwrap(), head, "the serving build followed the log while the rebuild was held");
+    assert_eq!((status.state, status.version, status.rebuilds_completed), (RunState::Rebuilding, 1, 0));
+    assert_eq!(total(&handle), head);
+
+    let v2 = Gated { counting: Counting { version: 2, ..v1.clone() }, hold_through, gate };
+    settle(&handle, &v2, &log.store).await;
+    let status = handle.status();
+    assert_eq!((status.version, status.rebuilds_completed), (2, 1));
+    assert_eq!(total(&handle), log.store.committed_head());
+    let rebuilt = fold_all(&v1, &Default::default(), &all_events(&log.store));
+    assert_eq!(dump(&handle.reader().tree), rebuilt);
+    handle.stop().await;
+}
