@@ -329,6 +329,14 @@ enum ShadowBuild<P: Projector> {
         up_to: u64,
         head: u64,
     },
+    /// A background step that has ended, collected by the runner's wait
+    /// ([`wait_for_shadow_step`]) for [`Runner::step_shadow`] to take up.
+    Stepped {
+        builder: Box<Builder<P>>,
+        result: StepResult,
+        up_to: u64,
+        head: u64,
+    },
 }
 
 type StepResult = std::result::Result<StepOutcome, Failure>;
@@ -483,7 +491,7 @@ impl<P: Projector> Runner<P> {
                 },
                 () = tokio::time::sleep(RETIRE_AFTER), if !self.retired.is_empty() => {}
                 () = sleep_until_opt(next_live_step), if next_live_step.is_some() => {}
-                () = step_finished(&self.shadow), if matches!(self.shadow, Some((_, ShadowBuild::Stepping { .. }))) => {}
+                () = wait_for_shadow_step(&mut self.shadow), if matches!(self.shadow, Some((_, ShadowBuild::Stepping { .. }))) => {}
             }
         }
     }
@@ -502,9 +510,10 @@ impl<P: Projector> Runner<P> {
 
     async fn finish(&mut self, done: oneshot::Sender<()>) {
         if let Some((_, build)) = self.shadow.take() {
-            // A step in flight ends within its batch; its tree goes once nothing writes to it.
+            // A step in flight is waited for (up to a shadow batch and a commit, as when
+            // steps ran on this task); its tree goes once nothing writes to it.
             let builder = match build {
-                ShadowBuild::Idle(builder) => builder,
+                ShadowBuild::Idle(builder) | ShadowBuild::Stepped { builder, .. } => builder,
                 ShadowBuild::Stepping { task, .. } => task.await.expect("shadow step does not panic").0,
             };
             let _ = self.db.db.drop_tree(builder.tree.name());
@@ -623,6 +632,7 @@ impl<P: Projector> Runner<P> {
     async fn step_shadow(&mut self) -> bool {
         let Some((mut shadow, build)) = self.shadow.take() else { return false };
         let (builder, result, up_to, head) = match build {
+            ShadowBuild::Stepped { builder, result, up_to, head } => (builder, result, up_to, head),
             ShadowBuild::Stepping { task, up_to, head } if task.is_finished() => {
                 let (builder, result) = task.await.expect("shadow step does not panic");
                 (builder, result, up_to, head)
@@ -639,7 +649,10 @@ impl<P: Projector> Runner<P> {
                     (Purpose::Rebuild { .. }, true) => head,
                     _ => self.active_meta_position(),
                 };
-                let far = up_to.saturating_sub(builder.applied_position()) > LIVE_BATCH;
+                // Measured from the last commit: a step that ends a long stretch held in
+                // memory commits all of it (for a first build, the whole tree), so it runs
+                // in the background however few events it has left to apply.
+                let far = up_to.saturating_sub(builder.meta.position) > LIVE_BATCH;
                 let store = self.store.clone();
                 let task = tokio::task::spawn_blocking(move || {
                     let mut builder = builder;
@@ -693,8 +706,12 @@ impl<P: Projector> Runner<P> {
                 // A serving build that holds uncommitted progress (catching up from far behind)
                 // is not a position to swap at: the shadow waits for its commit.
                 let active_settled = self.active.as_ref().is_none_or(|a| a.applied_position() == a.meta.position);
-                let caught_up =
-                    committed >= up_to && (self.failed || (active_settled && committed == self.active_meta_position()));
+                // Against the serving build as it is now, not as when a background step
+                // started: it may have moved on, or failed further on; never swap backwards.
+                let serving = self.active_meta_position();
+                let caught_up = committed >= up_to
+                    && committed >= serving
+                    && (self.failed || (active_settled && committed == serving));
                 if caught_up {
                     self.complete(shadow, builder).await;
                 } else {
@@ -844,17 +861,16 @@ impl<P: Projector> Runner<P> {
     }
 }
 
-/// Returns once the shadow's background step has finished (polled: such a step takes a good
-/// part of a second or more); never while no step runs in the background.
-async fn step_finished<P: Projector>(shadow: &Option<(Shadow, ShadowBuild<P>)>) {
-    match shadow {
-        Some((_, ShadowBuild::Stepping { task, .. })) => {
-            while !task.is_finished() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-        _ => std::future::pending().await,
-    }
+/// Waits for the shadow's background step to end and keeps its outcome in place
+/// ([`ShadowBuild::Stepped`]); pending forever when no step runs in the background. Dropped
+/// before the step ends (another branch of the runner's wait won), it leaves the step as it
+/// was.
+async fn wait_for_shadow_step<P: Projector>(shadow: &mut Option<(Shadow, ShadowBuild<P>)>) {
+    let Some((_, build)) = shadow else { return std::future::pending().await };
+    let ShadowBuild::Stepping { task, up_to, head } = build else { return std::future::pending().await };
+    let (up_to, head) = (*up_to, *head);
+    let (builder, result) = task.await.expect("shadow step does not panic");
+    *build = ShadowBuild::Stepped { builder, result, up_to, head };
 }
 
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {

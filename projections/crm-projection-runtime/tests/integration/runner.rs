@@ -263,14 +263,28 @@ async fn builds_written_in_chunks_equal_a_fold_of_the_log() {
     handle.stop().await;
 }
 
-/// Counts like [`Counting`], but applying an event at or before `hold_through` waits until the
+type Gate = std::sync::Arc<(std::sync::Mutex<(bool, bool)>, std::sync::Condvar)>;
+
+/// Counts like [`Counting`], but applying an event at a position in `hold` waits until the
 /// gate opens (at most a minute). The serving build resumes after its checkpoint, so only a
 /// rebuild's pass over the history is held.
 struct Gated {
     counting: Counting,
-    hold_through: u64,
+    hold: std::ops::RangeInclusive<u64>,
     /// (open, a rebuild step is waiting)
-    gate: std::sync::Arc<(std::sync::Mutex<(bool, bool)>, std::sync::Condvar)>,
+    gate: Gate,
+}
+
+/// Opens the gate when dropped, so a failing test never leaves a step waiting.
+struct OpenOnDrop(Gate);
+
+impl Drop for OpenOnDrop {
+    fn drop(&mut self) {
+        if let Ok(mut gate) = self.0 .0.lock() {
+            gate.0 = true;
+        }
+        self.0 .1.notify_all();
+    }
 }
 
 impl crm_projection_runtime::Projector for Gated {
@@ -295,7 +309,7 @@ impl crm_projection_runtime::Projector for Gated {
         recorded: &crm_eventlog::RecordedEvent,
         event: Option<&crm_domain::Event>,
     ) -> Result<(), String> {
-        if recorded.position <= self.hold_through {
+        if self.hold.contains(&recorded.position) {
             let (lock, opened) = &*self.gate;
             let mut gate = lock.lock().unwrap();
             gate.1 = true;
@@ -310,9 +324,24 @@ impl crm_projection_runtime::Projector for Gated {
 /// build back for the whole step, seconds on a large log), and the swap still comes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_serving_build_keeps_following_the_log_while_a_rebuild_steps() {
+    a_held_rebuild_keeps_the_serving_build_live(20, None).await;
+}
+
+/// The same when the held step has few events left to apply but commits a long stretch held
+/// in memory: here the first step applies a full shadow batch (262,144 events) without
+/// committing, and the second, with 7,856 events left, commits everything. It is far behind
+/// by what it commits, so it too runs beside the serving build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_step_that_commits_a_long_stretch_runs_beside_the_serving_build() {
+    a_held_rebuild_keeps_the_serving_build_live(270, Some(262_145)).await;
+}
+
+/// Appends `thousands` x 1,000 events, builds them, then rebuilds with a new version held at
+/// the events from `hold_from` (default: the first) to the end of that history.
+async fn a_held_rebuild_keeps_the_serving_build_live(thousands: usize, hold_from: Option<u64>) {
     let log = TempLog::new();
     let db_dir = log.dir.join("projections");
-    // More events than a near step applies (16,384), in appends of 1,000.
+    // In appends of 1,000.
     let event = |n: usize| crm_eventlog::NewEvent {
         id: uuid::Uuid::now_v7(),
         event_type: "BenchNoise".into(),
@@ -320,7 +349,7 @@ async fn the_serving_build_keeps_following_the_log_while_a_rebuild_steps() {
         metadata: Default::default(),
         payload: n.to_le_bytes().to_vec(),
     };
-    for chunk in 0..20 {
+    for chunk in 0..thousands {
         let events = (0..1000).map(|i| event(chunk * 1000 + i)).collect();
         let stream = format!("noise-{chunk}");
         log.store.append(&stream, crm_eventlog::ExpectedVersion::Any, events).await.unwrap();
@@ -332,27 +361,28 @@ async fn the_serving_build_keeps_following_the_log_while_a_rebuild_steps() {
         settle(&handle, &v1, &log.store).await;
         handle.stop().await;
     }
-    let hold_through = log.store.committed_head();
-    let gate = std::sync::Arc::new((std::sync::Mutex::new((false, false)), std::sync::Condvar::new()));
-    let v2 = Gated { counting: Counting { version: 2, ..v1.clone() }, hold_through, gate: gate.clone() };
+    let hold = hold_from.unwrap_or(1)..=log.store.committed_head();
+    let gate: Gate = std::sync::Arc::new((std::sync::Mutex::new((false, false)), std::sync::Condvar::new()));
+    let opener = OpenOnDrop(gate.clone());
+    let v2 = Gated { counting: Counting { version: 2, ..v1.clone() }, hold: hold.clone(), gate: gate.clone() };
     let db = reopen(&db_dir).await;
     let handle = spawn(&db, log.store.clone(), v2).unwrap();
     // The rebuild (version 1 -> 2) starts at once and is held in its first step.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !gate.0.lock().unwrap().1 {
+        assert!(std::time::Instant::now() < deadline, "the rebuild never reached a held event");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     append_all(&log.store, &commands(10, 50)).await;
     let head = log.store.committed_head();
     let reached = handle.wait_for(head, Duration::from_secs(30)).await;
     let status = handle.status();
-    // Open the gate before asserting, so a failure does not leave a step waiting a minute.
-    gate.0.lock().unwrap().0 = true;
-    gate.1.notify_all();
+    drop(opener);
     assert_eq!(reached.unwrap(), head, "the serving build followed the log while the rebuild was held");
     assert_eq!((status.state, status.version, status.rebuilds_completed), (RunState::Rebuilding, 1, 0));
     assert_eq!(total(&handle), head);
 
-    let v2 = Gated { counting: Counting { version: 2, ..v1.clone() }, hold_through, gate };
+    let v2 = Gated { counting: Counting { version: 2, ..v1.clone() }, hold, gate };
     settle(&handle, &v2, &log.store).await;
     let status = handle.status();
     assert_eq!((status.version, status.rebuilds_completed), (2, 1));
