@@ -561,8 +561,20 @@ events! {
     RulesChanged = 1,
 }
 
-fn config() -> bincode::config::Configuration {
-    bincode::config::standard()
+/// Most bytes a payload's decoding may claim (bincode counts the in-memory size of each
+/// container it is about to fill). Without a limit, a damaged or hostile length prefix makes
+/// bincode try to allocate that many bytes and the process aborts (found by the
+/// `decoding_random_payloads_never_panics` proptest: a 2.6 * 10^18-byte allocation). The log
+/// caps an encoded payload at 1 MiB, which no real event's decoding takes beyond a few times.
+const DECODE_LIMIT: usize = 64 * 1024 * 1024;
+
+/// `config::standard()` with a decoding limit; the limit does not change the encoding.
+fn config() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<DECODE_LIMIT>,
+> {
+    bincode::config::standard().with_limit::<DECODE_LIMIT>()
 }
 
 fn encode_payload<T: Serialize>(payload: &T) -> Vec<u8> {

@@ -232,3 +232,25 @@ fn decode_errors_are_specific() {
     );
     assert!(matches!(Event::decode("LeadClaimed", 1, &[1, 2, 3]), Err(DecodeError::Payload { .. })));
 }
+
+/// A payload whose length prefixes claim about 10^18 bytes is refused as undecodable for
+/// every event type and version, instead of making bincode allocate that much and abort the
+/// process (a proptest over random payloads found one such payload).
+#[test]
+fn huge_length_prefixes_are_decode_errors_not_allocations() {
+    // bincode's varint for a u64: 0xFD, then eight little-endian bytes.
+    let huge: Vec<u8> =
+        std::iter::repeat([0xFD, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F]).take(40).flatten().collect();
+    for ty in crm_domain::EVENT_TYPES {
+        for version in 1..=2 {
+            let mut payload = Vec::new();
+            // Every offset of the prefix within a leading run of small fields.
+            for lead in 0..8 {
+                payload.clear();
+                payload.extend(std::iter::repeat_n(1u8, lead));
+                payload.extend(&huge);
+                assert!(crm_domain::Event::decode(ty, version, &payload).is_err(), "{ty} v{version} lead {lead}");
+            }
+        }
+    }
+}
