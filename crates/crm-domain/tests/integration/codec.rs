@@ -240,7 +240,7 @@ fn decode_errors_are_specific() {
 fn huge_length_prefixes_are_decode_errors_not_allocations() {
     // bincode's varint for a u64: 0xFD, then eight little-endian bytes.
     let huge: Vec<u8> =
-        std::iter::repeat([0xFD, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F]).take(40).flatten().collect();
+        std::iter::repeat_n([0xFD, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F], 40).flatten().collect();
     for ty in crm_domain::EVENT_TYPES {
         for version in 1..=2 {
             let mut payload = Vec::new();
