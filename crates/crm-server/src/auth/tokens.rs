@@ -65,8 +65,17 @@ pub enum AuthError {
     Revoked(String),
 }
 
-fn config() -> bincode::config::Configuration {
-    bincode::config::standard()
+/// Most bytes decoding a token event may claim: token events are a few hundred bytes, and
+/// without a limit a damaged length prefix is an allocation that aborts the process.
+const DECODE_LIMIT: usize = 1024 * 1024;
+
+/// `config::standard()` with a decoding limit (the encoding is the same).
+fn config() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<DECODE_LIMIT>,
+> {
+    bincode::config::standard().with_limit::<DECODE_LIMIT>()
 }
 
 fn hash(token: &str) -> Vec<u8> {
@@ -271,6 +280,14 @@ fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_length_prefix_is_a_decode_error_not_an_allocation() {
+        let huge: Vec<u8> =
+            std::iter::repeat_n([0xFD, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F], 8).flatten().collect();
+        assert!(bincode::serde::decode_from_slice::<TokenRecord, _>(&huge, config()).is_err());
+        assert!(bincode::serde::decode_from_slice::<TokenRevoked, _>(&huge, config()).is_err());
+    }
 
     #[test]
     fn token_ids_are_parsed_only_from_well_formed_tokens() {
