@@ -311,6 +311,8 @@ enum Purpose {
 struct Shadow {
     /// The rules fingerprint the shadow builds with.
     fingerprint: u64,
+    /// Makes a step of the shadow in flight stop early (set when the runner stops).
+    abandon: Arc<std::sync::atomic::AtomicBool>,
     generation: u64,
     purpose: Purpose,
     started: Instant,
@@ -509,9 +511,10 @@ impl<P: Projector> Runner<P> {
     }
 
     async fn finish(&mut self, done: oneshot::Sender<()>) {
-        if let Some((_, build)) = self.shadow.take() {
-            // A step in flight is waited for (up to a shadow batch and a commit, as when
-            // steps ran on this task); its tree goes once nothing writes to it.
+        if let Some((shadow, build)) = self.shadow.take() {
+            // A step in flight is told to stop (it ends at its next read of the log or within
+            // its chunked write) and waited for; the tree goes once nothing writes to it.
+            shadow.abandon.store(true, std::sync::atomic::Ordering::Relaxed);
             let builder = match build {
                 ShadowBuild::Idle(builder) | ShadowBuild::Stepped { builder, .. } => builder,
                 ShadowBuild::Stepping { task, .. } => task.await.expect("shadow step does not panic").0,
@@ -621,7 +624,8 @@ impl<P: Projector> Runner<P> {
             });
         }
         let fingerprint = builder.meta.fingerprint;
-        let shadow = Shadow { fingerprint, generation, purpose, started: Instant::now(), events: 0 };
+        let abandon = builder.abandon_flag();
+        let shadow = Shadow { fingerprint, abandon, generation, purpose, started: Instant::now(), events: 0 };
         self.shadow = Some((shadow, ShadowBuild::Idle(Box::new(builder))));
     }
 

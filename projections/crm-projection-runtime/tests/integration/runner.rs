@@ -273,6 +273,8 @@ struct Gated {
     hold: std::ops::RangeInclusive<u64>,
     /// (open, a rebuild step is waiting)
     gate: Gate,
+    /// Events in `hold` applied so far.
+    held: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Opens the gate when dropped, so a failing test never leaves a step waiting.
@@ -310,6 +312,7 @@ impl crm_projection_runtime::Projector for Gated {
         event: Option<&crm_domain::Event>,
     ) -> Result<(), String> {
         if self.hold.contains(&recorded.position) {
+            self.held.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let (lock, opened) = &*self.gate;
             let mut gate = lock.lock().unwrap();
             gate.1 = true;
@@ -364,7 +367,12 @@ async fn a_held_rebuild_keeps_the_serving_build_live(thousands: usize, hold_from
     let hold = hold_from.unwrap_or(1)..=log.store.committed_head();
     let gate: Gate = std::sync::Arc::new((std::sync::Mutex::new((false, false)), std::sync::Condvar::new()));
     let opener = OpenOnDrop(gate.clone());
-    let v2 = Gated { counting: Counting { version: 2, ..v1.clone() }, hold: hold.clone(), gate: gate.clone() };
+    let v2 = Gated {
+        counting: Counting { version: 2, ..v1.clone() },
+        hold: hold.clone(),
+        gate: gate.clone(),
+        held: Default::default(),
+    };
     let db = reopen(&db_dir).await;
     let handle = spawn(&db, log.store.clone(), v2).unwrap();
     // The rebuild (version 1 -> 2) starts at once and is held in its first step.
@@ -382,7 +390,7 @@ async fn a_held_rebuild_keeps_the_serving_build_live(thousands: usize, hold_from
     assert_eq!((status.state, status.version, status.rebuilds_completed), (RunState::Rebuilding, 1, 0));
     assert_eq!(total(&handle), head);
 
-    let v2 = Gated { counting: Counting { version: 2, ..v1.clone() }, hold, gate };
+    let v2 = Gated { counting: Counting { version: 2, ..v1.clone() }, hold, gate, held: Default::default() };
     settle(&handle, &v2, &log.store).await;
     let status = handle.status();
     assert_eq!((status.version, status.rebuilds_completed), (2, 1));
@@ -390,4 +398,63 @@ async fn a_held_rebuild_keeps_the_serving_build_live(thousands: usize, hold_from
     let rebuilt = fold_all(&v1, &Default::default(), &all_events(&log.store));
     assert_eq!(dump(&handle.reader().tree), rebuilt);
     handle.stop().await;
+}
+
+/// Stopping while a rebuild step runs in the background tells the step to stop: it ends at its
+/// next read of the log (4,096 events) instead of applying the rest of its batch and writing
+/// it, and the serving build is left as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_a_rebuild_step_abandons_the_step() {
+    let log = TempLog::new();
+    let db_dir = log.dir.join("projections");
+    let event = |n: usize| crm_eventlog::NewEvent {
+        id: uuid::Uuid::now_v7(),
+        event_type: "BenchNoise".into(),
+        schema_version: 1,
+        metadata: Default::default(),
+        payload: n.to_le_bytes().to_vec(),
+    };
+    for chunk in 0..20 {
+        let events = (0..1000).map(|i| event(chunk * 1000 + i)).collect();
+        let stream = format!("noise-{chunk}");
+        log.store.append(&stream, crm_eventlog::ExpectedVersion::Any, events).await.unwrap();
+    }
+    let v1 = Counting::new("gated");
+    {
+        let db = ProjectionDb::open(&db_dir).unwrap();
+        let handle = spawn(&db, log.store.clone(), v1.clone()).unwrap();
+        settle(&handle, &v1, &log.store).await;
+        handle.stop().await;
+    }
+    let head = log.store.committed_head();
+    let gate: Gate = std::sync::Arc::new((std::sync::Mutex::new((false, false)), std::sync::Condvar::new()));
+    let opener = OpenOnDrop(gate.clone());
+    let held = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let v2 = Gated {
+        counting: Counting { version: 2, ..v1.clone() },
+        hold: 1..=head,
+        gate: gate.clone(),
+        held: held.clone(),
+    };
+    let db = reopen(&db_dir).await;
+    let handle = spawn(&db, log.store.clone(), v2).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !gate.0.lock().unwrap().1 {
+        assert!(std::time::Instant::now() < deadline, "the rebuild never reached a held event");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stopping = {
+        let handle = handle.clone();
+        tokio::spawn(async move { handle.stop().await })
+    };
+    // The runner takes the stop at once (the step runs beside it); give it ample time to
+    // flag the step before the step may go on.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    drop(opener);
+    tokio::time::timeout(Duration::from_secs(60), stopping).await.expect("the stop returns").unwrap();
+    let applied = held.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(applied <= 4096, "the abandoned step applied {applied} of {head} events");
+    assert_eq!(total(&handle), head, "the serving build is as it was");
+    let status = handle.status();
+    assert_eq!((status.version, status.rebuilds_completed), (1, 0), "nothing was swapped in");
 }
