@@ -342,28 +342,8 @@ async fn a_rebuild_step_that_commits_a_long_stretch_runs_beside_the_serving_buil
 /// Appends `thousands` x 1,000 events, builds them, then rebuilds with a new version held at
 /// the events from `hold_from` (default: the first) to the end of that history.
 async fn a_held_rebuild_keeps_the_serving_build_live(thousands: usize, hold_from: Option<u64>) {
-    let log = TempLog::new();
-    let db_dir = log.dir.join("projections");
-    // In appends of 1,000.
-    let event = |n: usize| crm_eventlog::NewEvent {
-        id: uuid::Uuid::now_v7(),
-        event_type: "BenchNoise".into(),
-        schema_version: 1,
-        metadata: Default::default(),
-        payload: n.to_le_bytes().to_vec(),
-    };
-    for chunk in 0..thousands {
-        let events = (0..1000).map(|i| event(chunk * 1000 + i)).collect();
-        let stream = format!("noise-{chunk}");
-        log.store.append(&stream, crm_eventlog::ExpectedVersion::Any, events).await.unwrap();
-    }
     let v1 = Counting::new("gated");
-    {
-        let db = ProjectionDb::open(&db_dir).unwrap();
-        let handle = spawn(&db, log.store.clone(), v1.clone()).unwrap();
-        settle(&handle, &v1, &log.store).await;
-        handle.stop().await;
-    }
+    let (log, db_dir) = a_log_built_by(&v1, thousands).await;
     let hold = hold_from.unwrap_or(1)..=log.store.committed_head();
     let gate: Gate = std::sync::Arc::new((std::sync::Mutex::new((false, false)), std::sync::Condvar::new()));
     let opener = OpenOnDrop(gate.clone());
@@ -376,11 +356,7 @@ async fn a_held_rebuild_keeps_the_serving_build_live(thousands: usize, hold_from
     let db = reopen(&db_dir).await;
     let handle = spawn(&db, log.store.clone(), v2).unwrap();
     // The rebuild (version 1 -> 2) starts at once and is held in its first step.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !gate.0.lock().unwrap().1 {
-        assert!(std::time::Instant::now() < deadline, "the rebuild never reached a held event");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_held(&gate).await;
     append_all(&log.store, &commands(10, 50)).await;
     let head = log.store.committed_head();
     let reached = handle.wait_for(head, Duration::from_secs(30)).await;
@@ -405,27 +381,8 @@ async fn a_held_rebuild_keeps_the_serving_build_live(thousands: usize, hold_from
 /// it, and the serving build is left as it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_during_a_rebuild_step_abandons_the_step() {
-    let log = TempLog::new();
-    let db_dir = log.dir.join("projections");
-    let event = |n: usize| crm_eventlog::NewEvent {
-        id: uuid::Uuid::now_v7(),
-        event_type: "BenchNoise".into(),
-        schema_version: 1,
-        metadata: Default::default(),
-        payload: n.to_le_bytes().to_vec(),
-    };
-    for chunk in 0..20 {
-        let events = (0..1000).map(|i| event(chunk * 1000 + i)).collect();
-        let stream = format!("noise-{chunk}");
-        log.store.append(&stream, crm_eventlog::ExpectedVersion::Any, events).await.unwrap();
-    }
     let v1 = Counting::new("gated");
-    {
-        let db = ProjectionDb::open(&db_dir).unwrap();
-        let handle = spawn(&db, log.store.clone(), v1.clone()).unwrap();
-        settle(&handle, &v1, &log.store).await;
-        handle.stop().await;
-    }
+    let (log, db_dir) = a_log_built_by(&v1, 20).await;
     let head = log.store.committed_head();
     let gate: Gate = std::sync::Arc::new((std::sync::Mutex::new((false, false)), std::sync::Condvar::new()));
     let opener = OpenOnDrop(gate.clone());
@@ -438,11 +395,7 @@ async fn a_stop_during_a_rebuild_step_abandons_the_step() {
     };
     let db = reopen(&db_dir).await;
     let handle = spawn(&db, log.store.clone(), v2).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !gate.0.lock().unwrap().1 {
-        assert!(std::time::Instant::now() < deadline, "the rebuild never reached a held event");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_held(&gate).await;
     let stopping = {
         let handle = handle.clone();
         tokio::spawn(async move { handle.stop().await })
@@ -457,4 +410,37 @@ async fn a_stop_during_a_rebuild_step_abandons_the_step() {
     assert_eq!(total(&handle), head, "the serving build is as it was");
     let status = handle.status();
     assert_eq!((status.version, status.rebuilds_completed), (1, 0), "nothing was swapped in");
+}
+
+/// A log of `thousands` x 1,000 events outside the domain (appends of 1,000), and the
+/// projection database (its directory) holding `projector`'s complete build of them.
+async fn a_log_built_by(projector: &Counting, thousands: usize) -> (TempLog, std::path::PathBuf) {
+    let log = TempLog::new();
+    let db_dir = log.dir.join("projections");
+    let event = |n: usize| crm_eventlog::NewEvent {
+        id: uuid::Uuid::now_v7(),
+        event_type: "BenchNoise".into(),
+        schema_version: 1,
+        metadata: Default::default(),
+        payload: n.to_le_bytes().to_vec(),
+    };
+    for chunk in 0..thousands {
+        let events = (0..1000).map(|i| event(chunk * 1000 + i)).collect();
+        let stream = format!("noise-{chunk}");
+        log.store.append(&stream, crm_eventlog::ExpectedVersion::Any, events).await.unwrap();
+    }
+    let db = ProjectionDb::open(&db_dir).unwrap();
+    let handle = spawn(&db, log.store.clone(), projector.clone()).unwrap();
+    settle(&handle, projector, &log.store).await;
+    handle.stop().await;
+    (log, db_dir)
+}
+
+/// Waits (at most a minute) until a step of the gated rebuild waits at the gate.
+async fn until_held(gate: &Gate) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !gate.0.lock().unwrap().1 {
+        assert!(std::time::Instant::now() < deadline, "the rebuild never reached a held event");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
