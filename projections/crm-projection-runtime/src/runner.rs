@@ -637,6 +637,8 @@ impl<P: Projector> Runner<P> {
         let Some((mut shadow, build)) = self.shadow.take() else { return false };
         let (builder, result, up_to, head) = match build {
             ShadowBuild::Stepped { builder, result, up_to, head } => (builder, result, up_to, head),
+            // Ended while the runner was busy with the serving build (its wait, which
+            // collects a step, only runs when there is nothing else to do).
             ShadowBuild::Stepping { task, up_to, head } if task.is_finished() => {
                 let (builder, result) = task.await.expect("shadow step does not panic");
                 (builder, result, up_to, head)
