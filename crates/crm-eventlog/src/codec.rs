@@ -18,7 +18,7 @@
 //! the hash chain (the first event chains from 32 zero bytes) makes a deliberate rewrite of
 //! any event, with a recomputed CRC, visible at the first rewritten position.
 
-use bincode::{Decode, Encode};
+use bincode::{BorrowDecode, Decode, Encode};
 use uuid::Uuid;
 
 use crate::{Error, Metadata, NewEvent, RecordedEvent, Result};
@@ -58,6 +58,21 @@ pub(crate) struct Body {
     pub(crate) causation_id: Option<[u8; 16]>,
     pub(crate) source: String,
     pub(crate) payload: Vec<u8>,
+}
+
+/// [`Body`] borrowed from the frame it is read from: the same bytes, decoded without zeroing
+/// and filling a buffer for the payload before copying it out.
+#[derive(BorrowDecode)]
+struct BodyRef<'a> {
+    stream: &'a str,
+    id: [u8; 16],
+    event_type: &'a str,
+    recorded_at_micros: i64,
+    actor: &'a str,
+    correlation_id: [u8; 16],
+    causation_id: Option<[u8; 16]>,
+    source: &'a str,
+    payload: &'a [u8],
 }
 
 /// An event whose body is encoded, waiting for the writer to give it a version and a position.
@@ -141,26 +156,26 @@ impl Frame<'_> {
 
     pub(crate) fn decode(&self) -> Result<RecordedEvent> {
         let corrupt = |detail: String| Error::Corruption { position: self.position, detail };
-        let (body, used): (Body, usize) =
-            bincode::decode_from_slice(self.body, config()).map_err(|e| corrupt(format!("undecodable body: {e}")))?;
+        let (body, used): (BodyRef<'_>, usize) = bincode::borrow_decode_from_slice(self.body, config())
+            .map_err(|e| corrupt(format!("undecodable body: {e}")))?;
         if used != self.body.len() {
             return Err(corrupt(format!("body has {} trailing bytes", self.body.len() - used)));
         }
         Ok(RecordedEvent {
             position: self.position,
-            stream: body.stream,
+            stream: body.stream.to_owned(),
             version: self.version,
             id: Uuid::from_bytes(body.id),
-            event_type: body.event_type,
+            event_type: body.event_type.to_owned(),
             schema_version: self.schema_version,
             recorded_at_micros: body.recorded_at_micros,
             metadata: Metadata {
-                actor: body.actor,
+                actor: body.actor.to_owned(),
                 correlation_id: Uuid::from_bytes(body.correlation_id),
                 causation_id: body.causation_id.map(Uuid::from_bytes),
-                source: body.source,
+                source: body.source.to_owned(),
             },
-            payload: body.payload,
+            payload: body.payload.to_vec(),
         })
     }
 }

@@ -694,9 +694,16 @@ impl Inner {
         match direction {
             Direction::Forwards => {
                 let from = from.unwrap_or(0);
-                let start = match tree.range(prefix.clone()..=keys::stream_key(stream, from)).next_back() {
-                    Some(item) => item?.0.to_vec(),
-                    None => keys::stream_key(stream, from),
+                // The entry holding `from`: the last one starting at or before it. A read
+                // from the start (every command's load) begins at the first entry, which
+                // starts at version 0, without the reverse scan.
+                let start = if from == 0 {
+                    keys::stream_key(stream, 0)
+                } else {
+                    match tree.range(prefix.clone()..=keys::stream_key(stream, from)).next_back() {
+                        Some(item) => item?.0.to_vec(),
+                        None => keys::stream_key(stream, from),
+                    }
                 };
                 for item in tree.range(start..=keys::stream_key(stream, u64::MAX)) {
                     let (k, v) = item?;
@@ -1216,6 +1223,12 @@ impl Writer {
     fn current_version(&mut self, stream: &str) -> Result<Option<u64>> {
         if let Some(v) = self.versions.get(stream) {
             return Ok(Some(*v));
+        }
+        // A stream's first entry is at version 0 and entries are never removed, so a point
+        // read tells a new stream (most appends of a capture) from an existing one; only an
+        // existing one needs the reverse scan, which copies a leaf page in sled.
+        if self.tree.get(keys::stream_key(stream, 0))?.is_none() {
+            return Ok(None);
         }
         let last = self.tree.scan_prefix(keys::stream_prefix(stream)).next_back();
         let Some(item) = last else {

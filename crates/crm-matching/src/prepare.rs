@@ -277,7 +277,8 @@ impl PhoneCache {
 /// The digits (and `+`) of a phone written with nothing but digits and separators; `None`
 /// when it has anything else (an extension marker, letters), which the full parser handles.
 fn plain_phone(raw: &str) -> Option<String> {
-    let text: String = raw.nfkc().collect();
+    // ASCII is NFKC already: skip the normaliser for the common case.
+    let text: String = if raw.is_ascii() { raw.to_owned() } else { raw.nfkc().collect() };
     text.chars()
         .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '-' | '.' | '(' | ')' | '+'))
         .then(|| text.chars().filter(|c| c.is_ascii_digit() || *c == '+').collect())

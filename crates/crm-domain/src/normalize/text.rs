@@ -1,8 +1,12 @@
-use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::{is_nfkc_quick, IsNormalized, UnicodeNormalization};
 
 /// NFKC-normalises `raw` (full-width letters and digits become ASCII, the ideographic
-/// space becomes a plain space).
+/// space becomes a plain space). Most names are already NFKC (ASCII, unified CJK
+/// ideographs); the quick check tells those apart without decomposing and recomposing them.
 pub(crate) fn nfkc(raw: &str) -> String {
+    if is_nfkc_quick(raw.chars()) == IsNormalized::Yes {
+        return raw.to_owned();
+    }
     raw.nfkc().collect()
 }
 
@@ -96,6 +100,21 @@ mod tests {
             ("", ""),
         ] {
             check_name(input, expected);
+        }
+    }
+
+    #[test]
+    fn the_quick_path_gives_what_full_normalisation_gives() {
+        for raw in ["Acme Ltd", "北京市康达医疗器械有限公司", "ＡＢＣ　１２３", "\u{F900}", "ﬁ", "e\u{301}", "①"]
+        {
+            assert_eq!(nfkc(raw), raw.nfkc().collect::<String>(), "input {raw:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn nfkc_equals_full_normalisation(raw in "\\PC{0,24}") {
+            proptest::prop_assert_eq!(nfkc(&raw), raw.nfkc().collect::<String>());
         }
     }
 }

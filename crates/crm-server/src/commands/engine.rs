@@ -25,6 +25,10 @@ use super::guard::DuplicateGuard;
 use super::ids::IdempotencyKey;
 
 const PAGE: usize = 1000;
+
+/// The rules a capture is decided with: it depends on no rule, so it skips reading the rules
+/// stream, and the default rule book is built once instead of per command.
+static CAPTURE_RULES: std::sync::LazyLock<Rules> = std::sync::LazyLock::new(Rules::default);
 /// Attempts for a command without an expected version that keeps meeting concurrent writes.
 const MAX_ATTEMPTS: usize = 16;
 
@@ -349,9 +353,8 @@ impl<S: EventStore + Clone> Engine<S> {
         ctx: &CommandContext,
     ) -> Result<Vec<Event>, CommandError> {
         if let Cmd::CaptureLead(capture) = cmd {
-            // Capture depends on no rule: skip reading the rules stream on the hottest path.
             let lead: Lead = s.load(&capture.lead_id.stream()).await?;
-            return Ok(lead.handle(LeadCommand::Capture(capture.clone()), ctx, &Rules::default())?);
+            return Ok(lead.handle(LeadCommand::Capture(capture.clone()), ctx, &CAPTURE_RULES)?);
         }
         if let Cmd::CaptureLeadGuarded { capture, create_anyway } = cmd {
             let lead: Lead = s.load(&capture.lead_id.stream()).await?;
@@ -361,7 +364,7 @@ impl<S: EventStore + Clone> Engine<S> {
             };
             duplicates.proceed_anyway = *create_anyway;
             let command = LeadCommand::CaptureGuarded { capture: capture.clone(), duplicates };
-            return Ok(lead.handle(command, ctx, &Rules::default())?);
+            return Ok(lead.handle(command, ctx, &CAPTURE_RULES)?);
         }
         let rules = s.rules().await?;
         let events = match cmd.clone() {
