@@ -80,6 +80,8 @@ struct BodyRef<'a> {
 pub(crate) struct EncodedEvent {
     pub(crate) id: Uuid,
     pub(crate) schema_version: u16,
+    /// The event type (also inside `body`), for the writer's last position per type.
+    pub(crate) event_type: String,
     pub(crate) body: Vec<u8>,
 }
 
@@ -89,7 +91,7 @@ impl EncodedEvent {
         let body = Body {
             stream: stream.to_owned(),
             id: id.into_bytes(),
-            event_type,
+            event_type: event_type.clone(),
             recorded_at_micros,
             actor: metadata.actor,
             correlation_id: metadata.correlation_id.into_bytes(),
@@ -98,7 +100,7 @@ impl EncodedEvent {
             payload,
         };
         let body = bincode::encode_to_vec(&body, config()).expect("encoding into a Vec cannot fail");
-        EncodedEvent { id, schema_version, body }
+        EncodedEvent { id, schema_version, event_type, body }
     }
 
     pub(crate) fn frame_len(&self) -> usize {

@@ -175,6 +175,19 @@ struct Shared {
     checkpoints: AtomicU64,
     writer_busy_micros: AtomicU64,
     sync_idle_micros: AtomicU64,
+    /// The last position the writers applied per event type, since open.
+    by_type: Mutex<ByType>,
+}
+
+/// What [`SledEventStore::last_position_of_types`] answers from.
+#[derive(Default)]
+struct ByType {
+    /// The committed head when the store opened: an upper bound of every older event's
+    /// position.
+    opened_at: u64,
+    /// The position of the last event of each type applied since open (by any engine: one
+    /// that failed may have applied events that were never committed).
+    last: HashMap<String, u64>,
 }
 
 impl Shared {
@@ -217,8 +230,10 @@ impl SledEventStore {
             checkpoints: AtomicU64::new(0),
             writer_busy_micros: AtomicU64::new(0),
             sync_idle_micros: AtomicU64::new(0),
+            by_type: Mutex::new(ByType::default()),
         });
         let engine = start_engine(&config, &shared)?;
+        shared.by_type.lock().expect("by-type lock").opened_at = shared.committed.load(Ordering::Acquire);
         let inner = Arc::new(Inner {
             config: config.clone(),
             shared,
@@ -245,6 +260,20 @@ impl SledEventStore {
     /// A receiver of the committed head, updated after every durability barrier.
     pub fn watch_head(&self) -> watch::Receiver<u64> {
         self.inner.head_tx.subscribe()
+    }
+
+    /// At least the position of the last committed event whose type is one of `types`, and at
+    /// most the committed head: exact for events appended since the store opened, the head at
+    /// open for older ones. A reader that must have seen every committed event of those types
+    /// (the duplicate guard: customer events) waits for this position instead of the head,
+    /// so appends of other types (lead captures) do not hold it up.
+    pub fn last_position_of_types(&self, types: &[&str]) -> u64 {
+        // The head first: every event it covers was recorded in `by_type` before it was
+        // committed (the writer records a group before handing it to the barrier).
+        let head = self.committed_head();
+        let by_type = self.inner.by_type.lock().expect("by-type lock");
+        let last = types.iter().filter_map(|t| by_type.last.get(*t)).copied().max().unwrap_or(0);
+        last.max(by_type.opened_at).min(head)
     }
 
     /// Group-commit counters since open.
@@ -399,6 +428,10 @@ impl EventStore for SledEventStore {
 
     async fn head(&self) -> Result<u64> {
         Ok(self.committed_head())
+    }
+
+    async fn last_position_of_types(&self, types: &[&str]) -> Result<u64> {
+        Ok(SledEventStore::last_position_of_types(self, types))
     }
 
     async fn stream_version(&self, stream: &str) -> Result<Option<u64>> {
@@ -1055,6 +1088,7 @@ impl Writer {
         let mut replies = Vec::with_capacity(group.len());
         let mut durable = false;
         let mut wrote = false;
+        let mut types: HashMap<String, u64> = HashMap::new();
 
         for req in group {
             let plan = self.plan(&req, &overlay, &pending);
@@ -1076,6 +1110,12 @@ impl Writer {
                             new_ids.push((event.id, next));
                             pending
                                 .insert(event.id, KnownId { position: next, stream: append.stream.clone(), version });
+                            match types.get_mut(event.event_type.as_str()) {
+                                Some(last) => *last = next,
+                                None => {
+                                    types.insert(event.event_type.clone(), next);
+                                }
+                            }
                             next += 1;
                         }
                         let count = append.events.len() as u32;
@@ -1117,6 +1157,8 @@ impl Writer {
                 let reason = self.shared.fail("writing to the event log", &e);
                 return self.refuse(replies.into_iter().map(|(r, _)| r), &reason);
             }
+            // Before the group reaches the barrier, so before its events are committed.
+            self.shared.by_type.lock().expect("by-type lock").last.extend(types);
             self.head = next - 1;
             self.progress.applied.store(self.head, Ordering::Release);
             self.chain = chain;

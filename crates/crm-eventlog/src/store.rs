@@ -38,6 +38,14 @@ pub trait EventStore: Send + Sync + 'static {
     /// The position of the last committed event, 0 for an empty log.
     async fn head(&self) -> Result<u64>;
 
+    /// A position at or after the last committed event whose type is one of `types`, and at
+    /// most the head: a reader that must have seen every committed event of those types can
+    /// wait for it instead of the head. The head unless the store knows better.
+    async fn last_position_of_types(&self, types: &[&str]) -> Result<u64> {
+        let _ = types;
+        self.head().await
+    }
+
     /// The version of the last committed event of `stream`, `None` if it has none.
     async fn stream_version(&self, stream: &str) -> Result<Option<u64>>;
 

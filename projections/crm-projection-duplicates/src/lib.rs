@@ -31,6 +31,6 @@ mod query;
 
 pub use projector::{
     match_config, pair_key, to_record, Candidate, Contribution, CustomerRecord, DuplicatesProjector, MergeReport,
-    Status, Value,
+    Status, Value, DECODED,
 };
 pub use query::{customer, list, merge_reports, open_pairs, pair, Page, StatusFilter};

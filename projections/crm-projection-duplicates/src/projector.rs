@@ -414,6 +414,19 @@ impl DuplicatesProjector {
     }
 }
 
+/// The event types `apply` reads (see [`Projector::decodes`]): the ones that change the
+/// stored customers or their pairs. The duplicate guard waits only for the last committed
+/// event of these types, not for the head.
+pub const DECODED: &[&str] = &[
+    "CustomerCreated",
+    "CustomerUpdated",
+    "CustomersMerged",
+    "CustomerAbsorbed",
+    "CustomerUnmerged",
+    "CustomerRestored",
+    "DuplicateDismissed",
+];
+
 impl Projector for DuplicatesProjector {
     type Value = Value;
 
@@ -431,6 +444,10 @@ impl Projector for DuplicatesProjector {
         Fingerprint::of(&("duplicates.thresholds", d.company_name_similarity_pct, d.contact_name_edit_distance))
     }
 
+    fn decodes(&self, event_type: &str) -> bool {
+        DECODED.contains(&event_type)
+    }
+
     fn apply(
         &self,
         state: &mut State<'_, Value>,
@@ -438,9 +455,11 @@ impl Projector for DuplicatesProjector {
         recorded: &RecordedEvent,
         event: Option<&Event>,
     ) -> Result {
-        let Some(event) = event else { return Ok(()) };
         let position = recorded.position;
+        // Every event moves the build's position (a fold that starts again is told by it),
+        // including the undecoded ones.
         let matcher = self.matcher_for(state, rules, position);
+        let Some(event) = event else { return Ok(()) };
         let m = &*matcher;
         match event {
             Event::CustomerCreated(e) => {

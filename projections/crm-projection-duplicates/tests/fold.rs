@@ -9,7 +9,7 @@ use crm_domain::{
 };
 use crm_eventlog::{Metadata, RecordedEvent};
 use crm_projection_duplicates::{pair_key, Candidate, DuplicatesProjector, MergeReport, Status, Value};
-use crm_projection_runtime::{decode_value, testing::fold_all};
+use crm_projection_runtime::{decode_value, testing::fold_all, Projector};
 use uuid::Uuid;
 
 fn cid(n: u128) -> CustomerId {
@@ -57,6 +57,11 @@ fn unrelated() -> Event {
 
 fn fold(events: Vec<(Event, &str)>) -> BTreeMap<Vec<u8>, Value> {
     let projector = DuplicatesProjector::new();
+    // These tests feed only events the read model reacts to, and `fold_all` decodes them all;
+    // the runner decodes only the listed types (and the duplicate guard waits only for them).
+    for (event, _) in &events {
+        assert!(projector.decodes(event.event_type()), "{} is missing from DECODED", event.event_type());
+    }
     fold_all(&projector, &Rules::default(), &recorded(events))
         .into_iter()
         .map(|(k, v)| {
@@ -263,4 +268,9 @@ fn a_second_build_with_the_same_projector_starts_from_an_empty_matcher() {
     // absorbed customer of the first build does not leak into the second.
     let second = fold_all(&projector, &Rules::default(), &events);
     assert_eq!(first, second);
+}
+
+#[test]
+fn the_decoded_types_are_event_types_of_the_domain() {
+    crm_projection_runtime::testing::assert_event_types_exist(crm_projection_duplicates::DECODED);
 }

@@ -1,5 +1,6 @@
 //! Integration tests of the sled event log.
 
+mod by_type;
 mod concurrency;
 mod corruption;
 mod crash;

@@ -2,9 +2,12 @@
 //! the duplicates read model. The rule itself (refuse an exact key collision unless the
 //! caller proceeds anyway, record what was found) is crm-domain's `guard_duplicates`.
 //!
-//! - **Seeing earlier commands.** Before each lookup the guard reads the log's committed head
-//!   and waits until the duplicates read model has applied it, so a customer created or
-//!   edited by any command acknowledged before this one started is in the index. A read
+//! - **Seeing earlier commands.** Before each lookup the guard asks the log for the position
+//!   of its last committed event of a type the duplicates read model reads (customer events:
+//!   `crm_projection_duplicates::DECODED`; at most the committed head) and waits until the
+//!   read model has applied it, so a customer created or edited by any command acknowledged
+//!   before this one started is in the index. Lead captures are of no such type, so under a
+//!   stream of captures the guard does not wait for the read model to step. A read
 //!   model stopped at an event it cannot apply (status `Failed`) does not stop captures: the
 //!   guard checks against what it has and logs a warning.
 //! - **Concurrent commands.** Guarded commands take a lock per master key (the normalised
@@ -29,7 +32,7 @@ use uuid::Uuid;
 use super::error::CommandError;
 
 const STRIPES: usize = 1024;
-/// How long a command waits for the duplicates read model to reach the log head.
+/// How long a command waits for the duplicates read model to reach the position it needs.
 const WAIT: Duration = Duration::from_secs(10);
 
 /// The duplicates read model as the command engine uses it.
@@ -82,16 +85,16 @@ impl DuplicateGuard {
         id: Uuid,
         fields: &BTreeMap<String, String>,
     ) -> Result<DuplicateCheck, CommandError> {
-        let head = store.head().await?;
+        let needed = store.last_position_of_types(crm_projection_duplicates::DECODED).await?;
         let deadline = Instant::now() + WAIT;
-        while self.handle.position() < head {
+        while self.handle.position() < needed {
             let status = self.handle.status();
             if status.state == RunState::Failed {
                 // Stopped at an event it cannot apply (visible in ListProjections): captures
                 // go on, checked against what the read model has.
                 tracing::warn!(
                     position = status.position,
-                    head,
+                    needed,
                     "duplicates read model failed; checking against it as it is"
                 );
                 break;
@@ -100,13 +103,13 @@ impl DuplicateGuard {
                 return Err(CommandError::Unavailable {
                     what: "duplicate check".into(),
                     reason: format!(
-                        "the duplicates read model is at position {}, behind the log head {head}",
+                        "the duplicates read model is at position {}, behind position {needed}, the log's last customer event",
                         status.position
                     ),
                 });
             }
             // Reached or not, look at the state again.
-            let _ = self.handle.wait_for(head, Duration::from_millis(100)).await;
+            let _ = self.handle.wait_for(needed, Duration::from_millis(100)).await;
         }
         let tree = String::from_utf8_lossy(&self.handle.reader().tree.name()).into_owned();
         let rules = self.handle.rules();
