@@ -263,10 +263,12 @@ impl SledEventStore {
     }
 
     /// At least the position of the last committed event whose type is one of `types`, and at
-    /// most the committed head: exact for events appended since the store opened, the head at
-    /// open for older ones. A reader that must have seen every committed event of those types
-    /// (the duplicate guard: customer events) waits for this position instead of the head,
-    /// so appends of other types (lead captures) do not hold it up.
+    /// most the committed head. It is the last such event the writers applied since open (a
+    /// later one applied but not yet committed, or one of a failed engine whose position was
+    /// reused, makes it larger, capped at the head), or the head at open when that is larger.
+    /// A reader that must have seen every committed event of those types (the duplicate
+    /// guard: the customer events its read model reads) waits for this position instead of
+    /// the head, so appends of other types (lead captures) do not hold it up.
     pub fn last_position_of_types(&self, types: &[&str]) -> u64 {
         // The head first: every event it covers was recorded in `by_type` before it was
         // committed (the writer records a group before handing it to the barrier).

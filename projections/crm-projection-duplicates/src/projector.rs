@@ -251,6 +251,14 @@ impl DuplicatesProjector {
     /// a new build on that tree. Keeps the two newest generations (serving and shadow) and
     /// the verify build.
     fn matcher_for(&self, state: &State<'_, Value>, rules: &Rules, position: u64) -> Arc<Mutex<Matcher>> {
+        let matcher = self.track(state, position);
+        configure(&matcher, rules);
+        matcher
+    }
+
+    /// [`Self::matcher_for`] without configuring the Matcher: for the events `apply` skips,
+    /// which still move the build's position.
+    fn track(&self, state: &State<'_, Value>, position: u64) -> Arc<Mutex<Matcher>> {
         let name = state.tree_name();
         let mut builds = self.builds.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !builds.contains_key(&name) {
@@ -268,7 +276,6 @@ impl DuplicatesProjector {
             *build = Build::default();
         }
         build.position = position;
-        configure(&build.matcher, rules);
         Arc::clone(&build.matcher)
     }
 
@@ -456,10 +463,15 @@ impl Projector for DuplicatesProjector {
         event: Option<&Event>,
     ) -> Result {
         let position = recorded.position;
-        // Every event moves the build's position (a fold that starts again is told by it),
-        // including the undecoded ones.
+        // Only the listed types are applied, decoded or not (a fold that decodes everything,
+        // as the tests' does, then fails when a type `apply` handles is missing from the list,
+        // which the duplicate guard relies on too). Every event moves the build's position: a
+        // fold that starts again on the same tree is told by it.
+        let Some(event) = event.filter(|_| DECODED.contains(&recorded.event_type.as_str())) else {
+            self.track(state, position);
+            return Ok(());
+        };
         let matcher = self.matcher_for(state, rules, position);
-        let Some(event) = event else { return Ok(()) };
         let m = &*matcher;
         match event {
             Event::CustomerCreated(e) => {

@@ -108,9 +108,14 @@ pub fn encode_value<V: Serialize>(value: &V) -> Vec<u8> {
     bincode::serde::encode_to_vec(value, bincode_config()).expect("read-model values always encode")
 }
 
+/// Most memory one stored value may claim while it is decoded. No read model stores a value
+/// near it; a damaged length prefix (which could claim exabytes and abort the process on the
+/// allocation) becomes a `Corrupt` error instead.
+const DECODE_LIMIT: usize = 1 << 30;
+
 /// Decodes a stored read-model value.
 pub fn decode_value<V: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<V> {
-    bincode::serde::decode_from_slice(bytes, bincode_config())
+    bincode::serde::decode_from_slice(bytes, bincode_config().with_limit::<DECODE_LIMIT>())
         .map(|(v, _)| v)
         .map_err(|e| Error::Corrupt { key: printable_key(key), detail: e.to_string() })
 }
@@ -399,5 +404,30 @@ impl<V: Serialize + DeserializeOwned + Clone> Cache<V> {
             self.bytes = 0;
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip() {
+        let value: (String, Vec<u64>) = ("北京".into(), vec![1, 2, 3]);
+        assert_eq!(decode_value::<(String, Vec<u64>)>(b"k", &encode_value(&value)).unwrap(), value);
+    }
+
+    #[test]
+    fn a_damaged_length_prefix_is_a_corrupt_value_not_an_allocation() {
+        // A Vec<u64> claiming 2^61 elements (varint 0xFD + u64 LE), then nothing.
+        let mut bytes = vec![0xFD];
+        bytes.extend_from_slice(&(1u64 << 61).to_le_bytes());
+        let err = decode_value::<Vec<u64>>(b"c/x", &bytes).unwrap_err();
+        assert!(matches!(&err, Error::Corrupt { key, .. } if key == "c/x"), "{err:?}");
+        // A String claiming 2^40 bytes: without the limit, decoding allocates that much and
+        // the process aborts.
+        let mut bytes = vec![0xFD];
+        bytes.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        assert!(decode_value::<String>(b"s", &bytes).is_err());
     }
 }

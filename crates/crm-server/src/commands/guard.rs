@@ -3,8 +3,9 @@
 //! caller proceeds anyway, record what was found) is crm-domain's `guard_duplicates`.
 //!
 //! - **Seeing earlier commands.** Before each lookup the guard asks the log for the position
-//!   of its last committed event of a type the duplicates read model reads (customer events:
-//!   `crm_projection_duplicates::DECODED`; at most the committed head) and waits until the
+//!   of its last committed event of a type the duplicates read model reads (customer events
+//!   and dismissals: `crm_projection_duplicates::DECODED`; at most the committed head) and
+//!   waits until the
 //!   read model has applied it, so a customer created or edited by any command acknowledged
 //!   before this one started is in the index. Lead captures are of no such type, so under a
 //!   stream of captures the guard does not wait for the read model to step. A read
@@ -103,7 +104,7 @@ impl DuplicateGuard {
                 return Err(CommandError::Unavailable {
                     what: "duplicate check".into(),
                     reason: format!(
-                        "the duplicates read model is at position {}, behind position {needed}, the log's last customer event",
+                        "the duplicates read model is at position {}, behind position {needed}, which the check needs",
                         status.position
                     ),
                 });
