@@ -42,7 +42,7 @@ pub use error::{Error, Result};
 pub use projector::{decode_value, encode_value, printable_key, Fingerprint, Projector, State};
 pub use runner::{
     current_rules, spawn, spawn_with, Difference, ProjectionDb, ProjectionHandle, ProjectionStatus, Reader,
-    RebuildProgress, RebuildSummary, RunState, SpawnOptions, VerifyReport,
+    RebuildProgress, RebuildSummary, RunState, SpawnOptions, VerifyReport, DEFAULT_CACHE_BYTES,
 };
 pub use stats::histogram_median;
 

@@ -28,6 +28,9 @@ const RETIRE_AFTER: Duration = Duration::from_secs(10);
 /// Most differences a verification reports one by one (all are counted).
 const MAX_REPORTED_DIFFERENCES: usize = 1000;
 
+/// The read models' default page cache: sled's own default, 1 GiB.
+pub const DEFAULT_CACHE_BYTES: u64 = 1024 * 1024 * 1024;
+
 /// The sled database holding every read model, apart from the event log.
 #[derive(Clone)]
 pub struct ProjectionDb {
@@ -35,9 +38,17 @@ pub struct ProjectionDb {
 }
 
 impl ProjectionDb {
-    /// Opens (or creates) the database in `path` (the server uses `<data-dir>/projections`).
+    /// Opens (or creates) the database in `path` (the server uses `<data-dir>/projections`),
+    /// with sled's page cache at [`DEFAULT_CACHE_BYTES`].
     pub fn open(path: &Path) -> Result<Self> {
-        Ok(ProjectionDb { db: sled::Config::new().path(path).mode(sled::Mode::HighThroughput).open()? })
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Self::open`] with a page cache of `cache_bytes` (sled's `cache_capacity`): pages
+    /// beyond it are read back from the files and deserialised when used again.
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Self> {
+        let config = sled::Config::new().path(path).mode(sled::Mode::HighThroughput).cache_capacity(cache_bytes);
+        Ok(ProjectionDb { db: config.open()? })
     }
 
     /// A temporary database, removed when dropped (tests).

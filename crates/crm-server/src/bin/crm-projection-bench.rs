@@ -111,6 +111,12 @@ enum Cmd {
         /// commands never change the rules.
         #[arg(long)]
         rules_change_at: Option<u64>,
+        /// sled page cache of the event log, in MiB.
+        #[arg(long, default_value_t = 512)]
+        log_cache_mb: u64,
+        /// sled page cache of the read models' database, in MiB.
+        #[arg(long, default_value_t = 1024)]
+        projection_cache_mb: u64,
     },
 }
 
@@ -129,7 +135,9 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Query { dir, clients, seconds, server_bin, rate, write_rate } => {
             query(&dir, clients, seconds, server_bin.as_deref(), rate, write_rate).await
         }
-        Cmd::Lag { dir, rate, seconds, rules_change_at } => lag(&dir, rate, seconds, rules_change_at).await,
+        Cmd::Lag { dir, rate, seconds, rules_change_at, log_cache_mb, projection_cache_mb } => {
+            lag(&dir, rate, seconds, rules_change_at, (log_cache_mb << 20, projection_cache_mb << 20)).await
+        }
     }
 }
 
@@ -539,9 +547,19 @@ async fn query(
     server.stop().await
 }
 
-async fn lag(dir: &Path, rate: u64, seconds: u64, rules_change_at: Option<u64>) -> anyhow::Result<()> {
-    let store = open_store(dir)?;
-    let db = ProjectionDb::open(&dir.join("projections"))?;
+async fn lag(
+    dir: &Path,
+    rate: u64,
+    seconds: u64,
+    rules_change_at: Option<u64>,
+    (log_cache, projection_cache): (u64, u64),
+) -> anyhow::Result<()> {
+    let store = SledEventStore::open(crm_eventlog::Config {
+        cache_capacity: log_cache,
+        ..crm_eventlog::Config::new(dir.join("eventlog"))
+    })
+    .context("opening the event log")?;
+    let db = ProjectionDb::open_with_cache(&dir.join("projections"), projection_cache)?;
     // Every read model the server runs, as the server runs them (one database, one process).
     let duplicates = {
         let db = db.clone();
