@@ -18,7 +18,7 @@
 //! the hash chain (the first event chains from 32 zero bytes) makes a deliberate rewrite of
 //! any event, with a recomputed CRC, visible at the first rewritten position.
 
-use bincode::{BorrowDecode, Decode, Encode};
+use bincode::{BorrowDecode, Encode};
 use uuid::Uuid;
 
 use crate::{Error, Metadata, NewEvent, RecordedEvent, Result};
@@ -47,7 +47,8 @@ pub(crate) fn config() -> impl bincode::config::Config {
 }
 
 /// The encoded part of a recorded event that does not depend on its place in the log.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+/// Encoded only: reads decode the same bytes as [`BodyRef`].
+#[derive(Debug, Encode)]
 pub(crate) struct Body {
     pub(crate) stream: String,
     pub(crate) id: [u8; 16],
