@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use crm_domain::{Aggregate, CaptureLead, Channel, CommandContext, CustomerCommand, DomainError, Event, LeadId, Rules};
-use crm_eventlog::{Durability, Error as LogError, EventStore, ExpectedVersion, Metadata, NewEvent, StreamAppend};
+use crm_eventlog::{
+    Direction, Durability, Error as LogError, EventStore, ExpectedVersion, Metadata, NewEvent, StreamAppend,
+};
 use crm_intake::{
     map_submission, merge_field, AlertKind, BatchOutcome, FieldHealthAlerted, FieldObservation, FieldRule, FieldType,
     FormMappingSet, FormSubmitted, HealthConfig, IntakeEvent, LeadField, MergeDecision, ObservationOutcome,
@@ -37,7 +39,7 @@ use uuid::Uuid;
 use crate::auth;
 use crate::commands::{CommandError, Engine, IdempotencyKey, RunOptions};
 use crate::status;
-use state::{customer_for, sync_tag, Claim, CustState, State};
+use state::{customer_for, is_sync_customer, sync_tag, Claim, CustState, State};
 
 /// Most records in one `SyncRecords` batch (each writes at most one customer event, and an
 /// append holds at most 1,000 events).
@@ -1163,9 +1165,31 @@ impl<S: EventStore + Clone> pb::intake_server::Intake for IntakeService<S> {
         } else {
             customer_for(&check_name("source", &r.source)?, &check_name("external_id", &r.external_id)?)
         };
-        self.inner.caught_up().await?;
-        let st = self.inner.state.lock().expect("intake state");
-        let Some(c) = st.customers.get(&customer).filter(|c| c.customer.id.is_some()) else {
+        let c = if is_sync_customer(&customer) {
+            self.inner.caught_up().await?;
+            self.inner.state.lock().expect("intake state").customers.get(&customer).cloned()
+        } else {
+            // The intake keeps only the customers a sync writes to; fold any other one now.
+            let mut c = CustState::default();
+            let mut from = 0;
+            loop {
+                let page = self
+                    .inner
+                    .store
+                    .read_stream(&customer.stream(), Some(from), Direction::Forwards, 1000)
+                    .await
+                    .map_err(status::from_eventlog)?;
+                for e in &page {
+                    c.fold(e);
+                    from = e.version + 1;
+                }
+                if page.len() < 1000 {
+                    break;
+                }
+            }
+            Some(c)
+        };
+        let Some(c) = c.filter(|c| c.customer.id.is_some()) else {
             return Err(Status::not_found(format!("no customer {}", customer.0)));
         };
         let fields = c

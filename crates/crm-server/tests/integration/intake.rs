@@ -555,3 +555,52 @@ async fn our_own_edit_wins_against_an_older_record_and_loses_to_a_later_one() {
         ("电子", "sync", "KH000007")
     );
 }
+
+#[tokio::test]
+async fn provenance_of_a_customer_no_sync_wrote_is_read_from_its_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut intake = client(&server).await;
+    let mut commands = pb::command_service_client::CommandServiceClient::new(server.channel().await);
+    let created = commands
+        .create_customer(pb::CreateCustomerRequest {
+            fields: [("name", "示例九号精密机械有限公司"), ("industry", "机械")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    commands
+        .update_customer(pb::UpdateCustomerRequest {
+            customer_id: created.id.clone(),
+            set: [("industry".to_owned(), "医疗器械".to_owned())].into_iter().collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // The intake keeps only the customers a sync writes to; this one is folded on demand.
+    let p = intake
+        .get_field_provenance(pb::GetFieldProvenanceRequest { customer_id: created.id.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p.customer_id, created.id);
+    let by_field: HashMap<&str, &pb::FieldProvenance> = p.fields.iter().map(|f| (f.field.as_str(), f)).collect();
+    assert_eq!(by_field["industry"].value, "医疗器械");
+    assert_eq!(by_field["name"].value, "示例九号精密机械有限公司");
+    assert!(by_field.values().all(|f| f.origin == "crm" && !f.actor.is_empty() && f.at_micros > 0), "{p:?}");
+    assert!(by_field["industry"].at_micros > by_field["name"].at_micros, "the update's time: {p:?}");
+
+    let unknown = intake
+        .get_field_provenance(pb::GetFieldProvenanceRequest {
+            customer_id: uuid::Uuid::now_v7().to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+}
