@@ -390,8 +390,9 @@ async fn query(
         );
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
-    // A separate server process may still be busy with its startup work (the intake folds the
-    // whole log into memory: about 40 s of a core at 10 M events): measure the steady state.
+    // A separate server process may still be busy with its start-up work (the duplicates
+    // matcher, the intake's replay of the log: about 36 s of a core at 10.8 M events):
+    // measure the steady state.
     if let Some(pid) = server.pid() {
         let waited = Instant::now();
         loop {

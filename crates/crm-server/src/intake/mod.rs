@@ -1170,23 +1170,14 @@ impl<S: EventStore + Clone> pb::intake_server::Intake for IntakeService<S> {
             self.inner.state.lock().expect("intake state").customers.get(&customer).cloned()
         } else {
             // The intake keeps only the customers a sync writes to; fold any other one now.
+            let events = self
+                .inner
+                .store
+                .read_stream(&customer.stream(), None, Direction::Forwards, usize::MAX)
+                .await
+                .map_err(status::from_eventlog)?;
             let mut c = CustState::default();
-            let mut from = 0;
-            loop {
-                let page = self
-                    .inner
-                    .store
-                    .read_stream(&customer.stream(), Some(from), Direction::Forwards, 1000)
-                    .await
-                    .map_err(status::from_eventlog)?;
-                for e in &page {
-                    c.fold(e);
-                    from = e.version + 1;
-                }
-                if page.len() < 1000 {
-                    break;
-                }
-            }
+            events.iter().for_each(|e| c.fold(e));
             Some(c)
         };
         let Some(c) = c.filter(|c| c.customer.id.is_some()) else {

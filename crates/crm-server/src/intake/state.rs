@@ -122,8 +122,8 @@ pub(crate) struct State {
     pub(crate) refused_forms: HashMap<String, u64>,
     pub(crate) sources: BTreeMap<String, SourceState>,
     /// The customers a sync can write to: those whose id [`customer_for`] derives (UUID v5).
-    /// Other customers are folded on demand ([`CustState::fold`]), not kept: at 10 M events
-    /// keeping all of them took 8.7 GB and 40 s of a core at every start.
+    /// Other customers are folded on demand ([`CustState::fold`]), not kept: keeping all of
+    /// them added about 41 s of a core and 4.4 GB to every start of a 10.8 M-event log.
     pub(crate) customers: HashMap<CustomerId, CustState>,
     /// (source, external id) -> the latest modified-at applied.
     pub(crate) synced: HashMap<(String, String), i64>,
