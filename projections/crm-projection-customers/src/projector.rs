@@ -72,43 +72,114 @@ struct IndexFields {
     phone: Option<String>,
 }
 
+/// The kinds of index entry a customer has, one [`IndexFields`] part each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Owner,
+    Region,
+    Industry,
+    Stage,
+    Tag,
+    Created,
+    Name,
+    Phone,
+}
+
+const KINDS: [Kind; 8] =
+    [Kind::Owner, Kind::Region, Kind::Industry, Kind::Stage, Kind::Tag, Kind::Created, Kind::Name, Kind::Phone];
+
 impl IndexFields {
     fn keys(&self, id: &Uuid) -> BTreeSet<Vec<u8>> {
         let mut keys = BTreeSet::new();
-        if self.absorbed {
-            return keys;
-        }
-        let id = id.to_string();
-        let mut add = |field: &str, value: &str| {
-            if !value.is_empty() {
-                keys.insert(index_key(field, value, &id));
-            }
-        };
-        if let Some(owner) = self.owner {
-            add("owner", &owner.to_string());
-        }
-        if let Some(v) = &self.region {
-            add("region", v);
-        }
-        if let Some(v) = &self.industry {
-            add("industry", v);
-        }
-        if let Some(v) = &self.stage {
-            add("stage", v);
-        }
-        for tag in &self.tags {
-            add("tag", tag);
-        }
-        add("created", &created_value(self.created_at_micros));
-        if let Some(name) = &self.name {
-            add("name", &search_name(name));
-        }
-        if let Some(phone) = &self.phone {
-            for digits in phone_forms(phone) {
-                add("phone", &digits);
+        if !self.absorbed {
+            let id = id.to_string();
+            for kind in KINDS {
+                self.keys_of(kind, &id, &mut keys);
             }
         }
         keys
+    }
+
+    /// Whether the entries of `kind` differ between `self` and `other`.
+    fn differs(&self, other: &IndexFields, kind: Kind) -> bool {
+        match kind {
+            Kind::Owner => self.owner != other.owner,
+            Kind::Region => self.region != other.region,
+            Kind::Industry => self.industry != other.industry,
+            Kind::Stage => self.stage != other.stage,
+            Kind::Tag => self.tags != other.tags,
+            Kind::Created => self.created_at_micros != other.created_at_micros,
+            Kind::Name => self.name != other.name,
+            Kind::Phone => self.phone != other.phone,
+        }
+    }
+
+    /// Adds the index keys of `kind` to `keys`.
+    fn keys_of(&self, kind: Kind, id: &str, keys: &mut BTreeSet<Vec<u8>>) {
+        let mut add = |field: &str, value: &str| {
+            if !value.is_empty() {
+                keys.insert(index_key(field, value, id));
+            }
+        };
+        match kind {
+            Kind::Owner => {
+                if let Some(owner) = self.owner {
+                    add("owner", &owner.to_string());
+                }
+            }
+            Kind::Region => {
+                if let Some(v) = &self.region {
+                    add("region", v);
+                }
+            }
+            Kind::Industry => {
+                if let Some(v) = &self.industry {
+                    add("industry", v);
+                }
+            }
+            Kind::Stage => {
+                if let Some(v) = &self.stage {
+                    add("stage", v);
+                }
+            }
+            Kind::Tag => {
+                for tag in &self.tags {
+                    add("tag", tag);
+                }
+            }
+            Kind::Created => add("created", &created_value(self.created_at_micros)),
+            Kind::Name => {
+                if let Some(name) = &self.name {
+                    add("name", &search_name(name));
+                }
+            }
+            Kind::Phone => {
+                if let Some(phone) = &self.phone {
+                    for digits in phone_forms(phone) {
+                        add("phone", &digits);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The keys `before` has and `after` lacks, and the keys `after` adds: only the kinds
+    /// that changed are computed (a stage move formats two keys, not twenty).
+    fn changed_keys(before: &IndexFields, after: &IndexFields, id: &Uuid) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        let (old, new) = if before.absorbed != after.absorbed {
+            (before.keys(id), after.keys(id))
+        } else if before.absorbed {
+            return (Vec::new(), Vec::new());
+        } else {
+            let id = id.to_string();
+            let (mut old, mut new) = (BTreeSet::new(), BTreeSet::new());
+            for kind in KINDS.into_iter().filter(|kind| before.differs(after, *kind)) {
+                before.keys_of(kind, &id, &mut old);
+                after.keys_of(kind, &id, &mut new);
+            }
+            (old, new)
+        };
+        (old.difference(&new).cloned().collect(), new.difference(&old).cloned().collect())
     }
 }
 
@@ -198,12 +269,12 @@ impl CustomersProjector {
         view.updated_position = recorded.position;
         let after = view.index_fields();
         if after != before {
-            let (before, after) = (before.keys(&id), after.keys(&id));
-            for gone in before.difference(&after) {
-                state.remove(gone.clone());
+            let (gone, added) = IndexFields::changed_keys(&before, &after, &id);
+            for key in gone {
+                state.remove(key);
             }
-            for new in after.difference(&before) {
-                state.put(new.clone(), Value::Indexed);
+            for key in added {
+                state.put(key, Value::Indexed);
             }
         }
         Ok(())
@@ -309,6 +380,54 @@ impl Projector for CustomersProjector {
             Event::OpportunityWon(e) => Self::set_stage(state, recorded, e.opportunity_id.0, crm_domain::STAGE_WON),
             Event::OpportunityLost(e) => Self::set_stage(state, recorded, e.opportunity_id.0, crm_domain::STAGE_LOST),
             _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn fields() -> impl Strategy<Value = IndexFields> {
+        let text = || proptest::option::of(prop_oneof![Just(String::new()), "[a-c ]{1,3}"]);
+        (
+            any::<bool>(),
+            proptest::option::of(0u128..3),
+            (text(), text(), text()),
+            proptest::collection::vec("[a-c]{1,2}", 0..3),
+            0i64..3,
+            text(),
+            proptest::option::of(prop_oneof![Just("+8613800000001".to_owned()), Just("+12025550100".to_owned())]),
+        )
+            .prop_map(|(absorbed, owner, (region, industry, stage), mut tags, created, name, phone)| {
+                tags.sort();
+                tags.dedup();
+                IndexFields {
+                    absorbed,
+                    owner: owner.map(Uuid::from_u128),
+                    region,
+                    industry,
+                    stage,
+                    tags,
+                    created_at_micros: created,
+                    name,
+                    phone,
+                }
+            })
+    }
+
+    proptest! {
+        /// Computing only the changed kinds gives the same removals and additions as
+        /// diffing every key of both versions.
+        #[test]
+        fn changed_keys_equal_the_full_difference(before in fields(), after in fields()) {
+            let id = Uuid::from_u128(7);
+            let (all_before, all_after) = (before.keys(&id), after.keys(&id));
+            let gone: Vec<_> = all_before.difference(&all_after).cloned().collect();
+            let added: Vec<_> = all_after.difference(&all_before).cloned().collect();
+            prop_assert_eq!(IndexFields::changed_keys(&before, &after, &id), (gone, added));
         }
     }
 }
