@@ -360,6 +360,13 @@ impl SledEventStore {
         self.inner.read_stream(stream, from, direction, limit)
     }
 
+    /// The positions of `stream`'s events after `after_position`, ascending, at most
+    /// `limit`, read from the stream index alone (no event is read or decoded): what an
+    /// operation log filtered by stream needs, without keeping a second index of it.
+    pub fn stream_positions_blocking(&self, stream: &str, after_position: u64, limit: usize) -> Result<Vec<u64>> {
+        self.inner.stream_positions(stream, after_position, limit)
+    }
+
     /// The committed head, without a round trip through the async runtime.
     pub fn committed_head(&self) -> u64 {
         self.inner.committed.load(Ordering::Acquire)
@@ -776,6 +783,27 @@ impl Inner {
                         out.push(e);
                     }
                 }
+            }
+        }
+        Ok(out)
+    }
+
+    fn stream_positions(&self, stream: &str, after_position: u64, limit: usize) -> Result<Vec<u64>> {
+        let upper = self.committed.load(Ordering::Acquire);
+        let mut out = Vec::new();
+        for item in self.db()?.scan_prefix(keys::stream_prefix(stream)) {
+            let (k, v) = item?;
+            let entry = parse_entry(&k, &v)?;
+            if entry.first_position > upper || out.len() >= limit {
+                break;
+            }
+            let first = entry.first_position.max(after_position.saturating_add(1));
+            let last = entry.last_position().min(upper);
+            for position in first..=last {
+                if out.len() >= limit {
+                    break;
+                }
+                out.push(position);
             }
         }
         Ok(out)

@@ -6,11 +6,13 @@
 //!
 //! Keys:
 //! - `p/<position / 64, 20 digits>`: the [`Operation`]s of 64 consecutive positions;
-//! - `a/<actor>\0<first position>`, `t/<event type>\0<first position>`,
-//!   `s/<stream>\0<first position>`: postings blocks of up to 256 positions, ascending; the
-//!   open block of each value has `u64::MAX` as its first position (so it sorts last). A
-//!   rebuild writes about one key per 64 events plus one per stream, instead of four per
-//!   event;
+//! - `a/<actor>\0<first position>`, `t/<event type>\0<first position>`: postings blocks of
+//!   up to 256 positions, ascending; the open block of each value has `u64::MAX` as its first
+//!   position (so it sorts last). A rebuild writes about one key per 64 events, instead of
+//!   three per event. Operations by stream are found through the log's own stream index
+//!   ([`SledEventStore::stream_positions_blocking`](crm_eventlog::SledEventStore::stream_positions_blocking)):
+//!   most streams (a customer, a lead, an opportunity) hold a few events, so postings per
+//!   stream cost a key per stream, most of this tree's keys (2.4 of 3.6 M at 10 M events);
 //! - `m/<survivor>/<absorbed>`: every customer ever merged into a survivor (kept after an
 //!   unmerge: the history still shows the merged period);
 //! - `c/<customer>/<opportunity>`: the customer's opportunities.

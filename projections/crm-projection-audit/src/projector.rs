@@ -20,7 +20,7 @@ pub struct Operation {
 pub enum Value {
     /// The operations of one block of [`OPERATIONS_PER_BLOCK`] positions, in position order.
     Operations(Vec<Operation>),
-    /// Positions of one index value (actor, operation type or stream), ascending: a closed
+    /// Positions of one index value (actor or operation type), ascending: a closed
     /// block of [`POSTINGS_PER_BLOCK`] or the open block the next position goes to.
     Postings(Vec<u64>),
     /// A link (merged customer, opportunity); the key says it all.
@@ -99,8 +99,9 @@ impl Projector for AuditProjector {
     }
 
     fn version(&self) -> u32 {
-        // 2: operations and index postings stored in blocks.
-        2
+        // 2: operations and index postings stored in blocks. 3: no stream postings (the
+        // log's stream index answers them).
+        3
     }
 
     fn fingerprint(&self, _rules: &Rules) -> u64 {
@@ -122,7 +123,6 @@ impl Projector for AuditProjector {
         let actor = if recorded.metadata.actor.is_empty() { "-" } else { recorded.metadata.actor.as_str() };
         post(state, 'a', actor, p)?;
         post(state, 't', &recorded.event_type, p)?;
-        post(state, 's', &recorded.stream, p)?;
         let operation = Operation {
             position: p,
             stream: recorded.stream.clone(),

@@ -84,7 +84,11 @@ fn first_position_at(reader: &Reader, micros: i64) -> Result<u64> {
 }
 
 /// The operation log, filtered, in position order, after `after_position`.
+///
+/// A stream filter is answered from the log's stream index (`store`), up to the reader's
+/// position; actor and operation type from this read model's postings.
 pub fn operations(
+    store: &SledEventStore,
     reader: &Reader,
     filter: &OperationFilter,
     after_position: u64,
@@ -92,7 +96,7 @@ pub fn operations(
 ) -> Result<OperationPage> {
     let limit = limit.max(1);
     let mut page = OperationPage { operations: Vec::new(), next_after_position: None };
-    let index = [('s', &filter.stream), ('a', &filter.actor), ('t', &filter.event_type)]
+    let index = [('a', &filter.actor), ('t', &filter.event_type)]
         .into_iter()
         .find_map(|(kind, value)| value.as_ref().map(|v| index_prefix(kind, v)));
     let mut scanned = 0;
@@ -113,6 +117,15 @@ pub fn operations(
         }
         Ok(true)
     };
+    if let Some(stream) = &filter.stream {
+        // Never more positions than one page may scan: past them the page ends with a cursor.
+        for position in store.stream_positions_blocking(stream, after_position, MAX_SCAN)? {
+            if position > reader.position || !visit(&mut page, position)? {
+                break;
+            }
+        }
+        return Ok(page);
+    }
     match index {
         Some(prefix) => {
             // Closed blocks in order of their first position, then the open block.

@@ -9,5 +9,6 @@ mod full_disk;
 mod limits;
 mod model;
 mod sled_isolation;
+mod stream_positions;
 mod subscription;
 mod support;

@@ -1,15 +1,15 @@
 use crm_domain::{Aggregate, Customer, Event};
-use crm_eventlog::{Direction, RecordedEvent};
+use crm_eventlog::{Direction, RecordedEvent, SledEventStore};
 use crm_projection_audit::{customer_as_of, customer_history, operations, AsOf, OperationFilter};
 use crm_projection_runtime::fixtures::{Generator, GeneratorConfig};
 use crm_projection_runtime::testing::{all_events, append_all, settle, TempLog};
 use crm_projection_runtime::{spawn, ProjectionDb, Reader};
 
-fn all_pages(reader: &Reader, filter: &OperationFilter) -> Vec<u64> {
+fn all_pages(store: &SledEventStore, reader: &Reader, filter: &OperationFilter) -> Vec<u64> {
     let mut out = Vec::new();
     let mut after = 0;
     loop {
-        let page = operations(reader, filter, after, 23).unwrap();
+        let page = operations(store, reader, filter, after, 23).unwrap();
         out.extend(page.operations.iter().map(|o| o.position));
         match page.next_after_position {
             Some(p) => after = p,
@@ -58,7 +58,7 @@ async fn the_operation_log_filters_like_a_scan_of_the_log() {
             .map(|e| e.position)
             .collect();
         assert!(!expected.is_empty(), "{filter:?}");
-        assert_eq!(all_pages(&reader, &filter), expected, "{filter:?}");
+        assert_eq!(all_pages(&log.store, &reader, &filter), expected, "{filter:?}");
     }
     handle.stop().await;
 }
