@@ -56,12 +56,60 @@ pub(crate) fn scopes(region: &str, owner: &Uuid) -> [String; 4] {
     ["*".to_owned(), format!("r:{region}"), format!("o:{owner}"), format!("ro:{region}|{owner}")]
 }
 
-pub(crate) fn bucket_key(scope: &str, month: &str, stage: &str) -> Vec<u8> {
-    format!("b/{scope}/{month}/{stage}").into_bytes()
+#[cfg(test)]
+fn bucket_key(scope: &str, month: &str, stage: &str) -> Vec<u8> {
+    let mut key = Vec::new();
+    bucket_key_into(&mut key, scope, month, stage);
+    key
 }
 
-pub(crate) fn due_key(scope: &str, due: NaiveDate, stage: &str) -> Vec<u8> {
-    format!("d/{scope}/{due}/{stage}").into_bytes()
+/// `b/<scope>/<month>/<stage>`, written over `key` (a buffer the fold reuses).
+fn bucket_key_into(key: &mut Vec<u8>, scope: &str, month: &str, stage: &str) {
+    key.clear();
+    key.extend_from_slice(b"b/");
+    key.extend_from_slice(scope.as_bytes());
+    key.push(b'/');
+    key.extend_from_slice(month.as_bytes());
+    key.push(b'/');
+    key.extend_from_slice(stage.as_bytes());
+}
+
+#[cfg(test)]
+fn due_key(scope: &str, due: NaiveDate, stage: &str) -> Vec<u8> {
+    let mut key = Vec::new();
+    due_key_into(&mut key, scope, due, stage);
+    key
+}
+
+/// `d/<scope>/<due, as NaiveDate displays it>/<stage>`, written over `key`.
+fn due_key_into(key: &mut Vec<u8>, scope: &str, due: NaiveDate, stage: &str) {
+    key.clear();
+    key.extend_from_slice(b"d/");
+    key.extend_from_slice(scope.as_bytes());
+    key.push(b'/');
+    push_date(key, due);
+    key.push(b'/');
+    key.extend_from_slice(stage.as_bytes());
+}
+
+/// Appends `date` as its `Display` does (`YYYY-MM-DD`), without the formatting machinery for
+/// the years every real date has.
+fn push_date(key: &mut Vec<u8>, date: NaiveDate) {
+    let year = date.year();
+    if !(0..=9999).contains(&year) {
+        key.extend_from_slice(date.to_string().as_bytes());
+        return;
+    }
+    let digits = |key: &mut Vec<u8>, n: u32, width: u32| {
+        for i in (0..width).rev() {
+            key.push(b'0' + (n / 10u32.pow(i) % 10) as u8);
+        }
+    };
+    digits(key, year as u32, 4);
+    key.push(b'-');
+    digits(key, date.month(), 2);
+    key.push(b'-');
+    digits(key, date.day(), 2);
 }
 
 fn opportunity_key(id: &Uuid) -> Vec<u8> {
@@ -103,18 +151,20 @@ impl FunnelProjector {
         FunnelProjector { calendar }
     }
 
+    /// Changes the buckets of `stage` in the month of `at`, in each of `scopes` (those of the
+    /// opportunity's region and owner, computed once per event).
     fn bump(
         state: &mut State<'_, Value>,
-        region: &str,
-        owner: &Uuid,
+        scopes: &[String; 4],
         at: &DateTime<Utc>,
         stage: &str,
         f: impl Fn(&mut Bucket),
     ) -> Result {
         let m = month(at);
-        for scope in scopes(region, owner) {
-            let value =
-                state.get_or_insert_with(&bucket_key(&scope, &m, stage), || Value::Bucket(Bucket::default()))?;
+        let mut key = Vec::with_capacity(96);
+        for scope in scopes {
+            bucket_key_into(&mut key, scope, &m, stage);
+            let value = state.get_or_insert_with(&key, || Value::Bucket(Bucket::default()))?;
             match value {
                 Value::Bucket(b) => f(b),
                 other => return Err(format!("expected a bucket, found {other:?}")),
@@ -124,10 +174,12 @@ impl FunnelProjector {
     }
 
     /// Counts the open opportunity in (or out of) its stage's due-day bucket.
-    fn set_due(state: &mut State<'_, Value>, o: &OpportunityState, _id: &Uuid, present: bool) -> Result {
+    /// `scopes` are those of `o`'s region and owner.
+    fn set_due(state: &mut State<'_, Value>, o: &OpportunityState, scopes: &[String; 4], present: bool) -> Result {
         if let Some(due) = o.due {
-            for scope in scopes(&o.region, &o.owner) {
-                let key = due_key(&scope, due, &o.stage);
+            let mut key = Vec::with_capacity(96);
+            for scope in scopes {
+                due_key_into(&mut key, scope, due, &o.stage);
                 state.update(&key, |old| {
                     let n = match old {
                         Some(Value::DueCount(n)) => n,
@@ -153,9 +205,16 @@ impl FunnelProjector {
     }
 
     /// The opportunity leaves its stage at `at` for `to`.
-    fn exit(&self, state: &mut State<'_, Value>, o: &OpportunityState, at: &DateTime<Utc>, to: &str) -> Result {
+    fn exit(
+        &self,
+        state: &mut State<'_, Value>,
+        o: &OpportunityState,
+        scopes: &[String; 4],
+        at: &DateTime<Utc>,
+        to: &str,
+    ) -> Result {
         let dwell = self.calendar.working_days_between(o.entered_at.date_naive(), at.date_naive());
-        Self::bump(state, &o.region, &o.owner, at, &o.stage, |b| {
+        Self::bump(state, scopes, at, &o.stage, |b| {
             b.exited += 1;
             *b.moved_to.entry(to.to_owned()).or_default() += 1;
             *b.dwell.entry(dwell).or_default() += 1;
@@ -232,37 +291,40 @@ impl Projector for FunnelProjector {
                     due: self.due(rules, &e.stage, &e.opened_at),
                     open: true,
                 };
-                Self::bump(state, &o.region, &o.owner, &e.opened_at, &o.stage, |b| b.entered += 1)?;
-                Self::set_due(state, &o, &e.opportunity_id.0, true)?;
+                let scopes = scopes(&o.region, &o.owner);
+                Self::bump(state, &scopes, &e.opened_at, &o.stage, |b| b.entered += 1)?;
+                Self::set_due(state, &o, &scopes, true)?;
                 state.put(opportunity_key(&e.opportunity_id.0), Value::Opportunity(o));
                 Ok(())
             }
             Event::StageMoved(e) => {
                 let id = e.opportunity_id.0;
                 let mut o = Self::load(state, &id)?;
-                self.exit(state, &o, &e.moved_at, &e.to)?;
-                Self::set_due(state, &o, &id, false)?;
+                let scopes = scopes(&o.region, &o.owner);
+                self.exit(state, &o, &scopes, &e.moved_at, &e.to)?;
+                Self::set_due(state, &o, &scopes, false)?;
                 o.stage = e.to.clone();
                 o.entered_at = e.moved_at;
                 o.due = self.due(rules, &e.to, &e.moved_at);
-                Self::bump(state, &o.region, &o.owner, &e.moved_at, &e.to, |b| {
+                Self::bump(state, &scopes, &e.moved_at, &e.to, |b| {
                     b.entered += 1;
                     *b.root_causes.entry(e.root_cause.clone()).or_default() += 1;
                 })?;
-                Self::set_due(state, &o, &id, true)?;
+                Self::set_due(state, &o, &scopes, true)?;
                 state.put(opportunity_key(&id), Value::Opportunity(o));
                 Ok(())
             }
             Event::OpportunityWon(e) => {
                 let id = e.opportunity_id.0;
                 let mut o = Self::load(state, &id)?;
+                let scopes = scopes(&o.region, &o.owner);
                 let won_stage = rules.pipeline.won_stage.clone();
-                self.exit(state, &o, &e.won_at, &won_stage)?;
-                Self::set_due(state, &o, &id, false)?;
+                self.exit(state, &o, &scopes, &e.won_at, &won_stage)?;
+                Self::set_due(state, &o, &scopes, false)?;
                 let verified = [&e.finance_receipt_ref, &e.contract_ref, &e.delivery_acceptance_ref]
                     .iter()
                     .all(|r| !r.trim().is_empty());
-                Self::bump(state, &o.region, &o.owner, &e.won_at, &won_stage, |b| {
+                Self::bump(state, &scopes, &e.won_at, &won_stage, |b| {
                     if verified {
                         b.entered += 1;
                         b.won += 1;
@@ -279,10 +341,11 @@ impl Projector for FunnelProjector {
             Event::OpportunityLost(e) => {
                 let id = e.opportunity_id.0;
                 let mut o = Self::load(state, &id)?;
+                let scopes = scopes(&o.region, &o.owner);
                 let lost_stage = rules.pipeline.lost_stage.clone();
-                self.exit(state, &o, &e.lost_at, &lost_stage)?;
-                Self::set_due(state, &o, &id, false)?;
-                Self::bump(state, &o.region, &o.owner, &e.lost_at, &lost_stage, |b| b.entered += 1)?;
+                self.exit(state, &o, &scopes, &e.lost_at, &lost_stage)?;
+                Self::set_due(state, &o, &scopes, false)?;
+                Self::bump(state, &scopes, &e.lost_at, &lost_stage, |b| b.entered += 1)?;
                 o.stage = lost_stage;
                 o.open = false;
                 o.due = None;
@@ -292,10 +355,10 @@ impl Projector for FunnelProjector {
             Event::OwnerChanged(e) => {
                 if let Owned::Opportunity(id) = e.subject {
                     let mut o = Self::load(state, &id.0)?;
-                    Self::set_due(state, &o, &id.0, false)?;
+                    Self::set_due(state, &o, &scopes(&o.region, &o.owner), false)?;
                     o.owner = e.to.0;
                     if o.open {
-                        Self::set_due(state, &o, &id.0, true)?;
+                        Self::set_due(state, &o, &scopes(&o.region, &o.owner), true)?;
                     }
                     state.put(opportunity_key(&id.0), Value::Opportunity(o));
                 }
@@ -311,5 +374,21 @@ mod decoded_tests {
     #[test]
     fn every_decoded_event_type_exists() {
         crm_projection_runtime::testing::assert_event_types_exist(super::DECODED);
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    /// The hand-written date in due keys is what `NaiveDate` displays, in and out of the
+    /// four-digit years.
+    #[test]
+    fn due_keys_write_dates_as_display_does() {
+        for (y, m, d) in [(2026, 2, 17), (1, 1, 1), (999, 12, 31), (9999, 12, 31), (10000, 1, 1), (-5, 3, 4)] {
+            let date = NaiveDate::from_ymd_opt(y, m, d).unwrap();
+            assert_eq!(due_key("r:华东", date, "qualify"), format!("d/r:华东/{date}/qualify").into_bytes());
+        }
+        assert_eq!(bucket_key("*", "2026-02", "won"), b"b/*/2026-02/won".to_vec());
     }
 }
