@@ -341,10 +341,6 @@ impl DuplicatesProjector {
         }
     }
 
-    fn live(state: &mut State<'_, Value>, id: &Uuid) -> Result<bool> {
-        Ok(Self::customer(state, id)?.is_some_and(|c| c.absorbed_into.is_none()))
-    }
-
     fn pair(state: &mut State<'_, Value>, x: &Uuid, y: &Uuid) -> Result<Option<Candidate>> {
         match state.get_cloned(&pair_key(x, y))? {
             Some(Value::Pair(p)) => Ok(Some(*p)),
@@ -382,7 +378,13 @@ impl DuplicatesProjector {
     }
 
     /// Stores `c`, puts it in the Matcher and records the pairs it forms with live customers.
-    fn index(m: &Mutex<Matcher>, state: &mut State<'_, Value>, c: CustomerRecord, position: u64) -> Result {
+    /// `new`: `c` was just created, so no pair with it is stored yet and none is read.
+    ///
+    /// The Matcher holds exactly the live customers (absorbed ones are removed, restored ones
+    /// put back), so the customers it finds are live without reading their records: on a
+    /// base larger than memory each such read is a random disk read, and a build that
+    /// follows the log did several per created customer, one after another.
+    fn index(m: &Mutex<Matcher>, state: &mut State<'_, Value>, c: CustomerRecord, position: u64, new: bool) -> Result {
         let record = to_record(&c.id, &c.fields);
         let id = c.id;
         let live = c.absorbed_into.is_none();
@@ -397,10 +399,18 @@ impl DuplicatesProjector {
         };
         for m in found {
             let Ok(other) = Uuid::parse_str(&m.id) else { continue };
-            if other == id || !Self::live(state, &other)? {
+            if other == id {
                 continue;
             }
-            let pair = match Self::pair(state, &id, &other)? {
+            // Tests (debug builds) check the invariant the read was dropped for.
+            #[cfg(debug_assertions)]
+            {
+                let other_live = Self::customer(state, &other)?.is_some_and(|c| c.absorbed_into.is_none());
+                debug_assert!(other_live, "the Matcher found {other}, which is not a live customer");
+                debug_assert!(!new || Self::pair(state, &id, &other)?.is_none(), "a pair of a new customer");
+            }
+            let stored = if new { None } else { Self::pair(state, &id, &other)? };
+            let pair = match stored {
                 Some(mut pair) => {
                     Self::rescore(&mut pair, &m.result, position);
                     pair
@@ -476,14 +486,14 @@ impl Projector for DuplicatesProjector {
         match event {
             Event::CustomerCreated(e) => {
                 let c = CustomerRecord { id: e.customer_id.0, fields: e.fields.clone(), absorbed_into: None };
-                Self::index(m, state, c, position)
+                Self::index(m, state, c, position, true)
             }
             Event::CustomerUpdated(e) => {
                 let Some(mut c) = Self::customer(state, &e.customer_id.0)? else {
                     return Err(format!("customer {} is not known", e.customer_id.0));
                 };
                 apply_changes(&mut c.fields, &e.changes);
-                Self::index(m, state, c, position)
+                Self::index(m, state, c, position, false)
             }
             Event::CustomersMerged(e) => {
                 let (survivor, absorbed) = (e.survivor_id.0, e.absorbed_id.0);
@@ -540,7 +550,7 @@ impl Projector for DuplicatesProjector {
                 }
                 if let Some(mut c) = Self::customer(state, &survivor)? {
                     apply_changes(&mut c.fields, &e.field_changes);
-                    Self::index(m, state, c, position)?;
+                    Self::index(m, state, c, position, false)?;
                 }
                 Ok(())
             }
@@ -571,14 +581,14 @@ impl Projector for DuplicatesProjector {
                 }
                 if let Some(mut c) = Self::customer(state, &survivor)? {
                     apply_changes(&mut c.fields, &e.restored);
-                    Self::index(m, state, c, position)?;
+                    Self::index(m, state, c, position, false)?;
                 }
                 Ok(())
             }
             Event::CustomerRestored(e) => {
                 if let Some(mut c) = Self::customer(state, &e.absorbed_id.0)? {
                     c.absorbed_into = None;
-                    Self::index(m, state, c, position)?;
+                    Self::index(m, state, c, position, false)?;
                 }
                 Ok(())
             }
