@@ -2,7 +2,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crm_domain::{apply_changes, Event, Owned, Rules};
 use crm_eventlog::RecordedEvent;
-use crm_projection_runtime::{Projector, State};
+use crm_projection_runtime::{Cached, Projector, State};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -306,6 +306,45 @@ impl Projector for CustomersProjector {
         // Stage names are taken from events; no rule is read.
         let _ = rules;
         0
+    }
+
+    fn prefetch(&self, _: &RecordedEvent, event: Option<&Event>, cached: &Cached<'_, Value>, keys: &mut Vec<Vec<u8>>) {
+        let Some(event) = event else { return };
+        let customer = match event {
+            Event::CustomerCreated(e) => e.customer_id.0,
+            Event::CustomerUpdated(e) => e.customer_id.0,
+            Event::ContactAdded(e) => e.customer_id.0,
+            Event::ActivityLogged(e) => e.customer_id.0,
+            Event::CustomersMerged(e) => e.survivor_id.0,
+            Event::CustomerUnmerged(e) => e.survivor_id.0,
+            Event::CustomerAbsorbed(e) => e.absorbed_id.0,
+            Event::CustomerRestored(e) => e.absorbed_id.0,
+            Event::CustomerDealWon(e) => e.customer_id.0,
+            Event::OwnerChanged(e) => match e.subject {
+                Owned::Customer(id) => id.0,
+                _ => return,
+            },
+            Event::OpportunityOpened(e) => e.customer_id.0,
+            Event::StageMoved(_) | Event::OpportunityWon(_) | Event::OpportunityLost(_) => {
+                let opportunity = match event {
+                    Event::StageMoved(e) => e.opportunity_id.0,
+                    Event::OpportunityWon(e) => e.opportunity_id.0,
+                    Event::OpportunityLost(e) => e.opportunity_id.0,
+                    _ => return,
+                };
+                let key = opportunity_key(&opportunity);
+                match cached.get(&key) {
+                    // The second round: the opportunity is loaded, its customer can be.
+                    Some(Value::OpportunityOf(customer)) => *customer,
+                    _ => {
+                        keys.push(key);
+                        return;
+                    }
+                }
+            }
+            _ => return,
+        };
+        keys.push(customer_key(&customer));
     }
 
     fn apply(

@@ -7,7 +7,7 @@ use crm_domain::{
 };
 use crm_eventlog::RecordedEvent;
 use crm_matching::{KeyKind, MatchConfig, MatchResult, Matcher, Prepared, Record, RecordKind};
-use crm_projection_runtime::{decode_value, Fingerprint, ProjectionDb, Projector, State};
+use crm_projection_runtime::{decode_value, Cached, Fingerprint, ProjectionDb, Projector, State};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -463,6 +463,19 @@ impl Projector for DuplicatesProjector {
 
     fn decodes(&self, event_type: &str) -> bool {
         DECODED.contains(&event_type)
+    }
+
+    fn prefetch(&self, _: &RecordedEvent, event: Option<&Event>, _: &Cached<'_, Value>, keys: &mut Vec<Vec<u8>>) {
+        match event {
+            Some(Event::CustomerUpdated(e)) => keys.push(record_key(&e.customer_id.0)),
+            Some(Event::CustomerAbsorbed(e)) => keys.push(record_key(&e.absorbed_id.0)),
+            Some(Event::CustomerRestored(e)) => keys.push(record_key(&e.absorbed_id.0)),
+            Some(Event::CustomersMerged(e)) => {
+                keys.extend([record_key(&e.survivor_id.0), record_key(&e.absorbed_id.0)]);
+            }
+            Some(Event::CustomerUnmerged(e)) => keys.push(record_key(&e.survivor_id.0)),
+            _ => {}
+        }
     }
 
     fn apply(

@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use crm_domain::{Event, Owned, Rules};
 use crm_eventlog::RecordedEvent;
-use crm_projection_runtime::{Fingerprint, Projector, State};
+use crm_projection_runtime::{Cached, Fingerprint, Projector, State};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -240,6 +240,38 @@ impl Projector for FunnelProjector {
 
     fn decodes(&self, event_type: &str) -> bool {
         DECODED.contains(&event_type)
+    }
+
+    fn prefetch(&self, _: &RecordedEvent, event: Option<&Event>, cached: &Cached<'_, Value>, keys: &mut Vec<Vec<u8>>) {
+        let (opportunity, at) = match event {
+            Some(Event::OpportunityOpened(e)) => return keys.push(region_key(&e.customer_id.0)),
+            Some(Event::StageMoved(e)) => (e.opportunity_id.0, Some(e.moved_at)),
+            Some(Event::OpportunityWon(e)) => (e.opportunity_id.0, Some(e.won_at)),
+            Some(Event::OpportunityLost(e)) => (e.opportunity_id.0, Some(e.lost_at)),
+            Some(Event::OwnerChanged(e)) => match e.subject {
+                Owned::Opportunity(id) => (id.0, None),
+                _ => return,
+            },
+            _ => return,
+        };
+        let key = opportunity_key(&opportunity);
+        let Some(Value::Opportunity(o)) = cached.get(&key) else {
+            return keys.push(key);
+        };
+        // The second round: the buckets it leaves and the due days it is counted in.
+        let month = at.as_ref().map(month);
+        for scope in &scopes(&o.region, &o.owner) {
+            if let Some(month) = &month {
+                let mut key = Vec::new();
+                bucket_key_into(&mut key, scope, month, &o.stage);
+                keys.push(key);
+            }
+            if let Some(due) = o.due {
+                let mut key = Vec::new();
+                due_key_into(&mut key, scope, due, &o.stage);
+                keys.push(key);
+            }
+        }
     }
 
     fn apply(

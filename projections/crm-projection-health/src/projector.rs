@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 
 use crm_domain::{apply_changes, normalize_uscc, Event, FieldChange, Owned, Rules, CUSTOMER_FIELDS};
 use crm_eventlog::RecordedEvent;
-use crm_projection_runtime::{Projector, State};
+use crm_projection_runtime::{Cached, Projector, State};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -174,6 +174,22 @@ impl Projector for HealthProjector {
 
     fn decodes(&self, event_type: &str) -> bool {
         DECODED.contains(&event_type)
+    }
+
+    fn prefetch(&self, _: &RecordedEvent, event: Option<&Event>, _: &Cached<'_, Value>, keys: &mut Vec<Vec<u8>>) {
+        let customer = match event {
+            Some(Event::CustomerUpdated(e)) => e.customer_id.0,
+            Some(Event::CustomersMerged(e)) => e.survivor_id.0,
+            Some(Event::CustomerUnmerged(e)) => e.survivor_id.0,
+            Some(Event::CustomerAbsorbed(e)) => e.absorbed_id.0,
+            Some(Event::CustomerRestored(e)) => e.absorbed_id.0,
+            Some(Event::OwnerChanged(e)) => match e.subject {
+                Owned::Customer(id) => id.0,
+                _ => return,
+            },
+            _ => return,
+        };
+        keys.push(customer_key(&customer));
     }
 
     fn apply(

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crm_domain::{DecodeError, Event, Rules};
-use crm_eventlog::SledEventStore;
+use crm_eventlog::{RecordedEvent, SledEventStore};
 use serde::{Deserialize, Serialize};
 
 use crate::projector::{decode_value, encode_value, Cache, Projector, META_KEY, SPILL_KEY};
@@ -155,8 +155,36 @@ impl<P: Projector> Builder<P> {
             if events.is_empty() {
                 break;
             }
+            // Decoded up front (a failure is reported when its event's turn comes), so the
+            // keys the chunk reads can be fetched together first.
+            let decoded: Vec<Result<Option<Event>, String>> = events
+                .iter()
+                .map(|recorded| {
+                    // Rule changes are decoded whatever the projector reads: the runner needs them.
+                    let decode = recorded.event_type == RULES_CHANGED || projector.decodes(&recorded.event_type);
+                    if !decode {
+                        return Ok(None);
+                    }
+                    match Event::decode(&recorded.event_type, recorded.schema_version, &recorded.payload) {
+                        Ok(event) => Ok(Some(event)),
+                        // Not a domain event (the auth subsystem's token events, say): the
+                        // projector sees it without a payload.
+                        Err(DecodeError::UnknownEventType(_)) => Ok(None),
+                        Err(e) => Err(format!("decoding {}: {e}", recorded.event_type)),
+                    }
+                })
+                .collect();
+            let readable: Vec<(&RecordedEvent, Option<&Event>)> = events
+                .iter()
+                .zip(&decoded)
+                .map_while(|(recorded, event)| event.as_ref().ok().map(|event| (recorded, event.as_ref())))
+                .collect();
+            if let Err(detail) = self.cache.prefetch(&*projector, &self.tree, &readable) {
+                self.roll_back();
+                return Err(Failure { position: position + 1, detail: format!("reading ahead: {detail}") });
+            }
             let mut state = self.cache.state(&self.tree);
-            for recorded in &events {
+            for (recorded, event) in events.iter().zip(decoded) {
                 let fail = |detail: String| Failure { position: recorded.position, detail };
                 if recorded.position != position + 1 {
                     self.roll_back();
@@ -166,20 +194,11 @@ impl<P: Projector> Builder<P> {
                         recorded.position
                     )));
                 }
-                // Rule changes are decoded whatever the projector reads: the runner needs them.
-                let decode = recorded.event_type == RULES_CHANGED || projector.decodes(&recorded.event_type);
-                let decoded = match decode {
-                    true => Event::decode(&recorded.event_type, recorded.schema_version, &recorded.payload).map(Some),
-                    false => Ok(None),
-                };
-                let event = match decoded {
+                let event = match event {
                     Ok(event) => event,
-                    // Not a domain event (the auth subsystem's token events, say): the
-                    // projector sees it without a payload.
-                    Err(DecodeError::UnknownEventType(_)) => None,
-                    Err(e) => {
+                    Err(detail) => {
                         self.roll_back();
-                        return Err(fail(format!("decoding {}: {e}", recorded.event_type)));
+                        return Err(fail(detail));
                     }
                 };
                 if let Err(detail) = projector.apply(&mut state, &self.meta.rules, recorded, event.as_ref()) {
@@ -277,7 +296,42 @@ impl<P: Projector> Builder<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::Counting;
+    use crate::fixtures::{Generator, GeneratorConfig};
+    use crate::testing::{all_events, append_all, dump, fold_all, Counting, TempLog};
+
+    /// A build that resumes over a stored tree reads the listed keys ahead (on several
+    /// threads) and ends with what one fold from scratch gives.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keys_listed_for_prefetch_are_read_ahead_and_change_nothing() {
+        let log = TempLog::new();
+        let mut g = Generator::new(GeneratorConfig { seed: 5, ..Default::default() });
+        let commands: Vec<_> = (0..400).map(|_| g.next_command()).collect();
+        append_all(&log.store, &commands).await;
+        let events = all_events(&log.store);
+        let projector = Arc::new(Counting::new("counting"));
+        let expected = fold_all(&*projector, &Rules::default(), &events);
+
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("counting/1").unwrap();
+        let half = events.len() as u64 / 2;
+        let mut first = Builder::open(projector.clone(), tree.clone(), Rules::default(), false).unwrap();
+        first.step(&log.store, half, u64::MAX, Commit::EveryStep).unwrap();
+
+        // Reopened: nothing in memory, the tree is not empty, so reads go to it.
+        let mut builder = Builder::open(projector.clone(), tree.clone(), Rules::default(), false).unwrap();
+        let rest: Vec<(&RecordedEvent, Option<&Event>)> = events[half as usize..].iter().map(|e| (e, None)).collect();
+        let read = builder.cache.prefetch(&*projector, &tree, &rest).unwrap();
+        let streams: std::collections::BTreeSet<_> = events[half as usize..].iter().map(|e| &e.stream).collect();
+        assert_eq!(read, streams.len() + rest.len(), "each stream key once, and every never-read key");
+        let cached = builder.cache.cached();
+        let seen_before =
+            events[..half as usize].iter().find(|e| streams.contains(&e.stream)).expect("a stream in both halves");
+        assert!(cached.get(format!("stream/{}", seen_before.stream).as_bytes()).is_some(), "read from the tree");
+        assert_eq!(builder.cache.prefetch(&*projector, &tree, &rest).unwrap(), 0, "nothing is read twice");
+
+        builder.step(&log.store, u64::MAX, u64::MAX, Commit::EveryStep).unwrap();
+        assert_eq!(dump(&tree), expected);
+    }
 
     #[test]
     fn a_tree_left_with_the_spill_marker_is_emptied_and_built_again() {

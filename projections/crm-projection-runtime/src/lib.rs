@@ -39,7 +39,7 @@ mod stats;
 
 pub use builder::Failure;
 pub use error::{Error, Result};
-pub use projector::{decode_value, encode_value, printable_key, Fingerprint, Projector, State};
+pub use projector::{decode_value, encode_value, printable_key, Cached, Fingerprint, Projector, State};
 pub use runner::{
     current_rules, spawn, spawn_with, Difference, ProjectionDb, ProjectionHandle, ProjectionStatus, Reader,
     RebuildProgress, RebuildSummary, RunState, SpawnOptions, VerifyReport, DEFAULT_CACHE_BYTES,

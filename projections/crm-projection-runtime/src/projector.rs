@@ -44,6 +44,24 @@ pub trait Projector: Send + Sync + 'static {
         true
     }
 
+    /// The keys `apply` will read for this event (optional; none by default). Before it
+    /// applies a chunk of events, the runner reads the listed keys that are not in memory
+    /// from the tree on several threads at once, so a read model larger than memory waits
+    /// for its random reads side by side instead of one after another. `cached` answers
+    /// from memory only (`None` when absent or not loaded): a key found through another key
+    /// (a customer through its opportunity) can be listed once that one is loaded, as the
+    /// runner asks twice. Listing a key `apply` does not read, or missing one it does,
+    /// changes only the speed, never the result.
+    fn prefetch(
+        &self,
+        recorded: &RecordedEvent,
+        event: Option<&Event>,
+        cached: &Cached<'_, Self::Value>,
+        keys: &mut Vec<Vec<u8>>,
+    ) {
+        let _ = (recorded, event, cached, keys);
+    }
+
     /// Folds one event into the state. `rules` are the rules this build runs with (the rules
     /// current when the build started, see [`Projector::fingerprint`]). `event` is the decoded
     /// domain event, `None` for event types the domain does not define (the auth
@@ -174,6 +192,75 @@ fn load<'c, V: DeserializeOwned>(
             vacant.insert(Slot { value, dirty: false, stored })
         }
     })
+}
+
+/// Read-only access to the values a build holds in memory (see [`Projector::prefetch`]).
+pub struct Cached<'a, V> {
+    slots: &'a Slots<V>,
+}
+
+impl<V> Cached<'_, V> {
+    /// The value under `key` if it is in memory.
+    pub fn get(&self, key: &[u8]) -> Option<&V> {
+        self.slots.get(key).and_then(|slot| slot.value.as_ref())
+    }
+}
+
+/// Fewer missing keys than this are read on the stepping thread, one after another.
+const PARALLEL_READS_FROM: usize = 8;
+
+/// Most threads reading prefetched keys at once: reads of a tree larger than memory wait on
+/// the disk, so more threads than cores keep more reads in flight.
+const READ_THREADS: usize = 16;
+
+/// The values of `keys` in `tree`, decoded (`None`: absent).
+fn read_values<V: DeserializeOwned>(
+    tree: &sled::Tree,
+    keys: &[Vec<u8>],
+) -> std::result::Result<Vec<Option<V>>, String> {
+    keys.iter()
+        .map(|key| match tree.get(key).map_err(|e| e.to_string())? {
+            Some(bytes) => decode_value(key, &bytes).map(Some).map_err(|e| e.to_string()),
+            None => Ok(None),
+        })
+        .collect()
+}
+
+/// [`read_values`] on up to [`READ_THREADS`] threads: tokio's blocking pool when there is a
+/// runtime (its threads are reused, so a live step's few reads do not pay for new threads),
+/// scoped threads otherwise.
+fn read_in_parallel<V: DeserializeOwned + Send + 'static>(
+    tree: &sled::Tree,
+    keys: &[Vec<u8>],
+) -> std::result::Result<Vec<Option<V>>, String> {
+    let chunks: Vec<&[Vec<u8>]> = keys.chunks(keys.len().div_ceil(READ_THREADS)).collect();
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return std::thread::scope(|scope| {
+            let handles: Vec<_> = chunks.iter().map(|chunk| scope.spawn(|| read_values::<V>(tree, chunk))).collect();
+            let mut values = Vec::with_capacity(keys.len());
+            for handle in handles {
+                values.extend(handle.join().map_err(|_| "a read-ahead thread panicked".to_owned())??);
+            }
+            Ok(values)
+        });
+    };
+    let (sender, receiver) = std::sync::mpsc::channel();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let (tree, chunk, sender) = (tree.clone(), chunk.to_vec(), sender.clone());
+        runtime.spawn_blocking(move || {
+            let _ = sender.send((i, read_values::<V>(&tree, &chunk)));
+        });
+    }
+    drop(sender);
+    let mut parts: Vec<Option<Vec<Option<V>>>> = chunks.iter().map(|_| None).collect();
+    for (i, part) in receiver {
+        parts[i] = Some(part?);
+    }
+    let mut values = Vec::with_capacity(keys.len());
+    for part in parts {
+        values.extend(part.ok_or("a read-ahead task ended without an answer")?);
+    }
+    Ok(values)
 }
 
 /// The state a projector changes while applying a batch of events: a write-back cache over
@@ -322,6 +409,53 @@ impl<V: Serialize + DeserializeOwned + Clone> Cache<V> {
         State { tree, cache: &mut self.slots, dirty: &mut self.dirty, complete: self.complete }
     }
 
+    /// What this cache holds, read-only.
+    pub(crate) fn cached(&self) -> Cached<'_, V> {
+        Cached { slots: &self.slots }
+    }
+
+    /// Reads into memory the keys `prefetch` lists for `events` that are not there yet, in
+    /// two rounds (keys found through keys of the first). Returns the keys read.
+    pub(crate) fn prefetch<P: Projector<Value = V>>(
+        &mut self,
+        projector: &P,
+        tree: &sled::Tree,
+        events: &[(&RecordedEvent, Option<&Event>)],
+    ) -> std::result::Result<usize, String>
+    where
+        V: Send + 'static,
+    {
+        if self.complete {
+            return Ok(0);
+        }
+        let mut total = 0;
+        let mut seen = hashbrown::HashSet::<Vec<u8>, foldhash::fast::RandomState>::default();
+        for _round in 0..2 {
+            let mut keys = Vec::new();
+            {
+                let cached = self.cached();
+                for (recorded, event) in events {
+                    projector.prefetch(recorded, *event, &cached, &mut keys);
+                }
+            }
+            keys.retain(|k| !self.slots.contains_key(k.as_slice()) && seen.insert(k.clone()));
+            if keys.is_empty() {
+                break;
+            }
+            total += keys.len();
+            let values = if keys.len() < PARALLEL_READS_FROM {
+                read_values(tree, &keys)?
+            } else {
+                read_in_parallel(tree, &keys)?
+            };
+            for (key, value) in keys.into_iter().zip(values) {
+                let stored = value.is_some();
+                self.slots.entry(key).or_insert(Slot { value, dirty: false, stored });
+            }
+        }
+        Ok(total)
+    }
+
     /// Forgets every entry, committed or not (after a failed batch); reads go to the tree.
     pub(crate) fn clear(&mut self) {
         self.slots.clear();
@@ -410,6 +544,26 @@ impl<V: Serialize + DeserializeOwned + Clone> Cache<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reads on scoped threads (no runtime) and on tokio's blocking pool give the values of
+    /// the keys, in their order, absent keys as `None`.
+    #[test]
+    fn parallel_reads_keep_the_order_of_the_keys_with_and_without_a_runtime() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("t").unwrap();
+        let keys: Vec<Vec<u8>> = (0..100u64).map(|n| format!("k/{n:03}").into_bytes()).collect();
+        for (n, key) in keys.iter().enumerate().filter(|(n, _)| n % 3 != 0) {
+            tree.insert(key, encode_value(&(n as u64))).unwrap();
+        }
+        let expected: Vec<Option<u64>> = (0..100u64).map(|n| (n % 3 != 0).then_some(n)).collect();
+        assert_eq!(read_in_parallel::<u64>(&tree, &keys).unwrap(), expected);
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+        let on_pool = runtime.block_on(async {
+            let tree = tree.clone();
+            tokio::task::spawn_blocking(move || read_in_parallel::<u64>(&tree, &keys)).await.unwrap()
+        });
+        assert_eq!(on_pool.unwrap(), expected);
+    }
 
     #[test]
     fn values_round_trip() {

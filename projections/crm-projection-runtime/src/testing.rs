@@ -92,6 +92,18 @@ impl Projector for Counting {
         0
     }
 
+    /// The keys `apply` reads, and one it never does (a wrong hint costs a read, nothing else).
+    fn prefetch(
+        &self,
+        recorded: &RecordedEvent,
+        _: Option<&Event>,
+        _: &crate::Cached<'_, u64>,
+        keys: &mut Vec<Vec<u8>>,
+    ) {
+        keys.push(format!("stream/{}", recorded.stream).into_bytes());
+        keys.push(format!("never-read/{}", recorded.position).into_bytes());
+    }
+
     fn apply(
         &self,
         state: &mut crate::State<'_, u64>,

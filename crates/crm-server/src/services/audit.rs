@@ -71,8 +71,9 @@ impl pb::audit_server::Audit for AuditService {
         let limit = if r.page_size == 0 { DEFAULT_PAGE } else { r.page_size.min(MAX_PAGE) } as usize;
         let position = reader.position;
         let store = self.projections.store.clone();
-        let page = blocking(move || crm_projection_audit::operations(&store, &reader, &filter, r.after_position, limit))
-            .await?;
+        let page =
+            blocking(move || crm_projection_audit::operations(&store, &reader, &filter, r.after_position, limit))
+                .await?;
         let mut operations: Vec<_> = page.operations.into_iter().map(operation).collect();
         restrict(request.extensions(), Answer::Operations(&mut operations));
         Ok(Response::new(pb::ListOperationsResponse {
