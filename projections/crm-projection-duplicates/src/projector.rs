@@ -7,7 +7,7 @@ use crm_domain::{
 };
 use crm_eventlog::RecordedEvent;
 use crm_matching::{KeyKind, MatchConfig, MatchResult, Matcher, Prepared, Record, RecordKind};
-use crm_projection_runtime::{decode_value, Cached, Fingerprint, ProjectionDb, Projector, State};
+use crm_projection_runtime::{decode_value, resume_position, Cached, Fingerprint, ProjectionDb, Projector, State};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -222,10 +222,16 @@ impl DuplicatesProjector {
     }
 
     /// A projector whose Matcher holds the live customers of the serving `duplicates` tree
-    /// in `db`, so the runner can resume from its checkpoint.
+    /// in `db`, so the runner can resume from its checkpoint. A tree the runner will build
+    /// again from position 0 (no checkpoint, or an interrupted chunked commit, whose records
+    /// are a partial state) loads nothing: its Matcher starts empty, as its build does.
     pub fn open(db: &ProjectionDb) -> crm_projection_runtime::Result<Self> {
         let projector = Self::new();
         if let Some(tree) = db.serving_tree("duplicates")? {
+            let resumes_after = resume_position(&tree)?;
+            if resumes_after == 0 {
+                return Ok(projector);
+            }
             let name = String::from_utf8_lossy(&tree.name()).into_owned();
             let mut matcher = Matcher::default();
             for entry in tree.scan_prefix(b"r/") {
@@ -236,8 +242,9 @@ impl DuplicatesProjector {
                     }
                 }
             }
-            // `u64::MAX`: loaded from the stored records; the runner resumes after them.
-            let (matcher, position) = (Arc::new(Mutex::new(matcher)), u64::MAX);
+            // The checkpoint: the build resumes after it; a build that starts lower (a tree
+            // emptied after all) starts the Matcher afresh.
+            let (matcher, position) = (Arc::new(Mutex::new(matcher)), resumes_after);
             projector
                 .builds
                 .lock()
@@ -270,9 +277,7 @@ impl DuplicatesProjector {
             }
         }
         let build = builds.entry(name).or_default();
-        if build.position == u64::MAX {
-            build.position = position;
-        } else if position < build.position {
+        if position <= build.position {
             *build = Build::default();
         }
         build.position = position;

@@ -57,6 +57,20 @@ pub(crate) enum Commit {
     WhenDone,
 }
 
+/// The position a build over `tree` resumes after: its checkpoint, or 0 when it has none or
+/// holds the marker of an interrupted chunked commit (then [`Builder::open`] empties it and
+/// builds from position 0). For projectors that keep in-memory state beside the tree and
+/// load it before the runner starts: what they load must be what the build resumes from.
+pub fn resume_position(tree: &sled::Tree) -> crate::Result<u64> {
+    if tree.get(SPILL_KEY)?.is_some() {
+        return Ok(0);
+    }
+    Ok(match tree.get(META_KEY)? {
+        Some(bytes) => decode_value::<Meta>(META_KEY, &bytes)?.position,
+        None => 0,
+    })
+}
+
 pub(crate) struct Builder<P: Projector> {
     pub(crate) projector: Arc<P>,
     pub(crate) tree: sled::Tree,

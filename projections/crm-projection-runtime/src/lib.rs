@@ -37,7 +37,7 @@ mod projector;
 mod runner;
 mod stats;
 
-pub use builder::Failure;
+pub use builder::{resume_position, Failure};
 pub use error::{Error, Result};
 pub use projector::{decode_value, encode_value, printable_key, Cached, Fingerprint, Projector, State};
 pub use runner::{

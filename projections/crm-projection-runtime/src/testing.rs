@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use crm_domain::{Event, Rules};
 use crm_eventlog::RecordedEvent;
 
-use crate::projector::{encode_value, Cache, Projector, META_KEY};
+use crate::projector::{encode_value, Cache, Projector, META_KEY, SPILL_KEY};
 
 /// Applies `events` to a fresh temporary tree in one batch and returns every key and encoded
 /// value (the checkpoint excluded).
@@ -54,6 +54,14 @@ pub fn dump(tree: &sled::Tree) -> BTreeMap<Vec<u8>, Vec<u8>> {
         .filter(|(k, _)| k.as_ref() != META_KEY)
         .map(|(k, v)| (k.to_vec(), v.to_vec()))
         .collect()
+}
+
+/// Leaves `tree` as a crash in the middle of a chunked commit does: with its marker.
+///
+/// # Panics
+/// When sled fails: test input only.
+pub fn interrupt_commit(tree: &sled::Tree) {
+    tree.insert(SPILL_KEY, &[]).expect("insert the marker");
 }
 
 /// The encoded form of a value, to compare dumps with expectations.
