@@ -429,7 +429,6 @@ impl<V: Serialize + DeserializeOwned + Clone> Cache<V> {
             return Ok(0);
         }
         let mut total = 0;
-        let mut seen = hashbrown::HashSet::<Vec<u8>, foldhash::fast::RandomState>::default();
         for _round in 0..2 {
             let mut keys = Vec::new();
             {
@@ -438,7 +437,10 @@ impl<V: Serialize + DeserializeOwned + Clone> Cache<V> {
                     projector.prefetch(recorded, *event, &cached, &mut keys);
                 }
             }
-            keys.retain(|k| !self.slots.contains_key(k.as_slice()) && seen.insert(k.clone()));
+            // In key order, each once: keys read in the first round are in memory now.
+            keys.retain(|k| !self.slots.contains_key(k.as_slice()));
+            keys.sort_unstable();
+            keys.dedup();
             if keys.is_empty() {
                 break;
             }
