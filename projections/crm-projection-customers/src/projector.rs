@@ -280,6 +280,16 @@ impl CustomersProjector {
         Ok(())
     }
 
+    /// The opportunity's key, or, once it is loaded (the runner's second round), its
+    /// customer's: what [`Self::set_stage`] reads.
+    fn prefetch_through(opportunity: Uuid, cached: &Cached<'_, Value>, keys: &mut Vec<Vec<u8>>) {
+        let key = opportunity_key(&opportunity);
+        match cached.get(&key) {
+            Some(Value::OpportunityOf(customer)) => keys.push(customer_key(customer)),
+            _ => keys.push(key),
+        }
+    }
+
     fn set_stage(state: &mut State<'_, Value>, recorded: &RecordedEvent, opportunity: Uuid, stage: &str) -> Result {
         match state.get(&opportunity_key(&opportunity))? {
             Some(Value::OpportunityOf(customer)) => {
@@ -309,39 +319,24 @@ impl Projector for CustomersProjector {
     }
 
     fn prefetch(&self, _: &RecordedEvent, event: Option<&Event>, cached: &Cached<'_, Value>, keys: &mut Vec<Vec<u8>>) {
-        let Some(event) = event else { return };
         let customer = match event {
-            Event::CustomerCreated(e) => e.customer_id.0,
-            Event::CustomerUpdated(e) => e.customer_id.0,
-            Event::ContactAdded(e) => e.customer_id.0,
-            Event::ActivityLogged(e) => e.customer_id.0,
-            Event::CustomersMerged(e) => e.survivor_id.0,
-            Event::CustomerUnmerged(e) => e.survivor_id.0,
-            Event::CustomerAbsorbed(e) => e.absorbed_id.0,
-            Event::CustomerRestored(e) => e.absorbed_id.0,
-            Event::CustomerDealWon(e) => e.customer_id.0,
-            Event::OwnerChanged(e) => match e.subject {
+            Some(Event::CustomerCreated(e)) => e.customer_id.0,
+            Some(Event::CustomerUpdated(e)) => e.customer_id.0,
+            Some(Event::ContactAdded(e)) => e.customer_id.0,
+            Some(Event::ActivityLogged(e)) => e.customer_id.0,
+            Some(Event::CustomersMerged(e)) => e.survivor_id.0,
+            Some(Event::CustomerUnmerged(e)) => e.survivor_id.0,
+            Some(Event::CustomerAbsorbed(e)) => e.absorbed_id.0,
+            Some(Event::CustomerRestored(e)) => e.absorbed_id.0,
+            Some(Event::CustomerDealWon(e)) => e.customer_id.0,
+            Some(Event::OwnerChanged(e)) => match e.subject {
                 Owned::Customer(id) => id.0,
                 _ => return,
             },
-            Event::OpportunityOpened(e) => e.customer_id.0,
-            Event::StageMoved(_) | Event::OpportunityWon(_) | Event::OpportunityLost(_) => {
-                let opportunity = match event {
-                    Event::StageMoved(e) => e.opportunity_id.0,
-                    Event::OpportunityWon(e) => e.opportunity_id.0,
-                    Event::OpportunityLost(e) => e.opportunity_id.0,
-                    _ => return,
-                };
-                let key = opportunity_key(&opportunity);
-                match cached.get(&key) {
-                    // The second round: the opportunity is loaded, its customer can be.
-                    Some(Value::OpportunityOf(customer)) => *customer,
-                    _ => {
-                        keys.push(key);
-                        return;
-                    }
-                }
-            }
+            Some(Event::OpportunityOpened(e)) => e.customer_id.0,
+            Some(Event::StageMoved(e)) => return Self::prefetch_through(e.opportunity_id.0, cached, keys),
+            Some(Event::OpportunityWon(e)) => return Self::prefetch_through(e.opportunity_id.0, cached, keys),
+            Some(Event::OpportunityLost(e)) => return Self::prefetch_through(e.opportunity_id.0, cached, keys),
             _ => return,
         };
         keys.push(customer_key(&customer));
