@@ -20,6 +20,70 @@ const READ_CHUNK: usize = 4_096;
 /// The event type of [`Event::RulesChanged`].
 const RULES_CHANGED: &str = "RulesChanged";
 
+/// Steps over more events than this read the log on a second thread (see [`Builder::step`]).
+const PIPELINE_FROM: u64 = 2 * READ_CHUNK as u64;
+
+/// Chunks the reader of a pipelined step may hold ready beyond the one being applied.
+const CHUNKS_AHEAD: usize = 2;
+
+/// Events read from the log, each with its decoded payload (`Ok(None)`: not decoded, see
+/// [`Projector::decodes`]; `Err`: it failed to decode, reported when its turn comes).
+struct Chunk {
+    events: Vec<RecordedEvent>,
+    decoded: Vec<Result<Option<Event>, String>>,
+}
+
+/// Reads up to [`READ_CHUNK`] events from position `from`, none past `end`, and decodes the
+/// payloads `projector` reads (and every rules change: the runner needs them).
+fn read_chunk<P: Projector>(store: &SledEventStore, projector: &P, from: u64, end: u64) -> Result<Chunk, String> {
+    let want = (end + 1 - from).min(READ_CHUNK as u64) as usize;
+    let events = store.read_all_blocking(from, want).map_err(|e| e.to_string())?;
+    let decoded = events
+        .iter()
+        .map(|recorded| {
+            let decode = recorded.event_type == RULES_CHANGED || projector.decodes(&recorded.event_type);
+            if !decode {
+                return Ok(None);
+            }
+            match Event::decode(&recorded.event_type, recorded.schema_version, &recorded.payload) {
+                Ok(event) => Ok(Some(event)),
+                // Not a domain event (the auth subsystem's token events, say): the projector
+                // sees it without a payload.
+                Err(DecodeError::UnknownEventType(_)) => Ok(None),
+                Err(e) => Err(format!("decoding {}: {e}", recorded.event_type)),
+            }
+        })
+        .collect();
+    Ok(Chunk { events, decoded })
+}
+
+/// Most threads a chunked commit writes on.
+const MAX_WRITE_THREADS: usize = 4;
+
+/// Writes `entries` to `tree` as single inserts and removes, stopping when `abandon` is set.
+/// The caller's [`SPILL_KEY`] marker stays either way: an abandoned tree is dropped, or
+/// emptied when reopened.
+fn insert_all(tree: &sled::Tree, entries: &[(Vec<u8>, Option<Vec<u8>>)], abandon: &AtomicBool) -> Result<(), String> {
+    for (n, (key, value)) in entries.iter().enumerate() {
+        if n % 4096 == 0 && abandon.load(Ordering::Relaxed) {
+            return Err("abandoned: the runner stopped".into());
+        }
+        match value {
+            Some(bytes) => tree.insert(key.as_slice(), bytes.as_slice()).map(drop),
+            None => tree.remove(key.as_slice()).map(drop),
+        }
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Where a step is: the last applied position, its `recorded_at`, and the events applied.
+struct Progress {
+    position: u64,
+    last_recorded: i64,
+    applied: u64,
+}
+
 /// Stored under [`META_KEY`] in every projection tree, in the same batch as the state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Meta {
@@ -141,6 +205,9 @@ impl<P: Projector> Builder<P> {
     /// head), at most about `max_events`, then commits state and checkpoint in one sled batch
     /// as `commit` says. On failure nothing uncommitted is kept: the stored state stays at the
     /// last checkpoint, and the failing position is returned.
+    ///
+    /// A step over more than [`PIPELINE_FROM`] events reads and decodes the log on a second
+    /// thread, a chunk ahead of the fold, so a catch-up or rebuild uses both cores.
     pub(crate) fn step(
         &mut self,
         store: &SledEventStore,
@@ -150,86 +217,24 @@ impl<P: Projector> Builder<P> {
     ) -> Result<StepOutcome, Failure> {
         self.seen_rules = None;
         let target = up_to.min(store.committed_head());
-        let (mut position, mut last_recorded) = self.applied;
-        let mut applied = 0u64;
-        let projector = self.projector.clone();
-        while position < target && applied < max_events {
-            if self.abandon.load(Ordering::Relaxed) {
-                self.roll_back();
-                return Err(Failure { position: position + 1, detail: "abandoned: the runner stopped".into() });
-            }
-            let want = (target - position).min(READ_CHUNK as u64) as usize;
-            let events = match store.read_all_blocking(position + 1, want) {
-                Ok(events) => events,
-                Err(e) => {
-                    self.roll_back();
-                    return Err(Failure { position: position + 1, detail: format!("reading the log: {e}") });
-                }
-            };
-            if events.is_empty() {
-                break;
-            }
-            // Decoded up front (a failure is reported when its event's turn comes), so the
-            // keys the chunk reads can be fetched together first.
-            let decoded: Vec<Result<Option<Event>, String>> = events
-                .iter()
-                .map(|recorded| {
-                    // Rule changes are decoded whatever the projector reads: the runner needs them.
-                    let decode = recorded.event_type == RULES_CHANGED || projector.decodes(&recorded.event_type);
-                    if !decode {
-                        return Ok(None);
+        let mut progress = Progress { position: self.applied.0, last_recorded: self.applied.1, applied: 0 };
+        // The last position this step may apply.
+        let end = target.min(progress.position.saturating_add(max_events));
+        if end > progress.position {
+            if end - progress.position > PIPELINE_FROM {
+                self.apply_pipelined(store, end, commit, &mut progress)?;
+            } else {
+                let projector = self.projector.clone();
+                while progress.position < end {
+                    let from = progress.position + 1;
+                    let chunk = read_chunk(store, &*projector, from, end);
+                    if !self.apply_chunk(chunk, from, commit, &mut progress)? {
+                        break;
                     }
-                    match Event::decode(&recorded.event_type, recorded.schema_version, &recorded.payload) {
-                        Ok(event) => Ok(Some(event)),
-                        // Not a domain event (the auth subsystem's token events, say): the
-                        // projector sees it without a payload.
-                        Err(DecodeError::UnknownEventType(_)) => Ok(None),
-                        Err(e) => Err(format!("decoding {}: {e}", recorded.event_type)),
-                    }
-                })
-                .collect();
-            let readable: Vec<(&RecordedEvent, Option<&Event>)> = events
-                .iter()
-                .zip(&decoded)
-                .map_while(|(recorded, event)| event.as_ref().ok().map(|event| (recorded, event.as_ref())))
-                .collect();
-            if let Err(detail) = self.cache.prefetch(&*projector, &self.tree, &readable) {
-                self.roll_back();
-                return Err(Failure { position: position + 1, detail: format!("reading ahead: {detail}") });
-            }
-            let mut state = self.cache.state(&self.tree);
-            for (recorded, event) in events.iter().zip(decoded) {
-                let fail = |detail: String| Failure { position: recorded.position, detail };
-                if recorded.position != position + 1 {
-                    self.roll_back();
-                    return Err(fail(format!(
-                        "expected position {}, the log returned {}",
-                        position + 1,
-                        recorded.position
-                    )));
                 }
-                let event = match event {
-                    Ok(event) => event,
-                    Err(detail) => {
-                        self.roll_back();
-                        return Err(fail(detail));
-                    }
-                };
-                if let Err(detail) = projector.apply(&mut state, &self.meta.rules, recorded, event.as_ref()) {
-                    self.roll_back();
-                    return Err(fail(detail));
-                }
-                if let Some(Event::RulesChanged(changed)) = &event {
-                    self.seen_rules = Some(changed.rules.clone());
-                }
-                position = recorded.position;
-                last_recorded = recorded.recorded_at_micros;
-                applied += 1;
-            }
-            if commit == Commit::WhenDone && self.cache.is_full() {
-                break;
             }
         }
+        let Progress { position, last_recorded, applied } = progress;
         self.applied = (position, last_recorded);
         let due = match commit {
             Commit::EveryStep => true,
@@ -256,13 +261,128 @@ impl<P: Projector> Builder<P> {
         Ok(StepOutcome { applied })
     }
 
+    /// The events up to `end` applied chunk by chunk as a second thread reads them: the
+    /// reader stays at most [`CHUNKS_AHEAD`] chunks ahead, and stops when the fold stops
+    /// taking them (a failure, a full cache, or an abandoned build).
+    fn apply_pipelined(
+        &mut self,
+        store: &SledEventStore,
+        end: u64,
+        commit: Commit,
+        progress: &mut Progress,
+    ) -> Result<(), Failure> {
+        let projector = self.projector.clone();
+        let abandon = self.abandon.clone();
+        let first = progress.position + 1;
+        std::thread::scope(|scope| {
+            let (sender, chunks) = std::sync::mpsc::sync_channel::<Result<Chunk, String>>(CHUNKS_AHEAD);
+            scope.spawn(move || {
+                let mut from = first;
+                while from <= end && !abandon.load(Ordering::Relaxed) {
+                    let chunk = read_chunk(store, &*projector, from, end);
+                    let read = chunk.as_ref().map_or(0, |c| c.events.len() as u64);
+                    // A failed or empty read is the last one: the fold stops there.
+                    if sender.send(chunk).is_err() || read == 0 {
+                        break;
+                    }
+                    from += read;
+                }
+            });
+            // Returning drops `chunks`, so a reader blocked on a full channel ends too.
+            let mut from = first;
+            for chunk in chunks {
+                let read = chunk.as_ref().map_or(0, |c| c.events.len() as u64);
+                if !self.apply_chunk(chunk, from, commit, progress)? {
+                    break;
+                }
+                from += read;
+            }
+            if self.abandon.load(Ordering::Relaxed) && progress.position < end {
+                self.roll_back();
+                return Err(Failure {
+                    position: progress.position + 1,
+                    detail: "abandoned: the runner stopped".into(),
+                });
+            }
+            Ok(())
+        })
+    }
+
+    /// Applies one chunk read from position `from`. Returns whether the step goes on (false:
+    /// the log returned nothing, or a [`Commit::WhenDone`] build's cache is full). On failure
+    /// everything uncommitted is rolled back.
+    fn apply_chunk(
+        &mut self,
+        chunk: Result<Chunk, String>,
+        from: u64,
+        commit: Commit,
+        progress: &mut Progress,
+    ) -> Result<bool, Failure> {
+        if self.abandon.load(Ordering::Relaxed) {
+            self.roll_back();
+            return Err(Failure { position: from, detail: "abandoned: the runner stopped".into() });
+        }
+        let Chunk { events, decoded } = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                self.roll_back();
+                return Err(Failure { position: from, detail: format!("reading the log: {e}") });
+            }
+        };
+        if events.is_empty() {
+            return Ok(false);
+        }
+        let projector = self.projector.clone();
+        let readable: Vec<(&RecordedEvent, Option<&Event>)> = events
+            .iter()
+            .zip(&decoded)
+            .map_while(|(recorded, event)| event.as_ref().ok().map(|event| (recorded, event.as_ref())))
+            .collect();
+        if let Err(detail) = self.cache.prefetch(&*projector, &self.tree, &readable) {
+            self.roll_back();
+            return Err(Failure { position: from, detail: format!("reading ahead: {detail}") });
+        }
+        let mut state = self.cache.state(&self.tree);
+        for (recorded, event) in events.iter().zip(decoded) {
+            let fail = |detail: String| Failure { position: recorded.position, detail };
+            if recorded.position != progress.position + 1 {
+                self.roll_back();
+                return Err(fail(format!(
+                    "expected position {}, the log returned {}",
+                    progress.position + 1,
+                    recorded.position
+                )));
+            }
+            let event = match event {
+                Ok(event) => event,
+                Err(detail) => {
+                    self.roll_back();
+                    return Err(fail(detail));
+                }
+            };
+            if let Err(detail) = projector.apply(&mut state, &self.meta.rules, recorded, event.as_ref()) {
+                self.roll_back();
+                return Err(fail(detail));
+            }
+            if let Some(Event::RulesChanged(changed)) = &event {
+                self.seen_rules = Some(changed.rules.clone());
+            }
+            progress.position = recorded.position;
+            progress.last_recorded = recorded.recorded_at_micros;
+            progress.applied += 1;
+        }
+        Ok(!(commit == Commit::WhenDone && self.cache.is_full()))
+    }
+
     /// Writes the dirty state and `meta` in key order: one atomic batch, or, for a large
     /// commit of a build nobody reads yet, single inserts after a [`SPILL_KEY`] marker that a
     /// last batch removes with the checkpoint (so a crash in between is detected by
     /// [`Builder::open`]: sled recovers a prefix of the operations, so any key written after
     /// the marker comes back with it). Single inserts cost sled about half of what the same
     /// inserts cost inside batches (a 1,000,000-key microbenchmark: 7.9 against 15.0 s), and
-    /// no epoch guard is held across millions of replaced pages.
+    /// no epoch guard is held across millions of replaced pages. Those inserts run on one
+    /// thread per core, each over its own range of keys (the marker is written before any of
+    /// them starts, the checkpoint after all of them ended).
     fn write(&mut self, meta: &Meta) -> Result<(), String> {
         let storage = |e: sled::Error| e.to_string();
         let started = std::time::Instant::now();
@@ -273,17 +393,16 @@ impl<P: Projector> Builder<P> {
         let mut batch = sled::Batch::default();
         if chunked {
             self.tree.insert(SPILL_KEY, &[]).map_err(storage)?;
-            for (n, (key, value)) in entries.into_iter().enumerate() {
-                // The marker stays: an abandoned tree is dropped, or emptied when reopened.
-                if n % 4096 == 0 && self.abandon.load(Ordering::Relaxed) {
-                    return Err("abandoned: the runner stopped".into());
-                }
-                match value {
-                    Some(bytes) => self.tree.insert(key, bytes),
-                    None => self.tree.remove(key),
-                }
-                .map_err(storage)?;
-            }
+            // Disjoint key ranges on as many threads as there are cores: nothing reads the
+            // tree until the checkpoint, so the order between ranges does not matter.
+            let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+            let part = entries.len().div_ceil(threads.clamp(1, MAX_WRITE_THREADS)).max(SPILL_ABOVE);
+            let (tree, abandon) = (&self.tree, &*self.abandon);
+            std::thread::scope(|scope| {
+                let writers: Vec<_> =
+                    entries.chunks(part).map(|part| scope.spawn(move || insert_all(tree, part, abandon))).collect();
+                writers.into_iter().try_for_each(|w| w.join().map_err(|_| "a commit thread panicked".to_owned())?)
+            })?;
             batch.remove(SPILL_KEY);
         } else {
             for (key, value) in entries {
@@ -345,6 +464,82 @@ mod tests {
 
         builder.step(&log.store, u64::MAX, u64::MAX, Commit::EveryStep).unwrap();
         assert_eq!(dump(&tree), expected);
+    }
+
+    /// Appends `n` events, each to a stream of its own, of type `Ping` (not a domain type: the
+    /// projector sees it undecoded), except the event at position `odd_one_at`, of type `Odd`.
+    async fn append_pings(store: &SledEventStore, n: u64, odd_one_at: u64) {
+        use crm_eventlog::{Durability, EventStore, ExpectedVersion, Metadata, NewEvent, StreamAppend};
+        let mut appends = Vec::new();
+        for position in 1..=n {
+            let event_type = if position == odd_one_at { "Odd" } else { "Ping" };
+            let event = NewEvent {
+                id: uuid::Uuid::now_v7(),
+                event_type: event_type.into(),
+                schema_version: 1,
+                metadata: Metadata::default(),
+                payload: Vec::new(),
+            };
+            appends.push(StreamAppend {
+                stream: format!("s-{position}"),
+                expected: ExpectedVersion::NoStream,
+                events: vec![event],
+            });
+            if appends.len() == 1000 || position == n {
+                store.append_many(std::mem::take(&mut appends), Durability::Buffered).await.expect("append");
+            }
+        }
+    }
+
+    /// A step over many events reads the log a chunk ahead on a second thread; a fresh build
+    /// writes its large commit on several threads. The tree ends as one fold from scratch.
+    #[tokio::test]
+    async fn a_long_step_reads_ahead_and_writes_in_parallel_and_equals_a_fold() {
+        let log = TempLog::new();
+        let n = 40_000;
+        append_pings(&log.store, n, n + 1).await;
+        let events = all_events(&log.store);
+        let projector = Arc::new(Counting::new("counting"));
+        let expected = fold_all(&*projector, &Rules::default(), &events);
+        assert!(expected.len() > 2 * SPILL_ABOVE, "a commit large enough to be split: {}", expected.len());
+
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("counting/1").unwrap();
+        let mut builder = Builder::open(projector.clone(), tree.clone(), Rules::default(), false).unwrap();
+        // A bound that is not a multiple of the chunk size: the step stops exactly there.
+        let outcome = builder.step(&log.store, u64::MAX, 3 * READ_CHUNK as u64 + 5, Commit::WhenDone).unwrap();
+        assert_eq!(outcome.applied, 3 * READ_CHUNK as u64 + 5);
+        assert_eq!(builder.meta.position, 0, "nothing committed before the target");
+        let outcome = builder.step(&log.store, u64::MAX, u64::MAX, Commit::WhenDone).unwrap();
+        assert_eq!(outcome.applied, n - 3 * READ_CHUNK as u64 - 5);
+        assert_eq!(builder.meta.position, n);
+        assert_eq!(dump(&tree), expected);
+        assert!(tree.get(SPILL_KEY).unwrap().is_none(), "the marker of the chunked commit is gone");
+    }
+
+    /// A failure in the middle of a step that reads ahead names the failing event and keeps
+    /// nothing of what the step applied; the reader thread ends with the step.
+    #[tokio::test]
+    async fn a_failure_in_a_long_step_names_its_position_and_keeps_nothing() {
+        let log = TempLog::new();
+        let (n, odd) = (20_000, 12_345);
+        append_pings(&log.store, n, odd).await;
+        let projector = Arc::new(Counting { fail_on: Some("Odd".into()), ..Counting::new("counting") });
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("counting/1").unwrap();
+        let mut builder = Builder::open(projector, tree.clone(), Rules::default(), false).unwrap();
+        let failure = builder.step(&log.store, u64::MAX, u64::MAX, Commit::WhenDone).unwrap_err();
+        assert_eq!(failure.position, odd);
+        assert_eq!(failure.detail, "refusing Odd");
+        assert_eq!(builder.applied_position(), 0, "rolled back to the checkpoint");
+        assert!(dump(&tree).is_empty(), "nothing written");
+
+        // An abandoned build stops at once, with nothing applied either.
+        builder.abandon_flag().store(true, Ordering::Relaxed);
+        let failure = builder.step(&log.store, u64::MAX, u64::MAX, Commit::WhenDone).unwrap_err();
+        assert_eq!(failure.position, 1);
+        assert!(failure.detail.starts_with("abandoned"), "{}", failure.detail);
+        assert_eq!(builder.applied_position(), 0);
     }
 
     #[test]
