@@ -387,6 +387,7 @@ impl<P: Projector> Builder<P> {
         let storage = |e: sled::Error| e.to_string();
         let started = std::time::Instant::now();
         let entries = self.cache.drain();
+        let drained = started.elapsed().as_secs_f64();
         let count = entries.len();
         // Also the last commit of such a build, made as a live step once it is near the head.
         let chunked = self.chunked && count > SPILL_ABOVE;
@@ -419,6 +420,7 @@ impl<P: Projector> Builder<P> {
             position = meta.position,
             keys = count,
             chunked,
+            drain_seconds = drained,
             seconds = started.elapsed().as_secs_f64(),
             "committed"
         );

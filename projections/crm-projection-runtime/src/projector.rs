@@ -309,18 +309,29 @@ impl<V: Serialize + DeserializeOwned + Clone> State<'_, V> {
     }
 
     fn set(&mut self, key: Vec<u8>, value: Option<V>) {
-        match self.cache.get_mut(&key) {
-            Some(slot) => {
+        match self.cache.entry(key) {
+            hashbrown::hash_map::Entry::Occupied(mut entry) => {
+                // A complete cache forgets a key the tree never held once it is removed (an
+                // index entry that moved, say): nothing is written for it, and it would hold
+                // memory until the end of the build. Its copy in `dirty` is skipped by `drain`.
+                if value.is_none() && self.complete && !entry.get().stored {
+                    entry.remove();
+                    return;
+                }
+                let slot = entry.get_mut();
                 slot.value = value;
                 if !slot.dirty {
                     slot.dirty = true;
-                    self.dirty.push(key);
+                    self.dirty.push(entry.key().clone());
                 }
             }
-            None => {
-                self.dirty.push(key.clone());
+            hashbrown::hash_map::Entry::Vacant(entry) => {
+                if value.is_none() && self.complete {
+                    return;
+                }
+                self.dirty.push(entry.key().clone());
                 let stored = !self.complete;
-                self.cache.insert(key, Slot { value, dirty: true, stored });
+                entry.insert(Slot { value, dirty: true, stored });
             }
         }
     }
@@ -376,6 +387,10 @@ pub(crate) const CACHE_BYTES: usize = 1 << 30;
 /// allocation, its copy in the dirty list).
 const ENTRY_OVERHEAD: usize = 96;
 
+/// Bytes of a key's copy in the dirty list besides the key (the `Vec` and its allocation),
+/// for copies beyond the entries counted with [`ENTRY_OVERHEAD`].
+const DIRTY_COPY_OVERHEAD: usize = 40;
+
 /// The write-back cache of a build, kept between batches (clean entries only) up to
 /// [`CACHE_BYTES`], so hot keys are decoded once and a fresh build never reads its own tree.
 pub(crate) struct Cache<V> {
@@ -384,6 +399,8 @@ pub(crate) struct Cache<V> {
     complete: bool,
     /// Entries in `slots` when `bytes` was last brought up to date.
     counted: usize,
+    /// Keys in `dirty` when `bytes` was last brought up to date.
+    counted_dirty: usize,
     /// Estimated memory of `slots`: keys, [`ENTRY_OVERHEAD`], and values estimated from the
     /// mean encoded size seen so far (twice it, for the decoded form's allocations).
     bytes: usize,
@@ -399,6 +416,7 @@ impl<V: Serialize + DeserializeOwned + Clone> Cache<V> {
             dirty: Vec::new(),
             complete,
             counted: 0,
+            counted_dirty: 0,
             bytes: 0,
             encoded_total: 0,
             encoded_values: 0,
@@ -464,6 +482,7 @@ impl<V: Serialize + DeserializeOwned + Clone> Cache<V> {
         self.dirty.clear();
         self.complete = false;
         self.counted = 0;
+        self.counted_dirty = 0;
         self.bytes = 0;
     }
 
@@ -473,10 +492,12 @@ impl<V: Serialize + DeserializeOwned + Clone> Cache<V> {
 
     /// Estimated bytes held, counting entries added since the last call. Keys added since are
     /// measured from the dirty list (every new entry is dirty or a read miss; misses are
-    /// counted with the mean key size).
+    /// counted with the mean key size). Dirty keys beyond the new entries (keys a complete
+    /// cache forgot, or clean entries changed again) are counted as copies of keys.
     pub(crate) fn estimated_bytes(&mut self) -> usize {
         let added = self.slots.len().saturating_sub(self.counted);
-        if added > 0 {
+        let copies = self.dirty.len().saturating_sub(self.counted_dirty).saturating_sub(added);
+        if added > 0 || copies > 0 {
             let per_value = self.value_estimate();
             let recent = self.dirty.len().min(64);
             let mean_key = self.dirty[self.dirty.len() - recent..]
@@ -485,8 +506,9 @@ impl<V: Serialize + DeserializeOwned + Clone> Cache<V> {
                 .sum::<usize>()
                 .checked_div(recent)
                 .unwrap_or(32);
-            self.bytes += added * (mean_key + ENTRY_OVERHEAD + per_value);
+            self.bytes += added * (mean_key + ENTRY_OVERHEAD + per_value) + copies * (mean_key + DIRTY_COPY_OVERHEAD);
             self.counted = self.slots.len();
+            self.counted_dirty = self.dirty.len();
         }
         self.bytes
     }
@@ -512,10 +534,14 @@ impl<V: Serialize + DeserializeOwned + Clone> Cache<V> {
     pub(crate) fn drain(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         let full = self.is_full();
         let mut dirty = std::mem::take(&mut self.dirty);
+        self.counted_dirty = 0;
         dirty.sort_unstable();
+        // A key removed and put again is listed twice.
+        dirty.dedup();
         let mut out = Vec::with_capacity(dirty.len());
         for key in dirty {
-            let slot = self.slots.get_mut(&key).expect("dirty keys are cached");
+            // Not cached: a key the tree never held, forgotten when it was removed.
+            let Some(slot) = self.slots.get_mut(&key) else { continue };
             slot.dirty = false;
             match &slot.value {
                 Some(v) => {
@@ -565,6 +591,38 @@ mod tests {
             tokio::task::spawn_blocking(move || read_in_parallel::<u64>(&tree, &keys)).await.unwrap()
         });
         assert_eq!(on_pool.unwrap(), expected);
+    }
+
+    /// A complete cache (a fresh build) forgets keys the tree never held once they are
+    /// removed, writes a key removed and put again once, and still counts the forgotten
+    /// keys' copies in the dirty list against its memory bound.
+    #[test]
+    fn a_fresh_build_forgets_removed_keys_and_writes_each_key_once() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("t").unwrap();
+        let mut cache = Cache::<u64>::new(true);
+        let mut state = cache.state(&tree);
+        state.put(b"again".to_vec(), 1);
+        state.remove(b"again".to_vec());
+        state.put(b"again".to_vec(), 2);
+        state.put(b"moved".to_vec(), 3);
+        state.remove(b"moved".to_vec());
+        state.remove(b"never".to_vec());
+        assert_eq!(cache.slots.len(), 1, "only the live key is held");
+        assert_eq!(cache.state(&tree).get(b"moved").unwrap(), None);
+        let before = cache.estimated_bytes();
+        let mut state = cache.state(&tree);
+        for n in 0..100u64 {
+            state.put(format!("gone/{n}").into_bytes(), n);
+            state.remove(format!("gone/{n}").into_bytes());
+        }
+        assert!(cache.estimated_bytes() >= before + 100 * 6, "forgotten keys' copies are counted");
+        assert_eq!(cache.drain(), vec![(b"again".to_vec(), Some(encode_value(&2u64)))]);
+
+        // Once written, a removal reaches the tree.
+        tree.insert(b"again", encode_value(&2u64)).unwrap();
+        cache.state(&tree).remove(b"again".to_vec());
+        assert_eq!(cache.drain(), vec![(b"again".to_vec(), None)]);
     }
 
     #[test]
