@@ -194,6 +194,33 @@ fn load<'c, V: DeserializeOwned>(
     })
 }
 
+/// Adds dirty `slot` to a commit as [`Cache::drain`] does: its value encoded, a removal of a
+/// key the tree holds, or nothing for a key the tree never held. `sizes`: the encoded bytes
+/// and values so far.
+fn drain_slot<V: Serialize>(
+    key: Vec<u8>,
+    slot: &mut Slot<V>,
+    sizes: &mut (u64, u64),
+    out: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>,
+) {
+    slot.dirty = false;
+    match &slot.value {
+        Some(v) => {
+            let bytes = encode_value(v);
+            sizes.0 += bytes.len() as u64;
+            sizes.1 += 1;
+            slot.stored = true;
+            out.push((key, Some(bytes)));
+        }
+        // A key the tree never held needs no write (a fresh build's churn).
+        None if !slot.stored => {}
+        None => {
+            slot.stored = false;
+            out.push((key, None));
+        }
+    }
+}
+
 /// Read-only access to the values a build holds in memory (see [`Projector::prefetch`]).
 pub struct Cached<'a, V> {
     slots: &'a Slots<V>,
@@ -269,8 +296,9 @@ fn read_in_parallel<V: DeserializeOwned + Send + 'static>(
 pub struct State<'a, V> {
     tree: &'a sled::Tree,
     cache: &'a mut Slots<V>,
-    /// Keys made dirty since the last commit, so a commit costs the keys it writes.
-    dirty: &'a mut Vec<Vec<u8>>,
+    /// Keys made dirty since the last commit, so a commit costs the keys it writes; `None`
+    /// in a fresh build before its first commit, which finds them by walking the cache.
+    dirty: Option<&'a mut Vec<Vec<u8>>>,
     /// Every key the tree holds is in the cache (a fresh build that never evicted): a miss
     /// is an absent key, no tree read needed.
     complete: bool,
@@ -322,14 +350,18 @@ impl<V: Serialize + DeserializeOwned + Clone> State<'_, V> {
                 slot.value = value;
                 if !slot.dirty {
                     slot.dirty = true;
-                    self.dirty.push(entry.key().clone());
+                    if let Some(dirty) = self.dirty.as_mut() {
+                        dirty.push(entry.key().clone());
+                    }
                 }
             }
             hashbrown::hash_map::Entry::Vacant(entry) => {
                 if value.is_none() && self.complete {
                     return;
                 }
-                self.dirty.push(entry.key().clone());
+                if let Some(dirty) = self.dirty.as_mut() {
+                    dirty.push(entry.key().clone());
+                }
                 let stored = !self.complete;
                 entry.insert(Slot { value, dirty: true, stored });
             }
@@ -341,7 +373,9 @@ impl<V: Serialize + DeserializeOwned + Clone> State<'_, V> {
         let slot = load(self.cache, self.tree, self.complete, key)?;
         if !slot.dirty {
             slot.dirty = true;
-            self.dirty.push(key.to_vec());
+            if let Some(dirty) = self.dirty.as_mut() {
+                dirty.push(key.to_vec());
+            }
         }
         Ok(slot)
     }
@@ -371,7 +405,9 @@ impl<V: Serialize + DeserializeOwned + Clone> State<'_, V> {
         }
         if !slot.dirty {
             slot.dirty = true;
-            self.dirty.push(key.to_vec());
+            if let Some(dirty) = self.dirty.as_mut() {
+                dirty.push(key.to_vec());
+            }
         }
         Ok(slot.value.as_mut())
     }
@@ -396,6 +432,10 @@ const DIRTY_COPY_OVERHEAD: usize = 40;
 pub(crate) struct Cache<V> {
     slots: Slots<V>,
     dirty: Vec<Vec<u8>>,
+    /// Dirty keys are listed in `dirty`. A fresh build lists none until its first commit:
+    /// every entry it holds is new, so that commit walks the map for the dirty ones instead
+    /// of copying each key on the way.
+    listed: bool,
     complete: bool,
     /// Entries in `slots` when `bytes` was last brought up to date.
     counted: usize,
@@ -414,6 +454,7 @@ impl<V: Serialize + DeserializeOwned + Clone> Cache<V> {
         Cache {
             slots: Slots::default(),
             dirty: Vec::new(),
+            listed: !complete,
             complete,
             counted: 0,
             counted_dirty: 0,
@@ -424,7 +465,8 @@ impl<V: Serialize + DeserializeOwned + Clone> Cache<V> {
     }
 
     pub(crate) fn state<'a>(&'a mut self, tree: &'a sled::Tree) -> State<'a, V> {
-        State { tree, cache: &mut self.slots, dirty: &mut self.dirty, complete: self.complete }
+        let dirty = self.listed.then_some(&mut self.dirty);
+        State { tree, cache: &mut self.slots, dirty, complete: self.complete }
     }
 
     /// What this cache holds, read-only.
@@ -480,6 +522,7 @@ impl<V: Serialize + DeserializeOwned + Clone> Cache<V> {
     pub(crate) fn clear(&mut self) {
         self.slots.clear();
         self.dirty.clear();
+        self.listed = true;
         self.complete = false;
         self.counted = 0;
         self.counted_dirty = 0;
@@ -500,12 +543,14 @@ impl<V: Serialize + DeserializeOwned + Clone> Cache<V> {
         if added > 0 || copies > 0 {
             let per_value = self.value_estimate();
             let recent = self.dirty.len().min(64);
-            let mean_key = self.dirty[self.dirty.len() - recent..]
-                .iter()
-                .map(Vec::len)
-                .sum::<usize>()
-                .checked_div(recent)
-                .unwrap_or(32);
+            let mean_key = if recent > 0 {
+                self.dirty[self.dirty.len() - recent..].iter().map(Vec::len).sum::<usize>() / recent
+            } else {
+                // Nothing listed (a fresh build): a sample of the cached keys.
+                let sample = self.slots.keys().take(64);
+                let n = sample.len();
+                sample.map(Vec::len).sum::<usize>().checked_div(n).unwrap_or(32)
+            };
             self.bytes += added * (mean_key + ENTRY_OVERHEAD + per_value) + copies * (mean_key + DIRTY_COPY_OVERHEAD);
             self.counted = self.slots.len();
             self.counted_dirty = self.dirty.len();
@@ -533,32 +578,32 @@ impl<V: Serialize + DeserializeOwned + Clone> Cache<V> {
     /// (or emptying the cache when it is over [`CACHE_BYTES`]).
     pub(crate) fn drain(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         let full = self.is_full();
-        let mut dirty = std::mem::take(&mut self.dirty);
-        self.counted_dirty = 0;
-        dirty.sort_unstable();
-        // A key removed and put again is listed twice.
-        dirty.dedup();
-        let mut out = Vec::with_capacity(dirty.len());
-        for key in dirty {
-            // Not cached: a key the tree never held, forgotten when it was removed.
-            let Some(slot) = self.slots.get_mut(&key) else { continue };
-            slot.dirty = false;
-            match &slot.value {
-                Some(v) => {
-                    let bytes = encode_value(v);
-                    self.encoded_total += bytes.len() as u64;
-                    self.encoded_values += 1;
-                    slot.stored = true;
-                    out.push((key, Some(bytes)));
-                }
-                // A key the tree never held needs no write (a fresh build's churn).
-                None if !slot.stored => {}
-                None => {
-                    slot.stored = false;
-                    out.push((key, None));
+        let mut out = Vec::new();
+        let mut sizes = (self.encoded_total, self.encoded_values);
+        if self.listed {
+            let mut dirty = std::mem::take(&mut self.dirty);
+            self.counted_dirty = 0;
+            dirty.sort_unstable();
+            // A key removed and put again is listed twice.
+            dirty.dedup();
+            out.reserve(dirty.len());
+            for key in dirty {
+                // Not cached: a key the tree never held, forgotten when it was removed.
+                if let Some(slot) = self.slots.get_mut(&key) {
+                    drain_slot(key, slot, &mut sizes, &mut out);
                 }
             }
+        } else {
+            let mut dirty: Vec<(&Vec<u8>, &mut Slot<V>)> =
+                self.slots.iter_mut().filter(|(_, slot)| slot.dirty).collect();
+            dirty.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.reserve(dirty.len());
+            for (key, slot) in dirty {
+                drain_slot(key.clone(), slot, &mut sizes, &mut out);
+            }
+            self.listed = true;
         }
+        (self.encoded_total, self.encoded_values) = sizes;
         if full {
             self.slots = Slots::default();
             self.complete = false;
@@ -593,9 +638,10 @@ mod tests {
         assert_eq!(on_pool.unwrap(), expected);
     }
 
-    /// A complete cache (a fresh build) forgets keys the tree never held once they are
-    /// removed, writes a key removed and put again once, and still counts the forgotten
-    /// keys' copies in the dirty list against its memory bound.
+    /// A complete cache (a fresh build) lists no dirty keys before its first commit and
+    /// forgets keys the tree never held once they are removed; a key removed and put again is
+    /// written once. After that commit dirty keys are listed, and copies of keys forgotten
+    /// again count against the memory bound.
     #[test]
     fn a_fresh_build_forgets_removed_keys_and_writes_each_key_once() {
         let db = sled::Config::new().temporary(true).open().unwrap();
@@ -608,20 +654,30 @@ mod tests {
         state.put(b"moved".to_vec(), 3);
         state.remove(b"moved".to_vec());
         state.remove(b"never".to_vec());
-        assert_eq!(cache.slots.len(), 1, "only the live key is held");
+        *state.get_or_insert_with(b"counter", || 0).unwrap() += 5;
+        assert_eq!(cache.slots.len(), 2, "only the live keys are held");
+        assert!(cache.dirty.is_empty(), "a fresh build lists no keys");
         assert_eq!(cache.state(&tree).get(b"moved").unwrap(), None);
+        let written = cache.drain();
+        assert_eq!(
+            written,
+            vec![(b"again".to_vec(), Some(encode_value(&2u64))), (b"counter".to_vec(), Some(encode_value(&5u64)))]
+        );
+        for (key, value) in &written {
+            tree.insert(key.as_slice(), value.clone().unwrap()).unwrap();
+        }
+
+        // Listed from here on (a live build): a removal reaches the tree, and keys forgotten
+        // again leave copies that are counted.
         let before = cache.estimated_bytes();
         let mut state = cache.state(&tree);
+        state.remove(b"again".to_vec());
         for n in 0..100u64 {
             state.put(format!("gone/{n}").into_bytes(), n);
             state.remove(format!("gone/{n}").into_bytes());
         }
+        assert_eq!(cache.dirty.len(), 101);
         assert!(cache.estimated_bytes() >= before + 100 * 6, "forgotten keys' copies are counted");
-        assert_eq!(cache.drain(), vec![(b"again".to_vec(), Some(encode_value(&2u64)))]);
-
-        // Once written, a removal reaches the tree.
-        tree.insert(b"again", encode_value(&2u64)).unwrap();
-        cache.state(&tree).remove(b"again".to_vec());
         assert_eq!(cache.drain(), vec![(b"again".to_vec(), None)]);
     }
 
