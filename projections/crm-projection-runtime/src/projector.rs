@@ -543,14 +543,13 @@ impl<V: Serialize + DeserializeOwned + Clone> Cache<V> {
         if added > 0 || copies > 0 {
             let per_value = self.value_estimate();
             let recent = self.dirty.len().min(64);
-            let mean_key = if recent > 0 {
-                self.dirty[self.dirty.len() - recent..].iter().map(Vec::len).sum::<usize>() / recent
-            } else {
+            let listed = self.dirty[self.dirty.len() - recent..].iter().map(Vec::len).sum::<usize>();
+            let mean_key = listed.checked_div(recent).unwrap_or_else(|| {
                 // Nothing listed (a fresh build): a sample of the cached keys.
                 let sample = self.slots.keys().take(64);
                 let n = sample.len();
                 sample.map(Vec::len).sum::<usize>().checked_div(n).unwrap_or(32)
-            };
+            });
             self.bytes += added * (mean_key + ENTRY_OVERHEAD + per_value) + copies * (mean_key + DIRTY_COPY_OVERHEAD);
             self.counted = self.slots.len();
             self.counted_dirty = self.dirty.len();
