@@ -221,6 +221,57 @@ fn drain_slot<V: Serialize>(
     }
 }
 
+/// A commit walks the map for its dirty entries, instead of looking up its list of dirty
+/// keys one by one, when that list holds at least one key in this many cached entries.
+const WALK_FROM_SHARE: usize = 4;
+
+/// Fewer dirty entries than this are sorted and encoded on the committing thread alone.
+const PARALLEL_DRAIN_FROM: usize = 65_536;
+
+/// The dirty entries `dirty` (in any order) drained in key order: sorted and encoded in two
+/// halves side by side when there are many, then merged.
+fn drain_all<V: Serialize + Send>(
+    mut dirty: Vec<(&Vec<u8>, &mut Slot<V>)>,
+    sizes: &mut (u64, u64),
+) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    let drain_sorted = |part: &mut [(&Vec<u8>, &mut Slot<V>)]| {
+        part.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let (mut out, mut sizes) = (Vec::with_capacity(part.len()), (0, 0));
+        for (key, slot) in part.iter_mut() {
+            drain_slot((*key).clone(), slot, &mut sizes, &mut out);
+        }
+        (out, sizes)
+    };
+    let add = |sizes: &mut (u64, u64), part: (u64, u64)| {
+        sizes.0 += part.0;
+        sizes.1 += part.1;
+    };
+    if dirty.len() < PARALLEL_DRAIN_FROM {
+        let (out, part) = drain_sorted(&mut dirty);
+        add(sizes, part);
+        return out;
+    }
+    let middle = dirty.len() / 2;
+    let (low, high) = dirty.split_at_mut(middle);
+    let ((low, low_sizes), (high, high_sizes)) = std::thread::scope(|scope| {
+        let other = scope.spawn(|| drain_sorted(low));
+        let high = drain_sorted(high);
+        (other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), high)
+    });
+    add(sizes, low_sizes);
+    add(sizes, high_sizes);
+    // The halves hold different keys: a merge of two sorted runs.
+    let mut out = Vec::with_capacity(low.len() + high.len());
+    let (mut low, mut high) = (low.into_iter().peekable(), high.into_iter().peekable());
+    while let (Some(l), Some(h)) = (low.peek(), high.peek()) {
+        let next = if l.0 < h.0 { low.next() } else { high.next() };
+        out.extend(next);
+    }
+    out.extend(low);
+    out.extend(high);
+    out
+}
+
 /// Read-only access to the values a build holds in memory (see [`Projector::prefetch`]).
 pub struct Cached<'a, V> {
     slots: &'a Slots<V>,
@@ -448,7 +499,7 @@ pub(crate) struct Cache<V> {
     encoded_values: u64,
 }
 
-impl<V: Serialize + DeserializeOwned + Clone> Cache<V> {
+impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
     /// `complete`: the tree is empty (a fresh build), so the cache holds everything.
     pub(crate) fn new(complete: bool) -> Self {
         Cache {
@@ -577,31 +628,30 @@ impl<V: Serialize + DeserializeOwned + Clone> Cache<V> {
     /// (or emptying the cache when it is over [`CACHE_BYTES`]).
     pub(crate) fn drain(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         let full = self.is_full();
-        let mut out = Vec::new();
         let mut sizes = (self.encoded_total, self.encoded_values);
-        if self.listed {
+        // A short list (a live step) is cheaper to look up key by key; a long one (a large
+        // commit), or none (a fresh build), is cheaper to find by walking the map.
+        let out = if self.listed && self.dirty.len() < self.slots.len() / WALK_FROM_SHARE {
             let mut dirty = std::mem::take(&mut self.dirty);
             self.counted_dirty = 0;
             dirty.sort_unstable();
             // A key removed and put again is listed twice.
             dirty.dedup();
-            out.reserve(dirty.len());
+            let mut out = Vec::with_capacity(dirty.len());
             for key in dirty {
                 // Not cached: a key the tree never held, forgotten when it was removed.
                 if let Some(slot) = self.slots.get_mut(&key) {
                     drain_slot(key, slot, &mut sizes, &mut out);
                 }
             }
+            out
         } else {
-            let mut dirty: Vec<(&Vec<u8>, &mut Slot<V>)> =
-                self.slots.iter_mut().filter(|(_, slot)| slot.dirty).collect();
-            dirty.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.reserve(dirty.len());
-            for (key, slot) in dirty {
-                drain_slot(key.clone(), slot, &mut sizes, &mut out);
-            }
+            self.dirty = Vec::new();
+            self.counted_dirty = 0;
             self.listed = true;
-        }
+            let dirty: Vec<(&Vec<u8>, &mut Slot<V>)> = self.slots.iter_mut().filter(|(_, slot)| slot.dirty).collect();
+            drain_all(dirty, &mut sizes)
+        };
         (self.encoded_total, self.encoded_values) = sizes;
         if full {
             self.slots = Slots::default();
@@ -678,6 +728,32 @@ mod tests {
         assert_eq!(cache.dirty.len(), 101);
         assert!(cache.estimated_bytes() >= before + 100 * 6, "forgotten keys' copies are counted");
         assert_eq!(cache.drain(), vec![(b"again".to_vec(), None)]);
+    }
+
+    /// A large commit is sorted and encoded in two halves on two threads, then merged: the
+    /// result is every live key once, in key order, whatever order the map holds them in.
+    #[test]
+    fn a_large_commit_is_drained_in_key_order() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("t").unwrap();
+        let mut cache = Cache::<u64>::new(true);
+        let mut state = cache.state(&tree);
+        let mut expected = std::collections::BTreeMap::new();
+        for n in 0..(3 * PARALLEL_DRAIN_FROM as u64) {
+            // Spread over the key space, not in insertion order.
+            let key = format!("k/{:016x}", n.wrapping_mul(0x9e37_79b9_7f4a_7c15)).into_bytes();
+            state.put(key.clone(), n);
+            if n % 7 == 0 {
+                state.remove(key);
+            } else {
+                expected.insert(key, Some(encode_value(&n)));
+            }
+        }
+        let drained = cache.drain();
+        assert_eq!(drained.len(), expected.len());
+        assert!(drained.windows(2).all(|w| w[0].0 < w[1].0), "strictly in key order");
+        assert_eq!(drained.into_iter().collect::<std::collections::BTreeMap<_, _>>(), expected);
+        assert_eq!(cache.encoded_values, expected.len() as u64, "every encoded value is counted");
     }
 
     #[test]
