@@ -318,7 +318,14 @@ impl Projector for CustomersProjector {
         0
     }
 
-    fn prefetch(&self, _: &RecordedEvent, event: Option<&Event>, cached: &Cached<'_, Value>, keys: &mut Vec<Vec<u8>>) {
+    fn prefetch(
+        &self,
+        _: &Rules,
+        _: &RecordedEvent,
+        event: Option<&Event>,
+        cached: &Cached<'_, Value>,
+        keys: &mut Vec<Vec<u8>>,
+    ) {
         let customer = match event {
             Some(Event::CustomerCreated(e)) => e.customer_id.0,
             Some(Event::CustomerUpdated(e)) => e.customer_id.0,

@@ -470,7 +470,14 @@ impl Projector for DuplicatesProjector {
         DECODED.contains(&event_type)
     }
 
-    fn prefetch(&self, _: &RecordedEvent, event: Option<&Event>, _: &Cached<'_, Value>, keys: &mut Vec<Vec<u8>>) {
+    fn prefetch(
+        &self,
+        _: &Rules,
+        _: &RecordedEvent,
+        event: Option<&Event>,
+        _: &Cached<'_, Value>,
+        keys: &mut Vec<Vec<u8>>,
+    ) {
         match event {
             Some(Event::CustomerUpdated(e)) => keys.push(record_key(&e.customer_id.0)),
             Some(Event::CustomerAbsorbed(e)) => keys.push(record_key(&e.absorbed_id.0)),

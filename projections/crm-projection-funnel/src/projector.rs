@@ -228,9 +228,44 @@ impl Projector for FunnelProjector {
         DECODED.contains(&event_type)
     }
 
-    fn prefetch(&self, _: &RecordedEvent, event: Option<&Event>, cached: &Cached<'_, Value>, keys: &mut Vec<Vec<u8>>) {
+    /// Every key `apply` reads: the opportunity (or, for a new one, its customer's region)
+    /// first; once that is in memory, the buckets and due days it leaves and those it enters.
+    fn prefetch(
+        &self,
+        rules: &Rules,
+        _: &RecordedEvent,
+        event: Option<&Event>,
+        cached: &Cached<'_, Value>,
+        keys: &mut Vec<Vec<u8>>,
+    ) {
+        // (scopes, month, stage, due day) of each bucket and due-day entry the event changes.
+        let mut touch = |scopes: &[String; 4], at: Option<&DateTime<Utc>>, stage: &str, due: Option<NaiveDate>| {
+            let month = at.map(month);
+            for scope in scopes {
+                if let Some(month) = &month {
+                    let mut key = Vec::new();
+                    bucket_key_into(&mut key, scope, month, stage);
+                    keys.push(key);
+                }
+                if let Some(due) = due {
+                    let mut key = Vec::new();
+                    due_key_into(&mut key, scope, due, stage);
+                    keys.push(key);
+                }
+            }
+        };
         let (opportunity, at) = match event {
-            Some(Event::OpportunityOpened(e)) => return keys.push(region_key(&e.customer_id.0)),
+            Some(Event::OpportunityOpened(e)) => {
+                let key = region_key(&e.customer_id.0);
+                match cached.get(&key) {
+                    Some(Value::Region(region)) => {
+                        let due = self.due(rules, &e.stage, &e.opened_at);
+                        touch(&scopes(region, &e.owner.0), Some(&e.opened_at), &e.stage, due);
+                    }
+                    _ => keys.push(key),
+                }
+                return;
+            }
             Some(Event::StageMoved(e)) => (e.opportunity_id.0, Some(e.moved_at)),
             Some(Event::OpportunityWon(e)) => (e.opportunity_id.0, Some(e.won_at)),
             Some(Event::OpportunityLost(e)) => (e.opportunity_id.0, Some(e.lost_at)),
@@ -244,19 +279,15 @@ impl Projector for FunnelProjector {
         let Some(Value::Opportunity(o)) = cached.get(&key) else {
             return keys.push(key);
         };
-        // The second round: the buckets it leaves and the due days it is counted in.
-        let month = at.as_ref().map(month);
-        for scope in &scopes(&o.region, &o.owner) {
-            if let Some(month) = &month {
-                let mut key = Vec::new();
-                bucket_key_into(&mut key, scope, month, &o.stage);
-                keys.push(key);
-            }
-            if let Some(due) = o.due {
-                let mut key = Vec::new();
-                due_key_into(&mut key, scope, due, &o.stage);
-                keys.push(key);
-            }
+        // The second round: what it leaves, then what it enters.
+        let here = scopes(&o.region, &o.owner);
+        touch(&here, at.as_ref(), &o.stage, o.due);
+        match event {
+            Some(Event::StageMoved(e)) => touch(&here, Some(&e.moved_at), &e.to, self.due(rules, &e.to, &e.moved_at)),
+            Some(Event::OpportunityWon(e)) => touch(&here, Some(&e.won_at), &rules.pipeline.won_stage, None),
+            Some(Event::OpportunityLost(e)) => touch(&here, Some(&e.lost_at), &rules.pipeline.lost_stage, None),
+            Some(Event::OwnerChanged(e)) if o.open => touch(&scopes(&o.region, &e.to.0), None, &o.stage, o.due),
+            _ => {}
         }
     }
 

@@ -176,7 +176,14 @@ impl Projector for HealthProjector {
         DECODED.contains(&event_type)
     }
 
-    fn prefetch(&self, _: &RecordedEvent, event: Option<&Event>, _: &Cached<'_, Value>, keys: &mut Vec<Vec<u8>>) {
+    fn prefetch(
+        &self,
+        _: &Rules,
+        _: &RecordedEvent,
+        event: Option<&Event>,
+        _: &Cached<'_, Value>,
+        keys: &mut Vec<Vec<u8>>,
+    ) {
         let customer = match event {
             Some(Event::CustomerUpdated(e)) => e.customer_id.0,
             Some(Event::CustomersMerged(e)) => e.survivor_id.0,

@@ -338,10 +338,15 @@ impl<P: Projector> Builder<P> {
             .zip(&decoded)
             .map_while(|(recorded, event)| event.as_ref().ok().map(|event| (recorded, event.as_ref())))
             .collect();
-        if let Err(detail) = self.cache.prefetch(&*projector, &self.tree, &readable) {
-            self.roll_back();
-            return Err(Failure { position: from, detail: format!("reading ahead: {detail}") });
-        }
+        let started = std::time::Instant::now();
+        let read_ahead = match self.cache.prefetch(&*projector, &self.meta.rules, &self.tree, &readable) {
+            Ok(keys) => keys,
+            Err(detail) => {
+                self.roll_back();
+                return Err(Failure { position: from, detail: format!("reading ahead: {detail}") });
+            }
+        };
+        let read_ahead_seconds = started.elapsed().as_secs_f64();
         let mut state = self.cache.state(&self.tree);
         for (recorded, event) in events.iter().zip(decoded) {
             let fail = |detail: String| Failure { position: recorded.position, detail };
@@ -371,6 +376,15 @@ impl<P: Projector> Builder<P> {
             progress.last_recorded = recorded.recorded_at_micros;
             progress.applied += 1;
         }
+        tracing::trace!(
+            tree = %String::from_utf8_lossy(&self.tree.name()),
+            from,
+            events = events.len(),
+            read_ahead,
+            read_ahead_seconds,
+            seconds = started.elapsed().as_secs_f64(),
+            "applied a chunk"
+        );
         Ok(!(commit == Commit::WhenDone && self.cache.is_full()))
     }
 
@@ -455,14 +469,18 @@ mod tests {
         // Reopened: nothing in memory, the tree is not empty, so reads go to it.
         let mut builder = Builder::open(projector.clone(), tree.clone(), Rules::default(), false).unwrap();
         let rest: Vec<(&RecordedEvent, Option<&Event>)> = events[half as usize..].iter().map(|e| (e, None)).collect();
-        let read = builder.cache.prefetch(&*projector, &tree, &rest).unwrap();
+        let read = builder.cache.prefetch(&*projector, &Rules::default(), &tree, &rest).unwrap();
         let streams: std::collections::BTreeSet<_> = events[half as usize..].iter().map(|e| &e.stream).collect();
         assert_eq!(read, streams.len() + rest.len(), "each stream key once, and every never-read key");
         let cached = builder.cache.cached();
         let seen_before =
             events[..half as usize].iter().find(|e| streams.contains(&e.stream)).expect("a stream in both halves");
         assert!(cached.get(format!("stream/{}", seen_before.stream).as_bytes()).is_some(), "read from the tree");
-        assert_eq!(builder.cache.prefetch(&*projector, &tree, &rest).unwrap(), 0, "nothing is read twice");
+        assert_eq!(
+            builder.cache.prefetch(&*projector, &Rules::default(), &tree, &rest).unwrap(),
+            0,
+            "nothing is read twice"
+        );
 
         builder.step(&log.store, u64::MAX, u64::MAX, Commit::EveryStep).unwrap();
         assert_eq!(dump(&tree), expected);

@@ -54,12 +54,13 @@ pub trait Projector: Send + Sync + 'static {
     /// changes only the speed, never the result.
     fn prefetch(
         &self,
+        rules: &Rules,
         recorded: &RecordedEvent,
         event: Option<&Event>,
         cached: &Cached<'_, Self::Value>,
         keys: &mut Vec<Vec<u8>>,
     ) {
-        let _ = (recorded, event, cached, keys);
+        let _ = (rules, recorded, event, cached, keys);
     }
 
     /// Folds one event into the state. `rules` are the rules this build runs with (the rules
@@ -495,6 +496,9 @@ pub(crate) struct Cache<V> {
     /// Estimated memory of `slots`: keys, [`ENTRY_OVERHEAD`], and values estimated from the
     /// mean encoded size seen so far (twice it, for the decoded form's allocations).
     bytes: usize,
+    /// Estimated memory of the key copies in `dirty` not counted in `bytes`; freed, and
+    /// reset, by every commit.
+    copy_bytes: usize,
     encoded_total: u64,
     encoded_values: u64,
 }
@@ -510,6 +514,7 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
             counted: 0,
             counted_dirty: 0,
             bytes: 0,
+            copy_bytes: 0,
             encoded_total: 0,
             encoded_values: 0,
         }
@@ -530,6 +535,7 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
     pub(crate) fn prefetch<P: Projector<Value = V>>(
         &mut self,
         projector: &P,
+        rules: &Rules,
         tree: &sled::Tree,
         events: &[(&RecordedEvent, Option<&Event>)],
     ) -> std::result::Result<usize, String>
@@ -545,7 +551,7 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
             {
                 let cached = self.cached();
                 for (recorded, event) in events {
-                    projector.prefetch(recorded, *event, &cached, &mut keys);
+                    projector.prefetch(rules, recorded, *event, &cached, &mut keys);
                 }
             }
             // In key order, each once: keys read in the first round are in memory now.
@@ -578,6 +584,7 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
         self.counted = 0;
         self.counted_dirty = 0;
         self.bytes = 0;
+        self.copy_bytes = 0;
     }
 
     fn value_estimate(&self) -> usize {
@@ -601,11 +608,12 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
                 let n = sample.len();
                 sample.map(Vec::len).sum::<usize>().checked_div(n).unwrap_or(32)
             });
-            self.bytes += added * (mean_key + ENTRY_OVERHEAD + per_value) + copies * (mean_key + DIRTY_COPY_OVERHEAD);
+            self.bytes += added * (mean_key + ENTRY_OVERHEAD + per_value);
+            self.copy_bytes += copies * (mean_key + DIRTY_COPY_OVERHEAD);
             self.counted = self.slots.len();
             self.counted_dirty = self.dirty.len();
         }
-        self.bytes
+        self.bytes + self.copy_bytes
     }
 
     /// Whether the cache holds more than [`CACHE_BYTES`].
@@ -634,6 +642,7 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
         let out = if self.listed && self.dirty.len() < self.slots.len() / WALK_FROM_SHARE {
             let mut dirty = std::mem::take(&mut self.dirty);
             self.counted_dirty = 0;
+            self.copy_bytes = 0;
             dirty.sort_unstable();
             // A key removed and put again is listed twice.
             dirty.dedup();
@@ -648,12 +657,18 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
         } else {
             self.dirty = Vec::new();
             self.counted_dirty = 0;
+            self.copy_bytes = 0;
             self.listed = true;
             let dirty: Vec<(&Vec<u8>, &mut Slot<V>)> = self.slots.iter_mut().filter(|(_, slot)| slot.dirty).collect();
             drain_all(dirty, &mut sizes)
         };
         (self.encoded_total, self.encoded_values) = sizes;
         if full {
+            tracing::debug!(
+                entries = self.slots.len(),
+                estimated_bytes = self.bytes + self.copy_bytes,
+                "cache over its bound: emptied after this commit"
+            );
             self.slots = Slots::default();
             self.complete = false;
             self.counted = 0;
@@ -728,6 +743,37 @@ mod tests {
         assert_eq!(cache.dirty.len(), 101);
         assert!(cache.estimated_bytes() >= before + 100 * 6, "forgotten keys' copies are counted");
         assert_eq!(cache.drain(), vec![(b"again".to_vec(), None)]);
+    }
+
+    /// A live build changes the same keys step after step: the copies its dirty list holds
+    /// are freed by each commit, so its estimated memory does not grow with the steps (it
+    /// grew without bound, and emptied the cache of a busy read model every so often).
+    #[test]
+    fn a_live_cache_does_not_grow_by_changing_the_same_keys() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("t").unwrap();
+        let mut cache = Cache::<u64>::new(false);
+        // Many clean entries, few changed per step: each commit looks its list up.
+        let mut state = cache.state(&tree);
+        for k in 0..1000u64 {
+            state.put(format!("key/{k}").into_bytes(), 0);
+        }
+        cache.drain();
+        let step = |cache: &mut Cache<u64>, n: u64| {
+            let mut state = cache.state(&tree);
+            for k in 0..100u64 {
+                state.put(format!("key/{k}").into_bytes(), n);
+            }
+            let estimated = cache.estimated_bytes();
+            assert_eq!(cache.drain().len(), 100);
+            estimated
+        };
+        let first = step(&mut cache, 0);
+        let second = step(&mut cache, 1);
+        for n in 2..1000 {
+            assert_eq!(step(&mut cache, n), second, "step {n}");
+        }
+        assert!(second < 2 * first, "{first} -> {second}");
     }
 
     /// A large commit is sorted and encoded in two halves on two threads, then merged: the

@@ -103,6 +103,7 @@ impl Projector for Counting {
     /// The keys `apply` reads, and one it never does (a wrong hint costs a read, nothing else).
     fn prefetch(
         &self,
+        _rules: &Rules,
         recorded: &RecordedEvent,
         _: Option<&Event>,
         _: &crate::Cached<'_, u64>,

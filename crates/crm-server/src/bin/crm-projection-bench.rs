@@ -614,7 +614,8 @@ async fn lag(
         }));
     }
     let started = Instant::now();
-    let mut samples: Vec<(String, f64, u64)> = Vec::new();
+    // (read model, lag in seconds, events behind, seconds into the run)
+    let mut samples: Vec<(String, f64, u64, f64)> = Vec::new();
     let mut rules_change_at = rules_change_at.map(Duration::from_secs);
     while started.elapsed() < Duration::from_secs(seconds) {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -633,7 +634,7 @@ async fn lag(
                 let e = store.read_all_blocking(p + 1, 1)?;
                 e.first().map_or(0.0, |e| (now - e.recorded_at_micros).max(0) as f64 / 1e6)
             };
-            samples.push((h.name().to_owned(), lag_seconds, head.saturating_sub(p)));
+            samples.push((h.name().to_owned(), lag_seconds, head.saturating_sub(p), started.elapsed().as_secs_f64()));
         }
     }
     done.store(true, Ordering::Relaxed);
@@ -661,6 +662,20 @@ async fn lag(
             lags.len(),
             h.status().rebuilds_completed
         );
+        // The same by 10-second window: a process that starts cold (empty caches) lags most
+        // in its first seconds; the later windows show the steady state.
+        let windows: Vec<String> = (0..seconds.div_ceil(10))
+            .map(|w| {
+                let mut lags: Vec<f64> =
+                    samples.iter().filter(|s| s.0 == h.name() && (s.3 / 10.0) as u64 == w).map(|s| s.1).collect();
+                lags.sort_by(f64::total_cmp);
+                match lags.len() {
+                    0 => "-".to_owned(),
+                    n => format!("{:.2}", lags[((0.99 * (n - 1) as f64).round()) as usize]),
+                }
+            })
+            .collect();
+        println!("lag {} p99 per 10 s: {}", h.name(), windows.join(" / "));
         h.stop().await;
     }
     store.close();
