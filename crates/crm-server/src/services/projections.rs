@@ -134,15 +134,20 @@ fn deadline<T>(request: &tonic::Request<T>) -> Duration {
     }
 }
 
-/// The reader a query answers from, after waiting (within the call's deadline, less a small
-/// margin to answer in) until the read model has applied `min_position`.
+/// The reader a query answers from, after waiting (within the call's deadline, less a
+/// margin to answer in) until the read model has applied `min_position`. The margin is a
+/// fifth of the deadline, between 20 and 200 ms: a fixed 20 ms was too little on a loaded
+/// machine, where the client's own timer then fired first and the caller got a bare
+/// "Timeout expired" instead of the server's DeadlineExceeded naming both positions.
 pub(crate) async fn fresh_reader<T>(
     handle: &ProjectionHandle,
     request: &tonic::Request<T>,
     min_position: u64,
 ) -> Result<Reader, Status> {
     if min_position > handle.position() {
-        let wait = deadline(request).saturating_sub(Duration::from_millis(20));
+        let deadline = deadline(request);
+        let margin = (deadline / 5).clamp(Duration::from_millis(20), Duration::from_millis(200));
+        let wait = deadline.saturating_sub(margin);
         handle.wait_for(min_position, wait).await.map_err(crate::status::from_projection)?;
     }
     Ok(handle.reader())
