@@ -416,7 +416,9 @@ impl<P: Projector> Builder<P> {
             std::thread::scope(|scope| {
                 let writers: Vec<_> =
                     entries.chunks(part).map(|part| scope.spawn(move || insert_all(tree, part, abandon))).collect();
-                writers.into_iter().try_for_each(|w| w.join().map_err(|_| "a commit thread panicked".to_owned())?)
+                // Every thread is joined before the first error is returned.
+                let results: Vec<_> = writers.into_iter().map(|w| w.join()).collect();
+                results.into_iter().try_for_each(|r| r.map_err(|_| "a commit thread panicked".to_owned())?)
             })?;
             batch.remove(SPILL_KEY);
         } else {

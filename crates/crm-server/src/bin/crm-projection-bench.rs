@@ -664,7 +664,9 @@ async fn lag(
         );
         // The same by 10-second window: a process that starts cold (empty caches) lags most
         // in its first seconds; the later windows show the steady state.
-        let windows: Vec<String> = (0..seconds.div_ceil(10))
+        // The last sample may fall just after `seconds`: its window is printed too.
+        let last_window = samples.last().map_or(0, |s| (s.3 / 10.0) as u64);
+        let windows: Vec<String> = (0..=last_window)
             .map(|w| {
                 let mut lags: Vec<f64> =
                     samples.iter().filter(|s| s.0 == h.name() && (s.3 / 10.0) as u64 == w).map(|s| s.1).collect();
