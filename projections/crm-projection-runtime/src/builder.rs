@@ -226,9 +226,8 @@ impl<P: Projector> Builder<P> {
             } else {
                 let projector = self.projector.clone();
                 while progress.position < end {
-                    let from = progress.position + 1;
-                    let chunk = read_chunk(store, &*projector, from, end);
-                    if !self.apply_chunk(chunk, from, commit, &mut progress)? {
+                    let chunk = read_chunk(store, &*projector, progress.position + 1, end);
+                    if !self.apply_chunk(chunk, commit, &mut progress)? {
                         break;
                     }
                 }
@@ -289,13 +288,10 @@ impl<P: Projector> Builder<P> {
                 }
             });
             // Returning drops `chunks`, so a reader blocked on a full channel ends too.
-            let mut from = first;
             for chunk in chunks {
-                let read = chunk.as_ref().map_or(0, |c| c.events.len() as u64);
-                if !self.apply_chunk(chunk, from, commit, progress)? {
+                if !self.apply_chunk(chunk, commit, progress)? {
                     break;
                 }
-                from += read;
             }
             if self.abandon.load(Ordering::Relaxed) && progress.position < end {
                 self.roll_back();
@@ -308,16 +304,16 @@ impl<P: Projector> Builder<P> {
         })
     }
 
-    /// Applies one chunk read from position `from`. Returns whether the step goes on (false:
-    /// the log returned nothing, or a [`Commit::WhenDone`] build's cache is full). On failure
-    /// everything uncommitted is rolled back.
+    /// Applies one chunk, read from the position after `progress`. Returns whether the step
+    /// goes on (false: the log returned nothing, or a [`Commit::WhenDone`] build's cache is
+    /// full). On failure everything uncommitted is rolled back.
     fn apply_chunk(
         &mut self,
         chunk: Result<Chunk, String>,
-        from: u64,
         commit: Commit,
         progress: &mut Progress,
     ) -> Result<bool, Failure> {
+        let from = progress.position + 1;
         if self.abandon.load(Ordering::Relaxed) {
             self.roll_back();
             return Err(Failure { position: from, detail: "abandoned: the runner stopped".into() });
