@@ -356,6 +356,13 @@ pub struct State<'a, V> {
     complete: bool,
 }
 
+/// Adds a copy of `key` to a build's list of dirty keys, if it keeps one (see [`State`]).
+fn list(dirty: &mut Option<&mut Vec<Vec<u8>>>, key: &[u8]) {
+    if let Some(dirty) = dirty {
+        dirty.push(key.to_vec());
+    }
+}
+
 impl<V: Serialize + DeserializeOwned + Clone> State<'_, V> {
     /// The name of the tree this build writes (`<projection>/<generation>` or
     /// `<projection>/verify`), for projectors that keep in-memory structures per build.
@@ -402,18 +409,14 @@ impl<V: Serialize + DeserializeOwned + Clone> State<'_, V> {
                 slot.value = value;
                 if !slot.dirty {
                     slot.dirty = true;
-                    if let Some(dirty) = self.dirty.as_mut() {
-                        dirty.push(entry.key().clone());
-                    }
+                    list(&mut self.dirty, entry.key());
                 }
             }
             hashbrown::hash_map::Entry::Vacant(entry) => {
                 if value.is_none() && self.complete {
                     return;
                 }
-                if let Some(dirty) = self.dirty.as_mut() {
-                    dirty.push(entry.key().clone());
-                }
+                list(&mut self.dirty, entry.key());
                 let stored = !self.complete;
                 entry.insert(Slot { value, dirty: true, stored });
             }
@@ -425,9 +428,7 @@ impl<V: Serialize + DeserializeOwned + Clone> State<'_, V> {
         let slot = load(self.cache, self.tree, self.complete, key)?;
         if !slot.dirty {
             slot.dirty = true;
-            if let Some(dirty) = self.dirty.as_mut() {
-                dirty.push(key.to_vec());
-            }
+            list(&mut self.dirty, key);
         }
         Ok(slot)
     }
@@ -457,9 +458,7 @@ impl<V: Serialize + DeserializeOwned + Clone> State<'_, V> {
         }
         if !slot.dirty {
             slot.dirty = true;
-            if let Some(dirty) = self.dirty.as_mut() {
-                dirty.push(key.to_vec());
-            }
+            list(&mut self.dirty, key);
         }
         Ok(slot.value.as_mut())
     }
@@ -682,12 +681,18 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
 mod tests {
     use super::*;
 
+    /// A tree in a temporary database (kept open by the returned handle).
+    fn temp_tree() -> (sled::Db, sled::Tree) {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("t").unwrap();
+        (db, tree)
+    }
+
     /// Reads on scoped threads (no runtime) and on tokio's blocking pool give the values of
     /// the keys, in their order, absent keys as `None`.
     #[test]
     fn parallel_reads_keep_the_order_of_the_keys_with_and_without_a_runtime() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let tree = db.open_tree("t").unwrap();
+        let (_db, tree) = temp_tree();
         let keys: Vec<Vec<u8>> = (0..100u64).map(|n| format!("k/{n:03}").into_bytes()).collect();
         for (n, key) in keys.iter().enumerate().filter(|(n, _)| n % 3 != 0) {
             tree.insert(key, encode_value(&(n as u64))).unwrap();
@@ -708,8 +713,7 @@ mod tests {
     /// again count against the memory bound.
     #[test]
     fn a_fresh_build_forgets_removed_keys_and_writes_each_key_once() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let tree = db.open_tree("t").unwrap();
+        let (_db, tree) = temp_tree();
         let mut cache = Cache::<u64>::new(true);
         let mut state = cache.state(&tree);
         state.put(b"again".to_vec(), 1);
@@ -750,8 +754,7 @@ mod tests {
     /// grew without bound, and emptied the cache of a busy read model every so often).
     #[test]
     fn a_live_cache_does_not_grow_by_changing_the_same_keys() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let tree = db.open_tree("t").unwrap();
+        let (_db, tree) = temp_tree();
         let mut cache = Cache::<u64>::new(false);
         // Many clean entries, few changed per step: each commit looks its list up.
         let mut state = cache.state(&tree);
@@ -780,8 +783,7 @@ mod tests {
     /// result is every live key once, in key order, whatever order the map holds them in.
     #[test]
     fn a_large_commit_is_drained_in_key_order() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let tree = db.open_tree("t").unwrap();
+        let (_db, tree) = temp_tree();
         let mut cache = Cache::<u64>::new(true);
         let mut state = cache.state(&tree);
         let mut expected = std::collections::BTreeMap::new();
