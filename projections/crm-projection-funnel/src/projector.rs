@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::calendar::Calendar;
 
-/// Counts for one stage, one month, one scope.
+/// Counts for one stage in one month and scope.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bucket {
     pub entered: u64,
@@ -26,7 +26,13 @@ pub struct Bucket {
     pub won_unverified: u64,
 }
 
-/// What the funnel keeps per open opportunity.
+/// Every stage's bucket of one month in one scope, by stage.
+pub type Month = BTreeMap<String, Bucket>;
+
+/// Open opportunities whose stage limit ends in one month, by (day of the month, stage).
+pub type DueDays = BTreeMap<(u8, String), u64>;
+
+/// What the funnel keeps per opportunity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpportunityState {
     pub customer: Uuid,
@@ -41,12 +47,14 @@ pub struct OpportunityState {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Value {
-    Bucket(Bucket),
+    /// `b/<scope>/<YYYY-MM>`: the month's counts, by stage. A stage move changes one of these
+    /// per scope (it leaves one stage and enters another in the same month).
+    Month(Month),
     Opportunity(OpportunityState),
     /// A customer's region (`-` when unknown).
     Region(String),
-    /// Open opportunities due on a day in a stage: `d/<scope>/<due>/<stage>`.
-    DueCount(u64),
+    /// `d/<scope>/<YYYY-MM>`: open opportunities due on the days of that month.
+    Due(DueDays),
 }
 
 /// Region used when the customer has none.
@@ -56,34 +64,31 @@ pub(crate) fn scopes(region: &str, owner: &Uuid) -> [String; 4] {
     ["*".to_owned(), format!("r:{region}"), format!("o:{owner}"), format!("ro:{region}|{owner}")]
 }
 
-/// `b/<scope>/<month>/<stage>`, written over `key` (a buffer the fold reuses).
-fn bucket_key_into(key: &mut Vec<u8>, scope: &str, month: &str, stage: &str) {
+/// Key kinds: a month's buckets and a month's due days.
+const BUCKETS: u8 = b'b';
+const DUE: u8 = b'd';
+
+/// `<kind>/<scope>/<YYYY-MM>`, written over `key` (a buffer the fold reuses).
+fn month_key_into(key: &mut Vec<u8>, kind: u8, scope: &str, date: NaiveDate) {
     key.clear();
-    key.extend_from_slice(b"b/");
+    key.push(kind);
+    key.push(b'/');
     key.extend_from_slice(scope.as_bytes());
     key.push(b'/');
-    key.extend_from_slice(month.as_bytes());
-    key.push(b'/');
-    key.extend_from_slice(stage.as_bytes());
+    push_month(key, date.year(), date.month());
 }
 
-/// `d/<scope>/<due, as NaiveDate displays it>/<stage>`, written over `key`.
-fn due_key_into(key: &mut Vec<u8>, scope: &str, due: NaiveDate, stage: &str) {
-    key.clear();
-    key.extend_from_slice(b"d/");
-    key.extend_from_slice(scope.as_bytes());
-    key.push(b'/');
-    push_date(key, due);
-    key.push(b'/');
-    key.extend_from_slice(stage.as_bytes());
+fn month_key(kind: u8, scope: &str, date: NaiveDate) -> Vec<u8> {
+    let mut key = Vec::with_capacity(96);
+    month_key_into(&mut key, kind, scope, date);
+    key
 }
 
-/// Appends `date` as its `Display` does (`YYYY-MM-DD`), without the formatting machinery for
-/// the years every real date has.
-fn push_date(key: &mut Vec<u8>, date: NaiveDate) {
-    let year = date.year();
+/// Appends `YYYY-MM` as `format!("{year:04}-{month:02}")` does, without the formatting
+/// machinery for the years every real date has.
+fn push_month(key: &mut Vec<u8>, year: i32, month: u32) {
     if !(0..=9999).contains(&year) {
-        key.extend_from_slice(date.to_string().as_bytes());
+        key.extend_from_slice(format!("{year:04}-{month:02}").as_bytes());
         return;
     }
     let digits = |key: &mut Vec<u8>, n: u32, width: u32| {
@@ -93,9 +98,14 @@ fn push_date(key: &mut Vec<u8>, date: NaiveDate) {
     };
     digits(key, year as u32, 4);
     key.push(b'-');
-    digits(key, date.month(), 2);
-    key.push(b'-');
-    digits(key, date.day(), 2);
+    digits(key, month, 2);
+}
+
+/// `YYYY-MM`, as bucket keys and queries name a month.
+pub(crate) fn month_name(date: NaiveDate) -> String {
+    let mut name = Vec::with_capacity(7);
+    push_month(&mut name, date.year(), date.month());
+    String::from_utf8(name).expect("digits and a dash")
 }
 
 fn opportunity_key(id: &Uuid) -> Vec<u8> {
@@ -104,11 +114,6 @@ fn opportunity_key(id: &Uuid) -> Vec<u8> {
 
 fn region_key(id: &Uuid) -> Vec<u8> {
     format!("r/{id}").into_bytes()
-}
-
-/// `YYYY-MM`, as `%Y-%m` formats it (without chrono's format-string interpreter).
-fn month(at: &DateTime<Utc>) -> String {
-    format!("{:04}-{:02}", at.year(), at.month())
 }
 
 /// The event types `apply` reads the payload of (see [`Projector::decodes`]).
@@ -132,48 +137,108 @@ pub struct FunnelProjector {
 
 type Result<T = ()> = std::result::Result<T, String>;
 
+/// `map[key] += 1`, allocating the key only when it is new.
+fn count(map: &mut BTreeMap<String, u64>, key: &str) {
+    match map.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            map.insert(key.to_owned(), 1);
+        }
+    }
+}
+
+/// The bucket of `stage` in `month`, created empty when absent.
+fn bucket<'m>(month: &'m mut Month, stage: &str) -> &'m mut Bucket {
+    if !month.contains_key(stage) {
+        month.insert(stage.to_owned(), Bucket::default());
+    }
+    month.get_mut(stage).expect("inserted above")
+}
+
+/// Counts an exit from `stage` to `to` after `dwell` working days.
+fn exit(month: &mut Month, stage: &str, to: &str, dwell: u32) {
+    let b = bucket(month, stage);
+    b.exited += 1;
+    count(&mut b.moved_to, to);
+    *b.dwell.entry(dwell).or_default() += 1;
+}
+
+/// Adds `delta` (+1 or -1) to the open opportunities due on `due` in `stage`; a count that
+/// reaches zero is dropped (and a decrement of a missing count does nothing).
+fn change_due(days: &mut DueDays, due: NaiveDate, stage: &str, delta: i8) {
+    // `due.day()` is 1..=31.
+    let slot = (due.day() as u8, stage.to_owned());
+    if delta > 0 {
+        *days.entry(slot).or_default() += 1;
+    } else if let Some(n) = days.get_mut(&slot) {
+        *n -= 1;
+        if *n == 0 {
+            days.remove(&slot);
+        }
+    }
+}
+
+fn same_month(a: NaiveDate, b: NaiveDate) -> bool {
+    a.year() == b.year() && a.month() == b.month()
+}
+
 impl FunnelProjector {
     pub fn new(calendar: Calendar) -> Self {
         FunnelProjector { calendar }
     }
 
-    /// Changes the buckets of `stage` in the month of `at`, in each of `scopes` (those of the
-    /// opportunity's region and owner, computed once per event).
-    fn bump(
-        state: &mut State<'_, Value>,
-        scopes: &[String; 4],
-        at: &DateTime<Utc>,
-        stage: &str,
-        f: impl Fn(&mut Bucket),
-    ) -> Result {
-        let m = month(at);
+    /// Changes the month of `at` in each of `scopes` (those of the opportunity's region and
+    /// owner, computed once per event).
+    fn bump(state: &mut State<'_, Value>, scopes: &[String; 4], at: &DateTime<Utc>, f: impl Fn(&mut Month)) -> Result {
         let mut key = Vec::with_capacity(96);
         for scope in scopes {
-            bucket_key_into(&mut key, scope, &m, stage);
-            let value = state.get_or_insert_with(&key, || Value::Bucket(Bucket::default()))?;
-            match value {
-                Value::Bucket(b) => f(b),
-                other => return Err(format!("expected a bucket, found {other:?}")),
+            month_key_into(&mut key, BUCKETS, scope, at.date_naive());
+            match state.get_or_insert_with(&key, || Value::Month(Month::new()))? {
+                Value::Month(month) => f(month),
+                other => return Err(format!("expected a month's buckets, found {other:?}")),
             }
         }
         Ok(())
     }
 
-    /// Counts the open opportunity in (or out of) its stage's due-day bucket.
-    /// `scopes` are those of `o`'s region and owner.
-    fn set_due(state: &mut State<'_, Value>, o: &OpportunityState, scopes: &[String; 4], present: bool) -> Result {
-        if let Some(due) = o.due {
-            let mut key = Vec::with_capacity(96);
-            for scope in scopes {
-                due_key_into(&mut key, scope, due, &o.stage);
+    /// Moves an open opportunity's due-day count from `from` to `to` (due day, stage) in each
+    /// of `scopes`; either may be absent (no limit, or not open). Both in one month: one
+    /// change per scope.
+    fn move_due(
+        state: &mut State<'_, Value>,
+        scopes: &[String],
+        from: Option<(NaiveDate, &str)>,
+        to: Option<(NaiveDate, &str)>,
+    ) -> Result {
+        if from == to {
+            return Ok(());
+        }
+        let mut key = Vec::with_capacity(96);
+        for scope in scopes {
+            let mut change = |due: NaiveDate, f: &dyn Fn(&mut DueDays)| {
+                month_key_into(&mut key, DUE, scope, due);
                 state.update(&key, |old| {
-                    let n = match old {
-                        Some(Value::DueCount(n)) => n,
-                        _ => 0,
+                    let mut days = match old {
+                        Some(Value::Due(days)) => days,
+                        _ => DueDays::new(),
                     };
-                    let n = if present { n + 1 } else { n.saturating_sub(1) };
-                    (n > 0).then_some(Value::DueCount(n))
-                })?;
+                    f(&mut days);
+                    (!days.is_empty()).then_some(Value::Due(days))
+                })
+            };
+            match (from, to) {
+                (Some((a, from_stage)), Some((b, to_stage))) if same_month(a, b) => change(a, &|days| {
+                    change_due(days, a, from_stage, -1);
+                    change_due(days, b, to_stage, 1);
+                })?,
+                _ => {
+                    if let Some((due, stage)) = from {
+                        change(due, &|days| change_due(days, due, stage, -1))?;
+                    }
+                    if let Some((due, stage)) = to {
+                        change(due, &|days| change_due(days, due, stage, 1))?;
+                    }
+                }
             }
         }
         Ok(())
@@ -183,29 +248,48 @@ impl FunnelProjector {
         rules.stage_time_limits.get(stage).map(|days| self.calendar.add_working_days(at.date_naive(), *days))
     }
 
-    fn load(state: &mut State<'_, Value>, id: &Uuid) -> Result<OpportunityState> {
-        match state.get_cloned(&opportunity_key(id))? {
+    /// The stored opportunity `id`, changed in place.
+    fn opportunity<'s>(state: &'s mut State<'_, Value>, id: &Uuid) -> Result<&'s mut OpportunityState> {
+        match state.get_mut(&opportunity_key(id))? {
             Some(Value::Opportunity(o)) => Ok(o),
             _ => Err(format!("opportunity {id} is not known")),
         }
     }
 
-    /// The opportunity leaves its stage at `at` for `to`.
-    fn exit(
-        &self,
+    /// The opportunity `id` leaves its stage at `at` for `to` (a pipeline stage, won or lost):
+    /// its stage, entry time and due day are replaced, and what it left is returned.
+    fn leave(
         state: &mut State<'_, Value>,
-        o: &OpportunityState,
-        scopes: &[String; 4],
-        at: &DateTime<Utc>,
+        id: &Uuid,
         to: &str,
-    ) -> Result {
-        let dwell = self.calendar.working_days_between(o.entered_at.date_naive(), at.date_naive());
-        Self::bump(state, scopes, at, &o.stage, |b| {
-            b.exited += 1;
-            *b.moved_to.entry(to.to_owned()).or_default() += 1;
-            *b.dwell.entry(dwell).or_default() += 1;
-        })
+        at: DateTime<Utc>,
+        due: Option<NaiveDate>,
+        open: bool,
+    ) -> Result<Left> {
+        let o = Self::opportunity(state, id)?;
+        let left = Left {
+            scopes: scopes(&o.region, &o.owner),
+            stage: std::mem::replace(&mut o.stage, to.to_owned()),
+            entered_at: std::mem::replace(&mut o.entered_at, at),
+            due: std::mem::replace(&mut o.due, due),
+        };
+        // A won or lost one has entered its end stage when it closed.
+        o.open &= open;
+        Ok(left)
     }
+
+    fn dwell(&self, left: &Left, at: &DateTime<Utc>) -> u32 {
+        self.calendar.working_days_between(left.entered_at.date_naive(), at.date_naive())
+    }
+}
+
+/// What an opportunity left in a move: the scopes it counts in, and its former stage, entry
+/// time and due day.
+struct Left {
+    scopes: [String; 4],
+    stage: String,
+    entered_at: DateTime<Utc>,
+    due: Option<NaiveDate>,
 }
 
 impl Projector for FunnelProjector {
@@ -215,8 +299,9 @@ impl Projector for FunnelProjector {
         "funnel"
     }
 
+    /// 3: a month's stages in one value, and due days by month.
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn fingerprint(&self, rules: &Rules) -> u64 {
@@ -229,7 +314,7 @@ impl Projector for FunnelProjector {
     }
 
     /// Every key `apply` reads: the opportunity (or, for a new one, its customer's region)
-    /// first; once that is in memory, the buckets and due days it leaves and those it enters.
+    /// first; once that is in memory, the months and due days it changes.
     fn prefetch(
         &self,
         rules: &Rules,
@@ -238,19 +323,14 @@ impl Projector for FunnelProjector {
         cached: &Cached<'_, Value>,
         keys: &mut Vec<Vec<u8>>,
     ) {
-        // (scopes, month, stage, due day) of each bucket and due-day entry the event changes.
-        let mut touch = |scopes: &[String; 4], at: Option<&DateTime<Utc>>, stage: &str, due: Option<NaiveDate>| {
-            let month = at.map(month);
+        // The month of `at` and the month of each due day, in each scope.
+        let mut touch = |scopes: &[String; 4], at: Option<&DateTime<Utc>>, dues: &[Option<NaiveDate>]| {
             for scope in scopes {
-                if let Some(month) = &month {
-                    let mut key = Vec::new();
-                    bucket_key_into(&mut key, scope, month, stage);
-                    keys.push(key);
+                if let Some(at) = at {
+                    keys.push(month_key(BUCKETS, scope, at.date_naive()));
                 }
-                if let Some(due) = due {
-                    let mut key = Vec::new();
-                    due_key_into(&mut key, scope, due, stage);
-                    keys.push(key);
+                for due in dues.iter().flatten() {
+                    keys.push(month_key(DUE, scope, *due));
                 }
             }
         };
@@ -260,7 +340,7 @@ impl Projector for FunnelProjector {
                 match cached.get(&key) {
                     Some(Value::Region(region)) => {
                         let due = self.due(rules, &e.stage, &e.opened_at);
-                        touch(&scopes(region, &e.owner.0), Some(&e.opened_at), &e.stage, due);
+                        touch(&scopes(region, &e.owner.0), Some(&e.opened_at), &[due]);
                     }
                     _ => keys.push(key),
                 }
@@ -279,15 +359,19 @@ impl Projector for FunnelProjector {
         let Some(Value::Opportunity(o)) = cached.get(&key) else {
             return keys.push(key);
         };
-        // The second round: what it leaves, then what it enters.
+        // The second round.
         let here = scopes(&o.region, &o.owner);
-        touch(&here, at.as_ref(), &o.stage, o.due);
         match event {
-            Some(Event::StageMoved(e)) => touch(&here, Some(&e.moved_at), &e.to, self.due(rules, &e.to, &e.moved_at)),
-            Some(Event::OpportunityWon(e)) => touch(&here, Some(&e.won_at), &rules.pipeline.won_stage, None),
-            Some(Event::OpportunityLost(e)) => touch(&here, Some(&e.lost_at), &rules.pipeline.lost_stage, None),
-            Some(Event::OwnerChanged(e)) if o.open => touch(&scopes(&o.region, &e.to.0), None, &o.stage, o.due),
-            _ => {}
+            Some(Event::StageMoved(e)) => {
+                touch(&here, Some(&e.moved_at), &[o.due, self.due(rules, &e.to, &e.moved_at)]);
+            }
+            Some(Event::OwnerChanged(e)) => {
+                touch(&here, None, &[o.due]);
+                if o.open {
+                    touch(&scopes(&o.region, &e.to.0), None, &[o.due]);
+                }
+            }
+            _ => touch(&here, at.as_ref(), &[o.due]),
         }
     }
 
@@ -331,49 +415,45 @@ impl Projector for FunnelProjector {
                     Some(Value::Region(r)) => r.clone(),
                     _ => NO_REGION.to_owned(),
                 };
+                let due = self.due(rules, &e.stage, &e.opened_at);
+                let scopes = scopes(&region, &e.owner.0);
+                Self::bump(state, &scopes, &e.opened_at, |m| bucket(m, &e.stage).entered += 1)?;
+                Self::move_due(state, &scopes, None, due.map(|d| (d, e.stage.as_str())))?;
                 let o = OpportunityState {
                     customer: e.customer_id.0,
                     owner: e.owner.0,
                     region,
                     stage: e.stage.clone(),
                     entered_at: e.opened_at,
-                    due: self.due(rules, &e.stage, &e.opened_at),
+                    due,
                     open: true,
                 };
-                let scopes = scopes(&o.region, &o.owner);
-                Self::bump(state, &scopes, &e.opened_at, &o.stage, |b| b.entered += 1)?;
-                Self::set_due(state, &o, &scopes, true)?;
                 state.put(opportunity_key(&e.opportunity_id.0), Value::Opportunity(o));
                 Ok(())
             }
             Event::StageMoved(e) => {
-                let id = e.opportunity_id.0;
-                let mut o = Self::load(state, &id)?;
-                let scopes = scopes(&o.region, &o.owner);
-                self.exit(state, &o, &scopes, &e.moved_at, &e.to)?;
-                Self::set_due(state, &o, &scopes, false)?;
-                o.stage = e.to.clone();
-                o.entered_at = e.moved_at;
-                o.due = self.due(rules, &e.to, &e.moved_at);
-                Self::bump(state, &scopes, &e.moved_at, &e.to, |b| {
+                let due = self.due(rules, &e.to, &e.moved_at);
+                let left = Self::leave(state, &e.opportunity_id.0, &e.to, e.moved_at, due, true)?;
+                let dwell = self.dwell(&left, &e.moved_at);
+                Self::bump(state, &left.scopes, &e.moved_at, |m| {
+                    exit(m, &left.stage, &e.to, dwell);
+                    let b = bucket(m, &e.to);
                     b.entered += 1;
-                    *b.root_causes.entry(e.root_cause.clone()).or_default() += 1;
+                    count(&mut b.root_causes, &e.root_cause);
                 })?;
-                Self::set_due(state, &o, &scopes, true)?;
-                state.put(opportunity_key(&id), Value::Opportunity(o));
-                Ok(())
+                let from = left.due.map(|d| (d, left.stage.as_str()));
+                Self::move_due(state, &left.scopes, from, due.map(|d| (d, e.to.as_str())))
             }
             Event::OpportunityWon(e) => {
-                let id = e.opportunity_id.0;
-                let mut o = Self::load(state, &id)?;
-                let scopes = scopes(&o.region, &o.owner);
-                let won_stage = rules.pipeline.won_stage.clone();
-                self.exit(state, &o, &scopes, &e.won_at, &won_stage)?;
-                Self::set_due(state, &o, &scopes, false)?;
+                let won_stage = &rules.pipeline.won_stage;
+                let left = Self::leave(state, &e.opportunity_id.0, won_stage, e.won_at, None, false)?;
+                let dwell = self.dwell(&left, &e.won_at);
                 let verified = [&e.finance_receipt_ref, &e.contract_ref, &e.delivery_acceptance_ref]
                     .iter()
                     .all(|r| !r.trim().is_empty());
-                Self::bump(state, &scopes, &e.won_at, &won_stage, |b| {
+                Self::bump(state, &left.scopes, &e.won_at, |m| {
+                    exit(m, &left.stage, won_stage, dwell);
+                    let b = bucket(m, won_stage);
                     if verified {
                         b.entered += 1;
                         b.won += 1;
@@ -381,35 +461,35 @@ impl Projector for FunnelProjector {
                         b.won_unverified += 1;
                     }
                 })?;
-                o.stage = won_stage;
-                o.open = false;
-                o.due = None;
-                state.put(opportunity_key(&id), Value::Opportunity(o));
-                Ok(())
+                Self::move_due(state, &left.scopes, left.due.map(|d| (d, left.stage.as_str())), None)
             }
             Event::OpportunityLost(e) => {
-                let id = e.opportunity_id.0;
-                let mut o = Self::load(state, &id)?;
-                let scopes = scopes(&o.region, &o.owner);
-                let lost_stage = rules.pipeline.lost_stage.clone();
-                self.exit(state, &o, &scopes, &e.lost_at, &lost_stage)?;
-                Self::set_due(state, &o, &scopes, false)?;
-                Self::bump(state, &scopes, &e.lost_at, &lost_stage, |b| b.entered += 1)?;
-                o.stage = lost_stage;
-                o.open = false;
-                o.due = None;
-                state.put(opportunity_key(&id), Value::Opportunity(o));
-                Ok(())
+                let lost_stage = &rules.pipeline.lost_stage;
+                let left = Self::leave(state, &e.opportunity_id.0, lost_stage, e.lost_at, None, false)?;
+                let dwell = self.dwell(&left, &e.lost_at);
+                Self::bump(state, &left.scopes, &e.lost_at, |m| {
+                    exit(m, &left.stage, lost_stage, dwell);
+                    bucket(m, lost_stage).entered += 1;
+                })?;
+                Self::move_due(state, &left.scopes, left.due.map(|d| (d, left.stage.as_str())), None)
             }
             Event::OwnerChanged(e) => {
-                if let Owned::Opportunity(id) = e.subject {
-                    let mut o = Self::load(state, &id.0)?;
-                    Self::set_due(state, &o, &scopes(&o.region, &o.owner), false)?;
-                    o.owner = e.to.0;
-                    if o.open {
-                        Self::set_due(state, &o, &scopes(&o.region, &o.owner), true)?;
+                let Owned::Opportunity(id) = e.subject else { return Ok(()) };
+                let o = Self::opportunity(state, &id.0)?;
+                let before = scopes(&o.region, &o.owner);
+                o.owner = e.to.0;
+                let after = scopes(&o.region, &o.owner);
+                let (open, Some(due)) = (o.open, o.due) else { return Ok(()) };
+                let stage = o.stage.clone();
+                for (before, after) in before.iter().zip(&after) {
+                    // An open one stays counted where the owner is not part of the scope.
+                    if open && before == after {
+                        continue;
                     }
-                    state.put(opportunity_key(&id.0), Value::Opportunity(o));
+                    Self::move_due(state, std::slice::from_ref(before), Some((due, &stage)), None)?;
+                    if open {
+                        Self::move_due(state, std::slice::from_ref(after), None, Some((due, &stage)))?;
+                    }
                 }
                 Ok(())
             }
@@ -417,7 +497,6 @@ impl Projector for FunnelProjector {
         }
     }
 }
-
 #[cfg(test)]
 mod decoded_tests {
     #[test]
@@ -430,17 +509,18 @@ mod decoded_tests {
 mod key_tests {
     use super::*;
 
-    /// The hand-written date in due keys is what `NaiveDate` displays, in and out of the
-    /// four-digit years.
+    /// The hand-written month in keys is what `format!("{:04}-{:02}")` gives, in and out of
+    /// the four-digit years.
     #[test]
-    fn due_keys_write_dates_as_display_does() {
+    fn month_keys_write_months_as_format_does() {
         let mut key = b"left over from an earlier key".to_vec();
         for (y, m, d) in [(2026, 2, 17), (1, 1, 1), (999, 12, 31), (9999, 12, 31), (10000, 1, 1), (-5, 3, 4)] {
             let date = NaiveDate::from_ymd_opt(y, m, d).unwrap();
-            due_key_into(&mut key, "r:华东", date, "qualify");
-            assert_eq!(key, format!("d/r:华东/{date}/qualify").into_bytes());
+            month_key_into(&mut key, DUE, "r:华东", date);
+            assert_eq!(key, format!("d/r:华东/{:04}-{:02}", date.year(), date.month()).into_bytes());
+            assert_eq!(month_name(date), format!("{:04}-{:02}", date.year(), date.month()));
         }
-        bucket_key_into(&mut key, "*", "2026-02", "won");
-        assert_eq!(key, b"b/*/2026-02/won".to_vec());
+        month_key_into(&mut key, BUCKETS, "*", NaiveDate::from_ymd_opt(2026, 2, 1).unwrap());
+        assert_eq!(key, b"b/*/2026-02".to_vec());
     }
 }

@@ -3,11 +3,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use crm_projection_runtime::{histogram_median, Reader, Result};
 use uuid::Uuid;
 
-use crate::projector::{Bucket, Value};
+use crate::projector::{month_name, Bucket, Value};
 
 /// What to report on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -99,28 +99,33 @@ pub fn funnel(reader: &Reader, q: &FunnelQuery) -> Result<FunnelReport> {
     let mut per_stage: BTreeMap<String, Bucket> = BTreeMap::new();
     for entry in reader.tree.range(from.as_bytes()..) {
         let (key, value) = entry?;
-        let Some(rest) = key.strip_prefix(prefix.as_bytes()) else { break };
-        let rest = String::from_utf8_lossy(rest);
-        let Some((month, stage)) = rest.split_once('/') else { continue };
-        if q.to_month.as_deref().is_some_and(|to| month > to) {
+        let Some(month) = key.strip_prefix(prefix.as_bytes()) else { break };
+        if q.to_month.as_deref().is_some_and(|to| month > to.as_bytes()) {
             break;
         }
-        if let Value::Bucket(b) = crm_projection_runtime::decode_value::<Value>(&key, &value)? {
-            merge(per_stage.entry(stage.to_owned()).or_default(), &b);
+        if let Value::Month(buckets) = crm_projection_runtime::decode_value::<Value>(&key, &value)? {
+            for (stage, b) in &buckets {
+                merge(per_stage.entry(stage.clone()).or_default(), b);
+            }
         }
     }
+    // Due days of months before today's all count; of today's month, the days before today.
     let mut overdue: BTreeMap<String, u64> = BTreeMap::new();
     let due_prefix = format!("d/{scope}/");
+    let this_month = month_name(q.today);
     for entry in reader.tree.scan_prefix(due_prefix.as_bytes()) {
         let (key, value) = entry?;
-        let rest = String::from_utf8_lossy(&key[due_prefix.len()..]).into_owned();
-        let Some((due, stage)) = rest.split_once('/') else { continue };
-        let Ok(due) = due.parse::<NaiveDate>() else { continue };
-        if due >= q.today {
+        let month = &key[due_prefix.len()..];
+        if month > this_month.as_bytes() {
             break;
         }
-        if let Value::DueCount(n) = crm_projection_runtime::decode_value::<Value>(&key, &value)? {
-            *overdue.entry(stage.to_owned()).or_default() += n;
+        let before_today = |day: u8| month < this_month.as_bytes() || u32::from(day) < q.today.day();
+        if let Value::Due(days) = crm_projection_runtime::decode_value::<Value>(&key, &value)? {
+            for ((day, stage), n) in days {
+                if before_today(day) {
+                    *overdue.entry(stage).or_default() += n;
+                }
+            }
         }
     }
     let mut report = FunnelReport::default();

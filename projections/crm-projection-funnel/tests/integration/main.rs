@@ -1,5 +1,6 @@
 //! Integration tests of the funnel read model.
 
+mod model;
 mod properties;
 mod scenario;
 
