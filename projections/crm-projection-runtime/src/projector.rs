@@ -157,17 +157,160 @@ pub fn printable_key(key: &[u8]) -> String {
     out
 }
 
-/// The cache's map: hashbrown's, for [`hashbrown::HashMap::entry_ref`] (a lookup probes
-/// once, and copies the key only when it inserts), with keys hashed by foldhash (seeded per
-/// process, several times faster than std's SipHash on the 40 to 90 byte keys read models
-/// use; the keys come from event payloads, so a keyed hash still matters).
-type Slots<V> = hashbrown::HashMap<Vec<u8>, Slot<V>, foldhash::fast::RandomState>;
+/// The cache's map: a hashbrown table of 8-byte entries (32 bits of the key's hash, and an
+/// index into a vector of keys and slots), so growing it moves 8 bytes per entry however
+/// large the values are (it moved the key and the whole slot, over 140 bytes for the
+/// funnel's, and most of a fresh build's growth went to copying them into freshly faulted
+/// pages). The kept hash bits spare the key's loads when the table grows and on most
+/// mismatched probes. Keys are hashed by foldhash (seeded per process, several times faster
+/// than std's SipHash on the 40 to 90 byte keys read models use; the keys come from event
+/// payloads, so a keyed hash still matters). A lookup probes once ([`Slots::entry`]).
+struct Slots<V> {
+    /// `(hash, index in entries)` of every cached key.
+    index: hashbrown::HashTable<(u32, u32)>,
+    entries: Vec<Entry<V>>,
+    /// Entries whose key was forgotten (emptied), reused before the vector grows.
+    free: Vec<u32>,
+    hasher: foldhash::fast::RandomState,
+}
+
+struct Entry<V> {
+    key: Vec<u8>,
+    slot: Slot<V>,
+}
 
 struct Slot<V> {
     value: Option<V>,
     dirty: bool,
     /// The tree may hold this key (so removing it must reach the tree).
     stored: bool,
+}
+
+/// The table's 64-bit hash of 32 kept bits: a bijection that spreads them over the low bits
+/// (the bucket) and the top seven (hashbrown's tag).
+fn spread(hash: u32) -> u64 {
+    u64::from(hash).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// A lookup in [`Slots`]: the index of the key's entry, or where to put a new one.
+enum Found<'s> {
+    Occupied(hashbrown::hash_table::OccupiedEntry<'s, (u32, u32)>),
+    Vacant(hashbrown::hash_table::VacantEntry<'s, (u32, u32)>),
+}
+
+impl<V> Default for Slots<V> {
+    fn default() -> Self {
+        Slots {
+            index: hashbrown::HashTable::new(),
+            entries: Vec::new(),
+            free: Vec::new(),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+}
+
+impl<V> Slots<V> {
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    fn hash(&self, key: &[u8]) -> u32 {
+        use std::hash::BuildHasher;
+        (self.hasher.hash_one(key) >> 32) as u32
+    }
+
+    fn find(&self, key: &[u8]) -> Option<usize> {
+        let hash = self.hash(key);
+        let entries = &self.entries;
+        self.index.find(spread(hash), |&(h, i)| h == hash && entries[i as usize].key == key).map(|&(_, i)| i as usize)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&Slot<V>> {
+        self.find(key).map(|i| &self.entries[i].slot)
+    }
+
+    fn get_mut(&mut self, key: &[u8]) -> Option<&mut Slot<V>> {
+        let i = self.find(key)?;
+        Some(&mut self.entries[i].slot)
+    }
+
+    fn contains_key(&self, key: &[u8]) -> bool {
+        self.find(key).is_some()
+    }
+
+    /// The entry of `key` in the table (one probe), with the vector and free list to read or
+    /// change it through ([`Slots::insert`], [`Slots::forget`]).
+    #[allow(clippy::type_complexity)]
+    fn entry(&mut self, key: &[u8]) -> (Found<'_>, u32, &mut Vec<Entry<V>>, &mut Vec<u32>) {
+        let hash = self.hash(key);
+        let Slots { index, entries, free, .. } = self;
+        let found = {
+            let entries = &*entries;
+            index.entry(spread(hash), |&(h, i)| h == hash && entries[i as usize].key == key, |&(h, _)| spread(h))
+        };
+        let found = match found {
+            hashbrown::hash_table::Entry::Occupied(entry) => Found::Occupied(entry),
+            hashbrown::hash_table::Entry::Vacant(entry) => Found::Vacant(entry),
+        };
+        (found, hash, entries, free)
+    }
+
+    /// Stores a new entry (in a forgotten one's place if there is one) and returns its index.
+    fn insert(
+        vacant: hashbrown::hash_table::VacantEntry<'_, (u32, u32)>,
+        hash: u32,
+        entries: &mut Vec<Entry<V>>,
+        free: &mut Vec<u32>,
+        entry: Entry<V>,
+    ) -> usize {
+        let i = match free.pop() {
+            Some(i) => {
+                entries[i as usize] = entry;
+                i
+            }
+            None => {
+                let i = u32::try_from(entries.len()).expect("a cache holds fewer than 2^32 entries");
+                entries.push(entry);
+                i
+            }
+        };
+        vacant.insert((hash, i));
+        i as usize
+    }
+
+    /// Removes an entry: its key and value are dropped, its place is reused.
+    fn forget(
+        occupied: hashbrown::hash_table::OccupiedEntry<'_, (u32, u32)>,
+        entries: &mut [Entry<V>],
+        free: &mut Vec<u32>,
+    ) {
+        let ((_, i), _) = occupied.remove();
+        entries[i as usize] = Entry { key: Vec::new(), slot: Slot { value: None, dirty: false, stored: false } };
+        free.push(i);
+    }
+
+    /// Adds `key` with `slot` unless it is cached.
+    fn insert_absent(&mut self, key: Vec<u8>, slot: Slot<V>) {
+        if let (Found::Vacant(vacant), hash, entries, free) = self.entry(&key) {
+            Self::insert(vacant, hash, entries, free, Entry { key, slot });
+        }
+    }
+
+    /// The lengths of up to `n` cached keys.
+    fn sample_key_lengths(&self, n: usize) -> impl ExactSizeIterator<Item = usize> + '_ {
+        self.index.iter().take(n).map(|&(_, i)| self.entries[i as usize].key.len())
+    }
+
+    /// Every dirty entry, in no particular order.
+    fn dirty_mut(&mut self) -> Vec<(&Vec<u8>, &mut Slot<V>)> {
+        self.entries.iter_mut().filter(|e| e.slot.dirty).map(|e| (&e.key, &mut e.slot)).collect()
+    }
+
+    fn clear(&mut self) {
+        self.index.clear();
+        self.entries.clear();
+        self.free.clear();
+    }
 }
 
 /// The cached slot of `key`, read from `tree` on a miss (unless the cache is `complete`).
@@ -178,9 +321,10 @@ fn load<'c, V: DeserializeOwned>(
     key: &[u8],
 ) -> std::result::Result<&'c mut Slot<V>, String> {
     debug_assert!(key.first().is_some_and(|b| *b != 0), "state keys are non-empty and do not start with 0x00");
-    Ok(match cache.entry_ref(key) {
-        hashbrown::hash_map::EntryRef::Occupied(slot) => slot.into_mut(),
-        hashbrown::hash_map::EntryRef::Vacant(vacant) => {
+    let (found, hash, entries, free) = cache.entry(key);
+    let i = match found {
+        Found::Occupied(entry) => entry.get().1 as usize,
+        Found::Vacant(vacant) => {
             let value = if complete {
                 None
             } else {
@@ -190,9 +334,11 @@ fn load<'c, V: DeserializeOwned>(
                 }
             };
             let stored = value.is_some();
-            vacant.insert(Slot { value, dirty: false, stored })
+            let slot = Slot { value, dirty: false, stored };
+            Slots::insert(vacant, hash, entries, free, Entry { key: key.to_vec(), slot })
         }
-    })
+    };
+    Ok(&mut entries[i].slot)
 }
 
 /// Adds dirty `slot` to a commit as [`Cache::drain`] does: its value encoded, a removal of a
@@ -396,29 +542,31 @@ impl<V: Serialize + DeserializeOwned + Clone> State<'_, V> {
     }
 
     fn set(&mut self, key: Vec<u8>, value: Option<V>) {
-        match self.cache.entry(key) {
-            hashbrown::hash_map::Entry::Occupied(mut entry) => {
+        let (found, hash, entries, free) = self.cache.entry(&key);
+        match found {
+            Found::Occupied(entry) => {
+                let i = entry.get().1 as usize;
                 // A complete cache forgets a key the tree never held once it is removed (an
                 // index entry that moved, say): nothing is written for it, and it would hold
                 // memory until the end of the build. Its copy in `dirty` is skipped by `drain`.
-                if value.is_none() && self.complete && !entry.get().stored {
-                    entry.remove();
+                if value.is_none() && self.complete && !entries[i].slot.stored {
+                    Slots::forget(entry, entries, free);
                     return;
                 }
-                let slot = entry.get_mut();
+                let Entry { key, slot } = &mut entries[i];
                 slot.value = value;
                 if !slot.dirty {
                     slot.dirty = true;
-                    list(&mut self.dirty, entry.key());
+                    list(&mut self.dirty, key);
                 }
             }
-            hashbrown::hash_map::Entry::Vacant(entry) => {
+            Found::Vacant(vacant) => {
                 if value.is_none() && self.complete {
                     return;
                 }
-                list(&mut self.dirty, entry.key());
+                list(&mut self.dirty, &key);
                 let stored = !self.complete;
-                entry.insert(Slot { value, dirty: true, stored });
+                Slots::insert(vacant, hash, entries, free, Entry { key, slot: Slot { value, dirty: true, stored } });
             }
         }
     }
@@ -568,7 +716,7 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
             };
             for (key, value) in keys.into_iter().zip(values) {
                 let stored = value.is_some();
-                self.slots.entry(key).or_insert(Slot { value, dirty: false, stored });
+                self.slots.insert_absent(key, Slot { value, dirty: false, stored });
             }
         }
         Ok(total)
@@ -603,9 +751,9 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
             let listed = self.dirty[self.dirty.len() - recent..].iter().map(Vec::len).sum::<usize>();
             let mean_key = listed.checked_div(recent).unwrap_or_else(|| {
                 // Nothing listed (a fresh build): a sample of the cached keys.
-                let sample = self.slots.keys().take(64);
+                let sample = self.slots.sample_key_lengths(64);
                 let n = sample.len();
-                sample.map(Vec::len).sum::<usize>().checked_div(n).unwrap_or(32)
+                sample.sum::<usize>().checked_div(n).unwrap_or(32)
             });
             self.bytes += added * (mean_key + ENTRY_OVERHEAD + per_value);
             self.copy_bytes += copies * (mean_key + DIRTY_COPY_OVERHEAD);
@@ -658,8 +806,7 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
             self.counted_dirty = 0;
             self.copy_bytes = 0;
             self.listed = true;
-            let dirty: Vec<(&Vec<u8>, &mut Slot<V>)> = self.slots.iter_mut().filter(|(_, slot)| slot.dirty).collect();
-            drain_all(dirty, &mut sizes)
+            drain_all(self.slots.dirty_mut(), &mut sizes)
         };
         (self.encoded_total, self.encoded_values) = sizes;
         if full {
