@@ -402,6 +402,7 @@ impl<P: Projector> Builder<P> {
         // Also the last commit of such a build, made as a live step once it is near the head.
         let chunked = self.chunked && count > SPILL_ABOVE;
         let mut batch = sled::Batch::default();
+        let mut paged_in = 0.0;
         if chunked {
             self.tree.insert(SPILL_KEY, &[]).map_err(storage)?;
             // Disjoint key ranges on as many threads as there are cores: nothing reads the
@@ -418,6 +419,10 @@ impl<P: Projector> Builder<P> {
             })?;
             batch.remove(SPILL_KEY);
         } else {
+            // Off sled's exclusive lock: see `page_in`.
+            let keys: Vec<Vec<u8>> = entries.iter().map(|(key, _)| key.clone()).collect();
+            crate::projector::page_in(&self.tree, &keys)?;
+            paged_in = started.elapsed().as_secs_f64() - drained;
             for (key, value) in entries {
                 match value {
                     Some(bytes) => batch.insert(key, bytes),
@@ -433,6 +438,7 @@ impl<P: Projector> Builder<P> {
             keys = count,
             chunked,
             drain_seconds = drained,
+            page_in_seconds = paged_in,
             seconds = started.elapsed().as_secs_f64(),
             "committed"
         );
