@@ -35,7 +35,8 @@ pub fn from_eventlog(e: crm_eventlog::Error) -> Status {
 }
 
 /// Converts a read-model error: a position not reached in time is DeadlineExceeded (naming
-/// the position reached), an unknown projection NotFound, a stopped runner Unavailable, a
+/// the position reached), an unknown projection NotFound, a stopped runner or a serving build
+/// of an older layout (during the rebuild after an upgrade) Unavailable, a
 /// failed projector FailedPrecondition (naming the failing position), storage Internal and a
 /// corrupt stored value DataLoss.
 pub fn from_projection(e: crm_projection_runtime::Error) -> Status {
@@ -43,7 +44,7 @@ pub fn from_projection(e: crm_projection_runtime::Error) -> Status {
     let code = match &e {
         E::NotReached { .. } => Code::DeadlineExceeded,
         E::UnknownProjection(_) => Code::NotFound,
-        E::NotRunning(_) | E::Log(_) => Code::Unavailable,
+        E::NotRunning(_) | E::Log(_) | E::Upgrading { .. } => Code::Unavailable,
         E::Apply { .. } => Code::FailedPrecondition,
         E::Storage(_) => Code::Internal,
         E::Corrupt { .. } => Code::DataLoss,

@@ -45,14 +45,22 @@ pub struct OpportunityState {
     pub open: bool,
 }
 
+/// A stored value. The variants keep their positions across versions (bincode writes the
+/// position): after an upgrade, the build of the older version keeps serving while the new
+/// one is built, so its values must decode as what they are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Value {
-    /// `b/<scope>/<YYYY-MM>`: the month's counts, by stage. A stage move changes one of these
-    /// per scope (it leaves one stage and enters another in the same month).
-    Month(Month),
+    /// Version 2: `b/<scope>/<YYYY-MM>/<stage>`. Never written now; the query recognises a
+    /// version 2 build by it.
+    Bucket(Bucket),
     Opportunity(OpportunityState),
     /// A customer's region (`-` when unknown).
     Region(String),
+    /// Version 2: `d/<scope>/<due date>/<stage>`. Never written now.
+    DueCount(u64),
+    /// `b/<scope>/<YYYY-MM>`: the month's counts, by stage. A stage move changes one of these
+    /// per scope (it leaves one stage and enters another in the same month).
+    Month(Month),
     /// `d/<scope>/<YYYY-MM>`: open opportunities due on the days of that month.
     Due(DueDays),
 }
@@ -60,6 +68,8 @@ pub enum Value {
 /// Region used when the customer has none.
 pub const NO_REGION: &str = "-";
 
+/// The four scopes of a region and owner: all, region, owner, region+owner (the two that
+/// name the owner last: an owner change moves an open opportunity's due count in those only).
 pub(crate) fn scopes(region: &str, owner: &Uuid) -> [String; 4] {
     ["*".to_owned(), format!("r:{region}"), format!("o:{owner}"), format!("ro:{region}|{owner}")]
 }
@@ -299,9 +309,11 @@ impl Projector for FunnelProjector {
         "funnel"
     }
 
-    /// 3: a month's stages in one value, and due days by month.
+    /// 3: a month's stages in one value, and due days by month. 4: the same, with the new
+    /// values at new enum positions (3 reused version 2's, so a version 2 build could not be
+    /// told apart while it served during the rebuild).
     fn version(&self) -> u32 {
-        3
+        4
     }
 
     fn fingerprint(&self, rules: &Rules) -> u64 {
@@ -324,7 +336,7 @@ impl Projector for FunnelProjector {
         keys: &mut Vec<Vec<u8>>,
     ) {
         // The month of `at` and the month of each due day, in each scope.
-        let mut touch = |scopes: &[String; 4], at: Option<&DateTime<Utc>>, dues: &[Option<NaiveDate>]| {
+        let mut touch = |scopes: &[String], at: Option<&DateTime<Utc>>, dues: &[Option<NaiveDate>]| {
             for scope in scopes {
                 if let Some(at) = at {
                     keys.push(month_key(BUCKETS, scope, at.date_naive()));
@@ -365,12 +377,12 @@ impl Projector for FunnelProjector {
             Some(Event::StageMoved(e)) => {
                 touch(&here, Some(&e.moved_at), &[o.due, self.due(rules, &e.to, &e.moved_at)]);
             }
-            Some(Event::OwnerChanged(e)) => {
-                touch(&here, None, &[o.due]);
-                if o.open {
-                    touch(&scopes(&o.region, &e.to.0), None, &[o.due]);
-                }
+            // An open one's count moves between the scopes that name the owner only.
+            Some(Event::OwnerChanged(e)) if o.open => {
+                touch(&here[2..], None, &[o.due]);
+                touch(&scopes(&o.region, &e.to.0)[2..], None, &[o.due]);
             }
+            Some(Event::OwnerChanged(_)) => touch(&here, None, &[o.due]),
             _ => touch(&here, at.as_ref(), &[o.due]),
         }
     }

@@ -91,6 +91,27 @@ fn merge(into: &mut Bucket, b: &Bucket) {
     }
 }
 
+/// Whether a key's part after the scope is a month, `YYYY-MM`. Other keys can share a
+/// scope's prefix: a region named with a `/` (`b/r:A/B/...` is under `b/r:A/`), and the keys
+/// of a version 2 build (`<month>/<stage>`, `<due date>/<stage>`).
+fn is_month(suffix: &[u8]) -> bool {
+    suffix.len() == 7 && suffix.iter().enumerate().all(|(i, b)| if i == 4 { *b == b'-' } else { b.is_ascii_digit() })
+}
+
+/// A key under the scope's prefix that is not one of its months: another scope's key, to
+/// skip, or a version 2 bucket or due count. Those mean the serving build is the one made
+/// before an upgrade, which this version cannot answer from (the rebuild started at the
+/// upgrade replaces it).
+fn other_key(key: &[u8], value: &[u8]) -> Result<()> {
+    match crm_projection_runtime::decode_value::<Value>(key, value) {
+        Ok(Value::Bucket(_) | Value::DueCount(_)) => Err(crm_projection_runtime::Error::Upgrading {
+            projection: "funnel".into(),
+            detail: format!("the serving build has version 2 keys ({})", String::from_utf8_lossy(key)),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// The funnel for a region and/or owner over a month range.
 pub fn funnel(reader: &Reader, q: &FunnelQuery) -> Result<FunnelReport> {
     let scope = scope(q);
@@ -100,13 +121,20 @@ pub fn funnel(reader: &Reader, q: &FunnelQuery) -> Result<FunnelReport> {
     for entry in reader.tree.range(from.as_bytes()..) {
         let (key, value) = entry?;
         let Some(month) = key.strip_prefix(prefix.as_bytes()) else { break };
+        if !is_month(month) {
+            other_key(&key, &value)?;
+            continue;
+        }
         if q.to_month.as_deref().is_some_and(|to| month > to.as_bytes()) {
             break;
         }
-        if let Value::Month(buckets) = crm_projection_runtime::decode_value::<Value>(&key, &value)? {
-            for (stage, b) in &buckets {
-                merge(per_stage.entry(stage.clone()).or_default(), b);
+        match crm_projection_runtime::decode_value::<Value>(&key, &value)? {
+            Value::Month(buckets) => {
+                for (stage, b) in &buckets {
+                    merge(per_stage.entry(stage.clone()).or_default(), b);
+                }
             }
+            _ => other_key(&key, &value)?,
         }
     }
     // Due days of months before today's all count; of today's month, the days before today.
@@ -116,15 +144,21 @@ pub fn funnel(reader: &Reader, q: &FunnelQuery) -> Result<FunnelReport> {
     for entry in reader.tree.scan_prefix(due_prefix.as_bytes()) {
         let (key, value) = entry?;
         let month = &key[due_prefix.len()..];
+        if !is_month(month) {
+            other_key(&key, &value)?;
+            continue;
+        }
         if month > this_month.as_bytes() {
             break;
         }
         let before_today = |day: u8| month < this_month.as_bytes() || u32::from(day) < q.today.day();
-        if let Value::Due(days) = crm_projection_runtime::decode_value::<Value>(&key, &value)? {
-            for ((day, stage), n) in days {
-                if before_today(day) {
-                    *overdue.entry(stage).or_default() += n;
-                }
+        let Value::Due(days) = crm_projection_runtime::decode_value::<Value>(&key, &value)? else {
+            other_key(&key, &value)?;
+            continue;
+        };
+        for ((day, stage), n) in days {
+            if before_today(day) {
+                *overdue.entry(stage).or_default() += n;
             }
         }
     }
@@ -203,5 +237,56 @@ impl ReportCache {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crm_projection_runtime::testing::encoded;
+
+    fn put(tree: &sled::Tree, key: &str, value: &Value) {
+        tree.insert(key.as_bytes(), encoded(value)).unwrap();
+    }
+
+    fn entered(stage: &str, n: u64) -> Value {
+        Value::Month(BTreeMap::from([(stage.to_owned(), Bucket { entered: n, ..Bucket::default() })]))
+    }
+
+    fn report(reader: &Reader, region: &str) -> Result<FunnelReport> {
+        let q = FunnelQuery {
+            region: Some(region.to_owned()),
+            owner: None,
+            from_month: None,
+            to_month: None,
+            today: NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
+            stages: vec!["初步接触".into(), "需求确认".into()],
+            lost_stage: "输单".into(),
+        };
+        funnel(reader, &q)
+    }
+
+    /// A region named with a `/` puts its keys under another region's prefix (`b/r:A/B/...`
+    /// under `b/r:A/`): each region's report holds its own counts only. A version 2 bucket
+    /// in the scope (the build made before an upgrade, still serving) is refused as
+    /// `Upgrading`, not read as a month.
+    #[test]
+    fn regions_with_a_slash_stay_apart_and_a_version_2_build_is_refused() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("funnel/1").unwrap();
+        put(&tree, "b/r:A/2026-02", &entered("初步接触", 2));
+        put(&tree, "b/r:A/B/2026-02", &entered("初步接触", 5));
+        put(&tree, "d/r:A/B/2026-02", &Value::Due(BTreeMap::from([((3, "初步接触".to_owned()), 7)])));
+        put(&tree, "d/r:A/2026-02", &Value::Due(BTreeMap::from([((3, "初步接触".to_owned()), 1)])));
+        let reader = Reader { tree: tree.clone(), position: 1 };
+        let a = report(&reader, "A").unwrap();
+        assert_eq!((a.stages[0].entered, a.stages[0].overdue), (2, 1));
+        let ab = report(&reader, "A/B").unwrap();
+        assert_eq!((ab.stages[0].entered, ab.stages[0].overdue), (5, 7));
+
+        put(&tree, "b/r:A/2026-01/初步接触", &Value::Bucket(Bucket { entered: 1, ..Bucket::default() }));
+        let refused = report(&reader, "A").unwrap_err();
+        assert!(matches!(refused, crm_projection_runtime::Error::Upgrading { .. }), "{refused}");
+        assert_eq!(report(&reader, "A/B").unwrap(), ab);
     }
 }

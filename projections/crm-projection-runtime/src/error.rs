@@ -27,6 +27,12 @@ pub enum Error {
     #[error("projection `{0}` is not running")]
     NotRunning(String),
 
+    /// The serving build was made by an older version of the read model, whose stored
+    /// layout this version cannot answer from; the rebuild started at the upgrade replaces
+    /// it (see `ListProjections`).
+    #[error("read model `{projection}` is being rebuilt after an upgrade: {detail}; ask again once it is live")]
+    Upgrading { projection: String, detail: String },
+
     /// The read model did not reach the requested position in time.
     #[error("read model `{projection}` reached position {reached}, not {wanted}, before the deadline")]
     NotReached { projection: String, wanted: u64, reached: u64 },
