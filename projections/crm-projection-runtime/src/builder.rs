@@ -420,8 +420,7 @@ impl<P: Projector> Builder<P> {
             batch.remove(SPILL_KEY);
         } else {
             // Off sled's exclusive lock: see `page_in`.
-            let keys: Vec<Vec<u8>> = entries.iter().map(|(key, _)| key.clone()).collect();
-            crate::projector::page_in(&self.tree, &keys)?;
+            crate::projector::page_in(&self.tree, &entries)?;
             paged_in = started.elapsed().as_secs_f64() - drained;
             for (key, value) in entries {
                 match value {

@@ -451,53 +451,17 @@ fn read_values<V: DeserializeOwned>(
         .collect()
 }
 
-/// Reads each of `keys` and drops the value: what [`page_in`] runs on each thread.
-fn touch_values(tree: &sled::Tree, keys: &[Vec<u8>]) -> std::result::Result<Vec<()>, String> {
-    for key in keys {
-        tree.get(key).map_err(|e| e.to_string())?;
-    }
-    Ok(vec![(); keys.len()])
-}
-
-/// Brings the tree pages holding `keys` into sled's cache, reading on several threads.
-///
-/// A commit calls it before its batch: sled applies a batch under its database's exclusive
-/// lock, and a page it must first read from the disk holds that lock for the read, so a
-/// batch of keys nobody read before (index entries written blind, say) stopped every other
-/// read model's reads and commits for one disk read after another. A read takes the shared
-/// side, so these reads wait on the disk side by side, beside other read models' work.
-pub(crate) fn page_in(tree: &sled::Tree, keys: &[Vec<u8>]) -> std::result::Result<(), String> {
-    if keys.len() < PARALLEL_READS_FROM {
-        touch_values(tree, keys)?;
-    } else {
-        in_parallel(tree, keys, touch_values)?;
-    }
-    Ok(())
-}
-
-/// [`read_values`] on up to [`READ_THREADS`] threads.
+/// [`read_values`] on up to [`READ_THREADS`] threads: tokio's blocking pool when there is a
+/// runtime (its threads are reused, so a live step's few reads do not pay for new threads),
+/// scoped threads otherwise.
 fn read_in_parallel<V: DeserializeOwned + Send + 'static>(
     tree: &sled::Tree,
     keys: &[Vec<u8>],
 ) -> std::result::Result<Vec<Option<V>>, String> {
-    in_parallel(tree, keys, read_values::<V>)
-}
-
-/// What [`in_parallel`] runs on each part of the keys: one answer per key.
-type ReadPart<T> = fn(&sled::Tree, &[Vec<u8>]) -> std::result::Result<Vec<T>, String>;
-
-/// `read` over parts of `keys` on up to [`READ_THREADS`] threads, answers in key order:
-/// tokio's blocking pool when there is a runtime (its threads are reused, so a live step's
-/// few reads do not pay for new threads), scoped threads otherwise.
-fn in_parallel<T: Send + 'static>(
-    tree: &sled::Tree,
-    keys: &[Vec<u8>],
-    read: ReadPart<T>,
-) -> std::result::Result<Vec<T>, String> {
-    let chunks: Vec<&[Vec<u8>]> = keys.chunks(keys.len().div_ceil(READ_THREADS).max(1)).collect();
+    let chunks: Vec<&[Vec<u8>]> = keys.chunks(keys.len().div_ceil(READ_THREADS)).collect();
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return std::thread::scope(|scope| {
-            let handles: Vec<_> = chunks.iter().map(|chunk| scope.spawn(|| read(tree, chunk))).collect();
+            let handles: Vec<_> = chunks.iter().map(|chunk| scope.spawn(|| read_values::<V>(tree, chunk))).collect();
             let mut values = Vec::with_capacity(keys.len());
             for handle in handles {
                 values.extend(handle.join().map_err(|_| "a read-ahead thread panicked".to_owned())??);
@@ -509,11 +473,11 @@ fn in_parallel<T: Send + 'static>(
     for (i, chunk) in chunks.iter().enumerate() {
         let (tree, chunk, sender) = (tree.clone(), chunk.to_vec(), sender.clone());
         runtime.spawn_blocking(move || {
-            let _ = sender.send((i, read(&tree, &chunk)));
+            let _ = sender.send((i, read_values::<V>(&tree, &chunk)));
         });
     }
     drop(sender);
-    let mut parts: Vec<Option<Vec<T>>> = chunks.iter().map(|_| None).collect();
+    let mut parts: Vec<Option<Vec<Option<V>>>> = chunks.iter().map(|_| None).collect();
     for (i, part) in receiver {
         parts[i] = Some(part?);
     }
@@ -522,6 +486,39 @@ fn in_parallel<T: Send + 'static>(
         values.extend(part.ok_or("a read-ahead task ended without an answer")?);
     }
     Ok(values)
+}
+
+/// Fewest keys [`page_in`] gives a thread of its own: below that, handing keys to a
+/// thread costs more than reading them.
+const PAGE_IN_PER_THREAD: usize = 128;
+
+/// Brings the tree pages holding the keys of `entries` into sled's cache, reading on up to
+/// [`READ_THREADS`] threads (at least [`PAGE_IN_PER_THREAD`] keys each) and dropping the
+/// values.
+///
+/// A commit calls it before its batch: sled applies a batch under its database's exclusive
+/// lock, and a page it must first read from the disk holds that lock for the read, so a
+/// batch of keys nobody read before (index entries written blind, say) stopped every other
+/// read model's reads and commits for one disk read after another. A read takes the shared
+/// side, so these reads wait on the disk side by side, beside other read models' work.
+pub(crate) fn page_in(tree: &sled::Tree, entries: &[(Vec<u8>, Option<Vec<u8>>)]) -> std::result::Result<(), String> {
+    let touch = |part: &[(Vec<u8>, Option<Vec<u8>>)]| -> std::result::Result<(), String> {
+        for (key, _) in part {
+            tree.get(key).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    };
+    let threads = (entries.len() / PAGE_IN_PER_THREAD).clamp(1, READ_THREADS);
+    if threads == 1 {
+        return touch(entries);
+    }
+    std::thread::scope(|scope| {
+        let readers: Vec<_> =
+            entries.chunks(entries.len().div_ceil(threads)).map(|part| scope.spawn(move || touch(part))).collect();
+        // Every thread is joined before the first error is returned.
+        let results: Vec<_> = readers.into_iter().map(|r| r.join()).collect();
+        results.into_iter().try_for_each(|r| r.map_err(|_| "a page-in thread panicked".to_owned())?)
+    })
 }
 
 /// The state a projector changes while applying a batch of events: a write-back cache over
