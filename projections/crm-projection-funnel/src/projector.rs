@@ -173,14 +173,20 @@ fn exit(month: &mut Month, stage: &str, to: &str, dwell: u32) {
     *b.dwell.entry(dwell).or_default() += 1;
 }
 
-/// Adds `delta` (+1 or -1) to the open opportunities due on `due` in `stage`; a count that
-/// reaches zero is dropped (and a decrement of a missing count does nothing).
-fn change_due(days: &mut DueDays, due: NaiveDate, stage: &str, delta: i8) {
-    // `due.day()` is 1..=31.
-    let slot = (due.day() as u8, stage.to_owned());
-    if delta > 0 {
-        *days.entry(slot).or_default() += 1;
-    } else if let Some(n) = days.get_mut(&slot) {
+/// The key of `due` in its month's [`DueDays`] (`due.day()` is 1..=31).
+fn due_slot(due: NaiveDate, stage: &str) -> (u8, String) {
+    (due.day() as u8, stage.to_owned())
+}
+
+/// Counts one more open opportunity due on `due` in `stage`.
+fn add_due(days: &mut DueDays, due: NaiveDate, stage: &str) {
+    *days.entry(due_slot(due, stage)).or_default() += 1;
+}
+
+/// Counts one fewer; a count that reaches zero is dropped, a missing one stays missing.
+fn remove_due(days: &mut DueDays, due: NaiveDate, stage: &str) {
+    let slot = due_slot(due, stage);
+    if let Some(n) = days.get_mut(&slot) {
         *n -= 1;
         if *n == 0 {
             days.remove(&slot);
@@ -238,15 +244,15 @@ impl FunnelProjector {
             };
             match (from, to) {
                 (Some((a, from_stage)), Some((b, to_stage))) if same_month(a, b) => change(a, &|days| {
-                    change_due(days, a, from_stage, -1);
-                    change_due(days, b, to_stage, 1);
+                    remove_due(days, a, from_stage);
+                    add_due(days, b, to_stage);
                 })?,
                 _ => {
                     if let Some((due, stage)) = from {
-                        change(due, &|days| change_due(days, due, stage, -1))?;
+                        change(due, &|days| remove_due(days, due, stage))?;
                     }
                     if let Some((due, stage)) = to {
-                        change(due, &|days| change_due(days, due, stage, 1))?;
+                        change(due, &|days| add_due(days, due, stage))?;
                     }
                 }
             }

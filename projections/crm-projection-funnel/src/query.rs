@@ -102,9 +102,9 @@ fn is_month(suffix: &[u8]) -> bool {
 /// skip, or a version 2 bucket or due count. Those mean the serving build is the one made
 /// before an upgrade, which this version cannot answer from (the rebuild started at the
 /// upgrade replaces it).
-fn other_key(key: &[u8], value: &[u8]) -> Result<()> {
-    match crm_projection_runtime::decode_value::<Value>(key, value) {
-        Ok(Value::Bucket(_) | Value::DueCount(_)) => Err(crm_projection_runtime::Error::Upgrading {
+fn other_key(key: &[u8], value: Option<&Value>) -> Result<()> {
+    match value {
+        Some(Value::Bucket(_) | Value::DueCount(_)) => Err(crm_projection_runtime::Error::Upgrading {
             projection: "funnel".into(),
             detail: format!("the serving build has version 2 keys ({})", String::from_utf8_lossy(key)),
         }),
@@ -122,7 +122,7 @@ pub fn funnel(reader: &Reader, q: &FunnelQuery) -> Result<FunnelReport> {
         let (key, value) = entry?;
         let Some(month) = key.strip_prefix(prefix.as_bytes()) else { break };
         if !is_month(month) {
-            other_key(&key, &value)?;
+            other_key(&key, crm_projection_runtime::decode_value::<Value>(&key, &value).ok().as_ref())?;
             continue;
         }
         if q.to_month.as_deref().is_some_and(|to| month > to.as_bytes()) {
@@ -134,7 +134,7 @@ pub fn funnel(reader: &Reader, q: &FunnelQuery) -> Result<FunnelReport> {
                     merge(per_stage.entry(stage.clone()).or_default(), b);
                 }
             }
-            _ => other_key(&key, &value)?,
+            other => other_key(&key, Some(&other))?,
         }
     }
     // Due days of months before today's all count; of today's month, the days before today.
@@ -145,16 +145,19 @@ pub fn funnel(reader: &Reader, q: &FunnelQuery) -> Result<FunnelReport> {
         let (key, value) = entry?;
         let month = &key[due_prefix.len()..];
         if !is_month(month) {
-            other_key(&key, &value)?;
+            other_key(&key, crm_projection_runtime::decode_value::<Value>(&key, &value).ok().as_ref())?;
             continue;
         }
         if month > this_month.as_bytes() {
             break;
         }
         let before_today = |day: u8| month < this_month.as_bytes() || u32::from(day) < q.today.day();
-        let Value::Due(days) = crm_projection_runtime::decode_value::<Value>(&key, &value)? else {
-            other_key(&key, &value)?;
-            continue;
+        let days = match crm_projection_runtime::decode_value::<Value>(&key, &value)? {
+            Value::Due(days) => days,
+            other => {
+                other_key(&key, Some(&other))?;
+                continue;
+            }
         };
         for ((day, stage), n) in days {
             if before_today(day) {
