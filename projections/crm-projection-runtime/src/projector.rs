@@ -27,6 +27,18 @@ pub trait Projector: Send + Sync + 'static {
     /// Bumped whenever `apply` changes meaning: a changed version triggers a rebuild.
     fn version(&self) -> u32;
 
+    /// Whether this code may go on applying events to a stored build of `stored_version`
+    /// while the rebuild that a version change starts runs beside it. No by default: a new
+    /// version may store other values under other keys, and folding new events into an old
+    /// build with the new code could mix both (or fail on an old value). The old build then
+    /// serves frozen at its position (its answers say which) until the rebuild swaps in. A
+    /// projector whose new version reads and writes the old one's values unchanged (a fix of
+    /// how one event counts, say) may answer yes and keep the old build current meanwhile.
+    fn follows(&self, stored_version: u32) -> bool {
+        let _ = stored_version;
+        false
+    }
+
     /// A fingerprint of every input besides events that `apply` depends on: the parts of the
     /// rules it reads and its own configuration (a working-day calendar, say). A change
     /// triggers a rebuild. Projectors that depend on no rule return a constant.

@@ -131,7 +131,8 @@ pub fn current_rules(store: &SledEventStore) -> Result<Rules> {
 pub enum RunState {
     /// Following the log.
     Live,
-    /// Following the log while a shadow build runs; the old build keeps serving.
+    /// A shadow build runs; the old build keeps serving (following the log, or, after a
+    /// version change the code does not [follow](Projector::follows), frozen at its position).
     Rebuilding,
     /// Stopped at a failing event; still serving what it had.
     Failed,
@@ -379,7 +380,9 @@ struct Runner<P: Projector> {
 /// Opens (or creates) the projection's serving build and starts its runner on the current
 /// tokio runtime. When the stored build has another version or rules fingerprint than
 /// `projector` with the current rules, a shadow rebuild starts at once; the stored build
-/// serves (and keeps following the log) until the swap.
+/// serves until the swap. It keeps following the log after a rules change, and after a
+/// version change only if the projector [follows](Projector::follows) the stored version;
+/// otherwise it serves frozen at its position.
 pub fn spawn<P: Projector>(db: &ProjectionDb, store: SledEventStore, projector: P) -> Result<ProjectionHandle> {
     spawn_with(db, store, projector, SpawnOptions::default())
 }
@@ -419,6 +422,15 @@ pub fn spawn_with<P: Projector>(
         .map_err(|f| Error::Storage(format!("opening projection `{name}`: {}", f.detail)))?;
     let mut pending = VecDeque::new();
     if active.meta.version != projector.version() {
+        if !projector.follows(active.meta.version) {
+            tracing::info!(
+                projection = name,
+                stored = active.meta.version,
+                version = projector.version(),
+                position = active.meta.position,
+                "the stored build serves frozen at its position until the rebuild for the new version swaps in"
+            );
+        }
         pending.push_back(Pending::Rebuild { reason: "version changed".into(), reply: None });
     } else if active.meta.fingerprint != projector.fingerprint(&rules) {
         pending.push_back(Pending::Rebuild { reason: "rules fingerprint changed".into(), reply: None });
@@ -515,6 +527,14 @@ impl<P: Projector> Runner<P> {
         let next = self.last_live_step? + self.options.live_interval;
         let behind = self.active.as_ref().map_or(0, |b| self.store.committed_head() - b.applied_position());
         (behind > 0 && behind <= LIVE_BATCH && next > Instant::now()).then(|| tokio::time::Instant::from_std(next))
+    }
+
+    /// Whether the serving build is of a version this code must not fold into
+    /// ([`Projector::follows`]): it serves as it is until its rebuild swaps in.
+    fn frozen(&self) -> bool {
+        self.active
+            .as_ref()
+            .is_some_and(|a| a.meta.version != self.projector.version() && !self.projector.follows(a.meta.version))
     }
 
     fn active_meta_position(&self) -> u64 {
@@ -689,8 +709,14 @@ impl<P: Projector> Runner<P> {
             Err(failure) => {
                 tracing::error!(projection = self.shared.name, position = failure.position, detail = %failure.detail, "shadow build failed");
                 let _ = self.db.db.drop_tree(builder.tree.name());
+                let frozen = self.frozen();
                 let mut status = self.shared.status.lock().expect("status lock");
-                if status.state == RunState::Rebuilding {
+                if frozen {
+                    // Nothing will move the old build on: it stays at its position, failed
+                    // with the rebuild's failure, until a requested rebuild succeeds.
+                    status.state = RunState::Failed;
+                    status.failure = Some(failure.clone());
+                } else if status.state == RunState::Rebuilding {
                     status.state = RunState::Live;
                 }
                 if let Some(progress) = &mut status.shadow {
@@ -728,7 +754,7 @@ impl<P: Projector> Runner<P> {
                 let serving = self.active_meta_position();
                 let caught_up = committed >= up_to
                     && committed >= serving
-                    && (self.failed || (active_settled && committed == serving));
+                    && (self.failed || self.frozen() || (active_settled && committed == serving));
                 if caught_up {
                     self.complete(shadow, builder).await;
                 } else {
@@ -803,7 +829,7 @@ impl<P: Projector> Runner<P> {
 
     /// Advances the serving build one step.
     async fn step_active(&mut self) -> bool {
-        if self.failed || self.next_live_step().is_some() {
+        if self.failed || self.frozen() || self.next_live_step().is_some() {
             return false;
         }
         let Some(builder) = self.active.take() else { return false };

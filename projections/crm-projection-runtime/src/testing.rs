@@ -77,11 +77,14 @@ pub struct Counting {
     pub version: u32,
     pub fail_on: Option<String>,
     pub name: &'static str,
+    /// Whether it follows a stored build of an older version during the rebuild
+    /// ([`Projector::follows`]); its values mean the same in every version.
+    pub follows_older: bool,
 }
 
 impl Counting {
     pub fn new(name: &'static str) -> Self {
-        Counting { version: 1, fail_on: None, name }
+        Counting { version: 1, fail_on: None, name, follows_older: false }
     }
 }
 
@@ -94,6 +97,10 @@ impl Projector for Counting {
 
     fn version(&self) -> u32 {
         self.version
+    }
+
+    fn follows(&self, stored_version: u32) -> bool {
+        self.follows_older && stored_version < self.version
     }
 
     fn fingerprint(&self, _rules: &Rules) -> u64 {

@@ -300,6 +300,10 @@ impl crm_projection_runtime::Projector for Gated {
         self.counting.version()
     }
 
+    fn follows(&self, stored_version: u32) -> bool {
+        self.counting.follows(stored_version)
+    }
+
     fn fingerprint(&self, rules: &crm_domain::Rules) -> u64 {
         self.counting.fingerprint(rules)
     }
@@ -330,6 +334,43 @@ async fn the_serving_build_keeps_following_the_log_while_a_rebuild_steps() {
     a_held_rebuild_keeps_the_serving_build_live(20, None).await;
 }
 
+/// A new version that does not [follow](crm_projection_runtime::Projector::follows) the
+/// stored one never folds events into the old build: it serves, frozen at its position and
+/// saying so, while the rebuild runs, and the swap brings it to the head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_version_the_new_code_does_not_follow_serves_frozen_until_the_swap() {
+    let v1 = Counting::new("gated");
+    let (log, db_dir) = a_log_built_by(&v1, 20).await;
+    let built = log.store.committed_head();
+    let gate: Gate = std::sync::Arc::new((std::sync::Mutex::new((false, false)), std::sync::Condvar::new()));
+    let opener = OpenOnDrop(gate.clone());
+    let gated = |gate: Gate| Gated {
+        counting: Counting { version: 2, ..v1.clone() },
+        hold: 1..=built,
+        gate,
+        held: Default::default(),
+    };
+    let db = reopen(&db_dir).await;
+    let handle = spawn(&db, log.store.clone(), gated(gate.clone())).unwrap();
+    until_held(&gate).await;
+    append_all(&log.store, &commands(11, 50)).await;
+    let head = log.store.committed_head();
+    let waited = handle.wait_for(head, Duration::from_millis(500)).await;
+    let (status, reader) = (handle.status(), handle.reader());
+    drop(opener);
+    assert!(waited.is_err(), "the old build was not followed: {waited:?}");
+    assert_eq!((status.state, status.version, status.position), (RunState::Rebuilding, 1, built));
+    assert_eq!((reader.position, reader.get::<u64>(b"total").unwrap()), (built, Some(built)));
+
+    settle(&handle, &gated(Default::default()), &log.store).await;
+    let status = handle.status();
+    assert_eq!((status.state, status.version, status.rebuilds_completed), (RunState::Live, 2, 1));
+    assert_eq!(total(&handle), log.store.committed_head());
+    let rebuilt = fold_all(&v1, &Default::default(), &all_events(&log.store));
+    assert_eq!(dump(&handle.reader().tree), rebuilt);
+    handle.stop().await;
+}
+
 /// The same when the held step has few events left to apply but commits a long stretch held
 /// in memory: here the first step applies a full shadow batch (262,144 events) without
 /// committing, and the second, with 7,856 events left, commits everything. It is far behind
@@ -342,7 +383,7 @@ async fn a_rebuild_step_that_commits_a_long_stretch_runs_beside_the_serving_buil
 /// Appends `thousands` x 1,000 events, builds them, then rebuilds with a new version held at
 /// the events from `hold_from` (default: the first) to the end of that history.
 async fn a_held_rebuild_keeps_the_serving_build_live(thousands: usize, hold_from: Option<u64>) {
-    let v1 = Counting::new("gated");
+    let v1 = Counting { follows_older: true, ..Counting::new("gated") };
     let (log, db_dir) = a_log_built_by(&v1, thousands).await;
     let hold = hold_from.unwrap_or(1)..=log.store.committed_head();
     let gate: Gate = std::sync::Arc::new((std::sync::Mutex::new((false, false)), std::sync::Condvar::new()));
