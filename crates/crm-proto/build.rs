@@ -21,6 +21,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    // Maps as `BTreeMap`: the read models keep profile fields in a BTreeMap, which then moves
+    // into an answer as it is (a HashMap was rebuilt, SipHash and all, for every customer of
+    // every page), and answers list fields in a stable order.
+    config.btree_map(["."]);
     tonic_prost_build::configure().file_descriptor_set_path(out.join("crm_v1_descriptor.bin")).compile_with_config(
         config,
         &protos,

@@ -126,7 +126,7 @@ pub(crate) fn role(field: &str, value: i32) -> Result<Role> {
     })
 }
 
-pub(crate) fn merge_winners(winners: std::collections::HashMap<String, i32>) -> Result<BTreeMap<String, MergeWinner>> {
+pub(crate) fn merge_winners(winners: BTreeMap<String, i32>) -> Result<BTreeMap<String, MergeWinner>> {
     winners
         .into_iter()
         .map(|(field, value)| {

@@ -136,7 +136,7 @@ impl pb::audit_server::Audit for AuditService {
         let found = blocking(move || crm_projection_audit::customer_as_of(&store, id, as_of)).await?;
         let mut snapshot = found.customer.map(|c| pb::CustomerSnapshot {
             id: id.to_string(),
-            fields: c.fields.into_iter().collect(),
+            fields: c.fields,
             owner_id: c.owner.map(|o| o.0.to_string()).unwrap_or_default(),
             from_lead_id: c.from_lead.map(|l| l.0.to_string()).unwrap_or_default(),
             absorbed_into: c.absorbed_into.map(|a| a.0.to_string()).unwrap_or_default(),

@@ -226,7 +226,7 @@ pub(crate) fn restrict(extensions: &http::Extensions, answer: Answer<'_>) {
     };
     let scope = principal.scope();
     let masks = principal.masks();
-    let visible = |owner: &str, fields: &std::collections::HashMap<String, String>| {
+    let visible = |owner: &str, fields: &std::collections::BTreeMap<String, String>| {
         scope.admits(Some(owner).filter(|o| !o.is_empty()), fields.get("region").map(String::as_str))
     };
     match answer {

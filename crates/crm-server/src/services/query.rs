@@ -64,7 +64,7 @@ fn page_size(n: u32) -> usize {
 pub(crate) fn view(v: CustomerView) -> pb::CustomerView {
     pb::CustomerView {
         id: v.id.to_string(),
-        fields: v.fields.into_iter().collect(),
+        fields: v.fields,
         owner_id: v.owner.map(|o| o.to_string()).unwrap_or_default(),
         stage: v.stage.unwrap_or_default(),
         tags: v.tags,

@@ -4,7 +4,7 @@
 //! three references; a duplicate customer merged and unmerged; the salesperson deactivated
 //! and the book handed over. Every refusal is checked to have written nothing.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use crate::support::AuthChannel;
 use crm_domain::{AssignmentReason, Event, Owned};
@@ -27,7 +27,7 @@ fn keyed(actor: &str, key: &str) -> Option<pb::CommandOptions> {
     Some(pb::CommandOptions { idempotency_key: key.into(), ..by(actor).unwrap() })
 }
 
-fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }
 
@@ -374,7 +374,7 @@ async fn the_whole_story_of_issue_3() {
         absorbed_id: duplicate.clone(),
         reason: reason.into(),
         reason_text: "展会与ERP各录入一次".into(),
-        winners: HashMap::new(),
+        winners: BTreeMap::new(),
     };
     let err = s.commands.merge_customers(merge("")).await.unwrap_err();
     assert_eq!((err.code(), meta(&err, "crm-field")), (Code::InvalidArgument, "reason"));

@@ -2,7 +2,7 @@
 //! explanation, a dismissal is recorded and changes the status, a merge is reported with its
 //! reason, actor and score, and merge then unmerge restores both customers' read models.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use crm_proto::v1 as pb;
 use pb::admin_client::AdminClient;
@@ -19,7 +19,7 @@ fn options() -> Option<pb::CommandOptions> {
 }
 
 async fn create(commands: &mut CommandServiceClient<AuthChannel>, fields: &[(&str, &str)]) -> pb::CommandResponse {
-    let fields: HashMap<String, String> = fields.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    let fields: BTreeMap<String, String> = fields.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
     commands
         .create_customer(pb::CreateCustomerRequest { options: options(), fields, ..Default::default() })
         .await

@@ -10,7 +10,7 @@ use tonic::Code;
 
 use crate::support::{AuthChannel, Server};
 
-fn form(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+fn form(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }
 

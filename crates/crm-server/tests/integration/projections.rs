@@ -2,7 +2,7 @@
 //! under concurrent commands, verification of a damaged entry, exactly-once after kill -9,
 //! and as-of answers equal to answers recorded during the run.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crm_proto::v1 as pb;
@@ -39,8 +39,8 @@ fn options() -> Option<pb::CommandOptions> {
     Some(pb::CommandOptions { actor: "user-e2e".into(), source: "e2e".into(), ..Default::default() })
 }
 
-fn fields(i: usize, region: &str) -> HashMap<String, String> {
-    HashMap::from([
+fn fields(i: usize, region: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
         ("name".to_owned(), format!("{region}康达医疗器械{i}有限公司")),
         ("phone".to_owned(), format!("138{:08}", 10_000_000 + i)),
         ("region".to_owned(), region.to_owned()),
@@ -393,7 +393,7 @@ async fn as_of_answers_equal_the_answers_recorded_during_the_run() {
             .update_customer(pb::UpdateCustomerRequest {
                 options: options(),
                 customer_id: id.clone(),
-                set: HashMap::from([
+                set: BTreeMap::from([
                     ("industry".to_owned(), (*industry).to_owned()),
                     ("level".to_owned(), i.to_string()),
                 ]),

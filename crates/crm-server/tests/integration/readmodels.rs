@@ -1,7 +1,7 @@
 //! The workload, reminders and data-health read models through the real binary: commands
 //! through `CommandService`, answers through `Query`, scoped and masked per role.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use chrono::{Duration, Utc};
 use crm_proto::v1 as pb;
@@ -133,7 +133,7 @@ async fn reminders_my_day_and_data_health_follow_commands() {
     let other = user(&mut commands, pb::UserRole::SalesRep, "北京").await;
     let manager = user(&mut commands, pb::UserRole::RegionalManager, "北京").await;
     let create = |fields: &[(&str, &str)]| pb::CreateCustomerRequest {
-        fields: fields.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<HashMap<_, _>>(),
+        fields: fields.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<BTreeMap<_, _>>(),
         owner_id: rep.clone(),
         ..Default::default()
     };
@@ -225,7 +225,7 @@ async fn reminders_my_day_and_data_health_follow_commands() {
     let updated = commands
         .update_customer(pb::UpdateCustomerRequest {
             customer_id: c2.clone(),
-            set: HashMap::from([("phone".to_owned(), "13900000022".to_owned())]),
+            set: BTreeMap::from([("phone".to_owned(), "13900000022".to_owned())]),
             ..Default::default()
         })
         .await
