@@ -34,10 +34,6 @@ pub struct Config {
     /// a read model's lag, and what lets it commit many events in one sled batch under load.
     /// See docs/ARCHITECTURE.md, "Projections".
     pub projection_live_interval: std::time::Duration,
-    /// How many read models may build at once from far behind the head (a first start on a
-    /// long log, a rebuild, a verify), each keeping its whole state in memory until it
-    /// commits; the others wait their turn. Default: one per core.
-    pub projection_build_slots: usize,
 }
 
 /// Default of [`Config::projection_live_interval`].
@@ -63,7 +59,6 @@ impl Default for Config {
             tls: None,
             escalation_after_days: DEFAULT_ESCALATION_AFTER_DAYS,
             projection_live_interval: std::time::Duration::from_millis(DEFAULT_PROJECTION_LIVE_INTERVAL_MS),
-            projection_build_slots: crm_projection_runtime::default_build_slots(),
         }
     }
 }
@@ -87,8 +82,6 @@ pub struct FileConfig {
     pub escalation_after_days: Option<u32>,
     /// Milliseconds between two live steps of a read model (0: step at every head change).
     pub projection_live_interval_ms: Option<u64>,
-    /// Read models building at once from far behind the head (default: one per core).
-    pub projection_build_slots: Option<usize>,
 }
 
 impl FileConfig {
@@ -128,10 +121,7 @@ impl Config {
         anyhow::ensure!(escalation_after_days >= 1, "escalation_after_days must be at least 1");
         let interval_ms = file.projection_live_interval_ms.unwrap_or(DEFAULT_PROJECTION_LIVE_INTERVAL_MS);
         anyhow::ensure!(interval_ms <= 1000, "projection_live_interval_ms must be at most 1000 (the lag it adds)");
-        let projection_build_slots = file.projection_build_slots.unwrap_or(d.projection_build_slots);
-        anyhow::ensure!(projection_build_slots >= 1, "projection_build_slots must be at least 1");
         Ok(Config {
-            projection_build_slots,
             escalation_after_days,
             projection_live_interval: std::time::Duration::from_millis(interval_ms),
             listen: listen.or(file.listen).unwrap_or(d.listen),
@@ -170,11 +160,6 @@ mod tests {
         assert_eq!(Config::default().projection_live_interval, std::time::Duration::from_millis(20));
         let off: FileConfig = toml::from_str("projection_live_interval_ms = 0").unwrap();
         assert!(Config::resolve(off, None, None).projection_live_interval.is_zero());
-        let one: FileConfig = toml::from_str("projection_build_slots = 1").unwrap();
-        assert_eq!(Config::resolve(one, None, None).projection_build_slots, 1);
-        let none: FileConfig = toml::from_str("projection_build_slots = 0").unwrap();
-        let err = Config::resolve_with_tls(none, None, None, None, None).unwrap_err();
-        assert!(err.to_string().contains("projection_build_slots"), "{err}");
         let long: FileConfig = toml::from_str("projection_live_interval_ms = 5000").unwrap();
         let err = Config::resolve_with_tls(long, None, None, None, None).unwrap_err();
         assert!(err.to_string().contains("projection_live_interval_ms"), "{err}");

@@ -41,9 +41,8 @@ pub use builder::{resume_position, Failure};
 pub use error::{Error, Result};
 pub use projector::{decode_value, encode_value, printable_key, Cached, Fingerprint, Projector, State};
 pub use runner::{
-    current_rules, default_build_slots, spawn, spawn_with, Difference, ProjectionDb, ProjectionHandle,
-    ProjectionStatus, Reader, RebuildProgress, RebuildSummary, RunState, SpawnOptions, VerifyReport,
-    DEFAULT_CACHE_BYTES,
+    current_rules, spawn, spawn_with, Difference, ProjectionDb, ProjectionHandle, ProjectionStatus, Reader,
+    RebuildProgress, RebuildSummary, RunState, SpawnOptions, VerifyReport, DEFAULT_CACHE_BYTES,
 };
 pub use stats::histogram_median;
 

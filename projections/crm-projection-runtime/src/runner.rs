@@ -35,14 +35,6 @@ pub const DEFAULT_CACHE_BYTES: u64 = 1024 * 1024 * 1024;
 #[derive(Clone)]
 pub struct ProjectionDb {
     db: sled::Db,
-    /// Build slots ([`Self::with_build_slots`]): a runner holds one while it keeps a whole
-    /// build in memory (a serving build far behind the head, a shadow rebuild or a verify).
-    builds: Arc<tokio::sync::Semaphore>,
-}
-
-/// Default of [`ProjectionDb::with_build_slots`]: one per core.
-pub fn default_build_slots() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 impl ProjectionDb {
@@ -56,28 +48,12 @@ impl ProjectionDb {
     /// beyond it are read back from the files and deserialised when used again.
     pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Self> {
         let config = sled::Config::new().path(path).mode(sled::Mode::HighThroughput).cache_capacity(cache_bytes);
-        Ok(ProjectionDb::new(config.open()?))
+        Ok(ProjectionDb { db: config.open()? })
     }
 
     /// A temporary database, removed when dropped (tests).
     pub fn temporary() -> Result<Self> {
-        Ok(ProjectionDb::new(sled::Config::new().temporary(true).open()?))
-    }
-
-    fn new(db: sled::Db) -> Self {
-        ProjectionDb { db, builds: Arc::new(tokio::sync::Semaphore::new(default_build_slots())) }
-    }
-
-    /// How many builds of the read models on this database may run at once (at least one;
-    /// [`default_build_slots`] unless set): a serving build far behind the head (a first
-    /// start on a long log), a shadow rebuild or a verify each keeps its whole state in
-    /// memory until it commits (a cache of up to 1 GiB by its estimate per build), and
-    /// seven of them side by side on a 10 M event log took 18 to 22 GB. The others wait
-    /// their turn, in the order they asked; a read model close to the head never waits. Set
-    /// it before spawning the projections: it replaces the slots.
-    pub fn with_build_slots(mut self, slots: usize) -> Self {
-        self.builds = Arc::new(tokio::sync::Semaphore::new(slots.max(1)));
-        self
+        Ok(ProjectionDb { db: sled::Config::new().temporary(true).open()? })
     }
 
     /// Flushes every buffered write.
@@ -399,9 +375,6 @@ struct Runner<P: Projector> {
     options: SpawnOptions,
     /// When the last live step (one close to the head) started.
     last_live_step: Option<Instant>,
-    /// This runner's build slot ([`ProjectionDb::with_build_slots`]), held while
-    /// [`Self::needs_slot`].
-    slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Opens (or creates) the projection's serving build and starts its runner on the current
@@ -498,7 +471,6 @@ pub fn spawn_with<P: Projector>(
         retired: Vec::new(),
         options,
         last_live_step: None,
-        slot: None,
     };
     tokio::spawn(runner.run());
     Ok(ProjectionHandle { shared })
@@ -516,7 +488,6 @@ impl<P: Projector> Runner<P> {
                 }
             }
             head_rx.borrow_and_update();
-            self.claim_slot();
             self.start_pending();
             let mut worked = self.step_shadow().await;
             worked |= self.step_active().await;
@@ -546,10 +517,6 @@ impl<P: Projector> Runner<P> {
                 () = tokio::time::sleep(RETIRE_AFTER), if !self.retired.is_empty() => {}
                 () = sleep_until_opt(next_live_step), if next_live_step.is_some() => {}
                 () = wait_for_shadow_step(&mut self.shadow), if matches!(self.shadow, Some((_, ShadowBuild::Stepping { .. }))) => {}
-                permit = self.db.builds.clone().acquire_owned(), if self.slot.is_none() && self.needs_slot() => {
-                    self.slot = permit.ok();
-                    tracing::debug!(projection = self.shared.name, "build slot acquired");
-                }
             }
         }
     }
@@ -568,31 +535,6 @@ impl<P: Projector> Runner<P> {
         self.active
             .as_ref()
             .is_some_and(|a| a.meta.version != self.projector.version() && !self.projector.follows(a.meta.version))
-    }
-
-    /// Whether this runner keeps, or is about to keep, a whole build in memory: a shadow
-    /// running or queued, or a serving build far behind the head or holding uncommitted
-    /// progress. Such work waits for a build slot; live steps never do.
-    fn needs_slot(&self) -> bool {
-        self.shadow.is_some() || !self.pending.is_empty() || self.active_needs_slot()
-    }
-
-    fn active_needs_slot(&self) -> bool {
-        !self.failed
-            && !self.frozen()
-            && self.active.as_ref().is_some_and(|b| {
-                let behind = self.store.committed_head().saturating_sub(b.applied_position());
-                behind > LIVE_BATCH || b.applied_position() != b.meta.position
-            })
-    }
-
-    /// Takes a free build slot when one is needed, gives it back when not.
-    fn claim_slot(&mut self) {
-        if !self.needs_slot() {
-            self.slot = None;
-        } else if self.slot.is_none() {
-            self.slot = self.db.builds.clone().try_acquire_owned().ok();
-        }
     }
 
     fn active_meta_position(&self) -> u64 {
@@ -638,7 +580,7 @@ impl<P: Projector> Runner<P> {
     }
 
     fn start_pending(&mut self) {
-        if self.shadow.is_some() || self.slot.is_none() {
+        if self.shadow.is_some() {
             return;
         }
         let Some(next) = self.pending.pop_front() else { return };
@@ -888,12 +830,6 @@ impl<P: Projector> Runner<P> {
     /// Advances the serving build one step.
     async fn step_active(&mut self) -> bool {
         if self.failed || self.frozen() || self.next_live_step().is_some() {
-            return false;
-        }
-        let far_behind =
-            self.active.as_ref().is_some_and(|b| self.store.committed_head() - b.applied_position() > LIVE_BATCH);
-        if far_behind && self.slot.is_none() {
-            // Waits for a build slot (the runner's loop waits on the semaphore).
             return false;
         }
         let Some(builder) = self.active.take() else { return false };

@@ -117,10 +117,6 @@ enum Cmd {
         /// sled page cache of the read models' database, in MiB.
         #[arg(long, default_value_t = 1024)]
         projection_cache_mb: u64,
-        /// Read models building at once from far behind the head (the server's
-        /// `projection_build_slots`); default one per core.
-        #[arg(long)]
-        build_slots: Option<usize>,
     },
 }
 
@@ -139,9 +135,8 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Query { dir, clients, seconds, server_bin, rate, write_rate } => {
             query(&dir, clients, seconds, server_bin.as_deref(), rate, write_rate).await
         }
-        Cmd::Lag { dir, rate, seconds, rules_change_at, log_cache_mb, projection_cache_mb, build_slots } => {
-            let slots = build_slots.unwrap_or_else(crm_projection_runtime::default_build_slots);
-            lag(&dir, rate, seconds, rules_change_at, (log_cache_mb << 20, projection_cache_mb << 20), slots).await
+        Cmd::Lag { dir, rate, seconds, rules_change_at, log_cache_mb, projection_cache_mb } => {
+            lag(&dir, rate, seconds, rules_change_at, (log_cache_mb << 20, projection_cache_mb << 20)).await
         }
     }
 }
@@ -559,14 +554,13 @@ async fn lag(
     seconds: u64,
     rules_change_at: Option<u64>,
     (log_cache, projection_cache): (u64, u64),
-    build_slots: usize,
 ) -> anyhow::Result<()> {
     let store = SledEventStore::open(crm_eventlog::Config {
         cache_capacity: log_cache,
         ..crm_eventlog::Config::new(dir.join("eventlog"))
     })
     .context("opening the event log")?;
-    let db = ProjectionDb::open_with_cache(&dir.join("projections"), projection_cache)?.with_build_slots(build_slots);
+    let db = ProjectionDb::open_with_cache(&dir.join("projections"), projection_cache)?;
     // Every read model the server runs, as the server runs them (one database, one process).
     let duplicates = {
         let db = db.clone();

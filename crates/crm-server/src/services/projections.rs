@@ -57,7 +57,6 @@ impl Projections {
             tokio::task::spawn_blocking(move || ProjectionDb::open(&path))
                 .await?
                 .with_context(|| format!("opening the projections in {}", dir.display()))?
-                .with_build_slots(config.projection_build_slots)
         };
         let calendar = Calendar::china_2026();
         let customers =

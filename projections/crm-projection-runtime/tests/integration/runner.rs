@@ -417,42 +417,6 @@ async fn a_held_rebuild_keeps_the_serving_build_live(thousands: usize, hold_from
     handle.stop().await;
 }
 
-/// Builds that keep a whole read model in memory take turns for the database's build slots:
-/// with one slot, a fresh build waits while another holds it, and a read model close to
-/// the head goes on following the log meanwhile; once the slot is free the waiting build
-/// runs, and all end caught up.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn builds_take_turns_for_the_build_slots_and_live_steps_never_wait() {
-    let live = Counting::new("live");
-    let (log, db_dir) = a_log_built_by(&live, 20).await;
-    let built = log.store.committed_head();
-    let gate: Gate = std::sync::Arc::new((std::sync::Mutex::new((false, false)), std::sync::Condvar::new()));
-    let opener = OpenOnDrop(gate.clone());
-    let gated =
-        |gate: Gate| Gated { counting: Counting::new("gated"), hold: 1..=built, gate, held: Default::default() };
-    let db = reopen(&db_dir).await.with_build_slots(1);
-    let first = spawn(&db, log.store.clone(), gated(gate.clone())).unwrap();
-    until_held(&gate).await;
-    let waiting = spawn(&db, log.store.clone(), Counting::new("waiting")).unwrap();
-    let following = spawn(&db, log.store.clone(), live.clone()).unwrap();
-    append_all(&log.store, &commands(12, 50)).await;
-    let head = log.store.committed_head();
-    let reached = following.wait_for(head, Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let waited_at = waiting.status().position;
-    drop(opener);
-    assert_eq!(reached.unwrap(), head, "a live read model followed the log while the only slot was taken");
-    assert_eq!(waited_at, 0, "the second build waited for the slot");
-
-    settle(&first, &gated(Default::default()), &log.store).await;
-    settle(&waiting, &Counting::new("waiting"), &log.store).await;
-    settle(&following, &live, &log.store).await;
-    for handle in [&first, &waiting, &following] {
-        assert_eq!(total(handle), log.store.committed_head());
-        handle.stop().await;
-    }
-}
-
 /// Stopping while a rebuild step runs in the background tells the step to stop: it ends at its
 /// next read of the log (4,096 events) instead of applying the rest of its batch and writing
 /// it, and the serving build is left as it was.
