@@ -35,8 +35,8 @@ impl CustomerView {
         self.fields.get(name).map(String::as_str)
     }
 
-    /// The index keys this record should have.
-    pub(crate) fn index_keys(&self) -> BTreeSet<Vec<u8>> {
+    /// The index keys this record should have (the tree holds exactly these for it).
+    pub fn index_keys(&self) -> BTreeSet<Vec<u8>> {
         self.index_fields().keys(&self.id)
     }
 
@@ -280,6 +280,30 @@ impl CustomersProjector {
         Ok(())
     }
 
+    /// Changes one customer's counters with `f`, which must leave every profile field, the
+    /// owner, the stage and the merge state as they are: no index entry can move, so
+    /// neither the index fields nor the tags are compared (most events of a busy log are
+    /// activities and contacts).
+    fn count(
+        state: &mut State<'_, Value>,
+        recorded: &RecordedEvent,
+        id: Uuid,
+        f: impl FnOnce(&mut CustomerView),
+    ) -> Result {
+        let key = customer_key(&id);
+        let Some(Value::Customer(view)) = state.get_mut(&key)? else {
+            return Err(format!("customer {id} is not known (event {})", recorded.event_type));
+        };
+        #[cfg(debug_assertions)]
+        let before = (view.index_fields(), view.fields.clone());
+        f(view);
+        #[cfg(debug_assertions)]
+        debug_assert_eq!(before, (view.index_fields(), view.fields.clone()), "a counted event moved an index entry");
+        view.updated_at_micros = recorded.recorded_at_micros;
+        view.updated_position = recorded.position;
+        Ok(())
+    }
+
     /// The opportunity's key, or, once it is loaded (the runner's second round), its
     /// customer's: what [`Self::set_stage`] reads.
     fn prefetch_through(opportunity: Uuid, cached: &Cached<'_, Value>, keys: &mut Vec<Vec<u8>>) {
@@ -294,10 +318,33 @@ impl CustomersProjector {
         match state.get(&opportunity_key(&opportunity))? {
             Some(Value::OpportunityOf(customer)) => {
                 let customer = *customer;
-                Self::change(state, recorded, customer, |v| v.stage = Some(stage.to_owned()))
+                Self::move_stage(state, recorded, customer, stage)
             }
             _ => Err(format!("opportunity {opportunity} is not known")),
         }
+    }
+
+    /// Sets a customer's stage: only its stage entry can move, so that one is changed
+    /// directly (no other index field is looked at).
+    fn move_stage(state: &mut State<'_, Value>, recorded: &RecordedEvent, customer: Uuid, stage: &str) -> Result {
+        let (old, indexed) = {
+            let Some(Value::Customer(view)) = state.get_mut(&customer_key(&customer))? else {
+                return Err(format!("customer {customer} is not known (event {})", recorded.event_type));
+            };
+            view.updated_at_micros = recorded.recorded_at_micros;
+            view.updated_position = recorded.position;
+            (view.stage.replace(stage.to_owned()), view.absorbed_into.is_none())
+        };
+        if indexed && old.as_deref() != Some(stage) {
+            let id = customer.to_string();
+            if let Some(old) = old.filter(|old| !old.is_empty()) {
+                state.remove(index_key("stage", &old, &id));
+            }
+            if !stage.is_empty() {
+                state.put(index_key("stage", stage, &id), Value::Indexed);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -390,8 +437,8 @@ impl Projector for CustomersProjector {
             Event::CustomerUpdated(e) => {
                 Self::change(state, recorded, e.customer_id.0, |v| apply_changes(&mut v.fields, &e.changes))
             }
-            Event::ContactAdded(e) => Self::change(state, recorded, e.customer_id.0, |v| v.contacts += 1),
-            Event::ActivityLogged(e) => Self::change(state, recorded, e.customer_id.0, |v| {
+            Event::ContactAdded(e) => Self::count(state, recorded, e.customer_id.0, |v| v.contacts += 1),
+            Event::ActivityLogged(e) => Self::count(state, recorded, e.customer_id.0, |v| {
                 v.activities += 1;
                 let at = e.occurred_at.timestamp_micros();
                 v.last_activity_micros = Some(v.last_activity_micros.map_or(at, |last| last.max(at)));
@@ -408,14 +455,14 @@ impl Projector for CustomersProjector {
                 Self::change(state, recorded, e.absorbed_id.0, |v| v.absorbed_into = Some(e.survivor_id.0))
             }
             Event::CustomerRestored(e) => Self::change(state, recorded, e.absorbed_id.0, |v| v.absorbed_into = None),
-            Event::CustomerDealWon(e) => Self::change(state, recorded, e.customer_id.0, |v| v.won_deals += 1),
+            Event::CustomerDealWon(e) => Self::count(state, recorded, e.customer_id.0, |v| v.won_deals += 1),
             Event::OwnerChanged(e) => match e.subject {
                 Owned::Customer(id) => Self::change(state, recorded, id.0, |v| v.owner = Some(e.to.0)),
                 _ => Ok(()),
             },
             Event::OpportunityOpened(e) => {
                 state.put(opportunity_key(&e.opportunity_id.0), Value::OpportunityOf(e.customer_id.0));
-                Self::change(state, recorded, e.customer_id.0, |v| v.stage = Some(e.stage.clone()))
+                Self::move_stage(state, recorded, e.customer_id.0, &e.stage)
             }
             Event::StageMoved(e) => Self::set_stage(state, recorded, e.opportunity_id.0, &e.to),
             Event::OpportunityWon(e) => Self::set_stage(state, recorded, e.opportunity_id.0, crm_domain::STAGE_WON),

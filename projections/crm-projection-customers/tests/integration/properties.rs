@@ -1,3 +1,7 @@
+use std::collections::BTreeSet;
+
+use crm_projection_customers::Value;
+use crm_projection_runtime::decode_value;
 use crm_projection_runtime::fixtures::{Generator, GeneratorConfig};
 use crm_projection_runtime::testing::assert_incremental_equals_rebuild;
 use proptest::prelude::*;
@@ -12,9 +16,26 @@ proptest! {
         let mut g = Generator::new(GeneratorConfig { seed, users: 6, ..Default::default() });
         let commands: Vec<_> = (0..n).map(|_| g.next_command()).collect();
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        rt.block_on(async {
+        let (stored, wanted) = rt.block_on(async {
             let (_log, handle, _db) = assert_incremental_equals_rebuild(crate::projector(), &commands, &chunks).await;
+            // The index holds exactly the entries the records call for: none left behind by
+            // a change that moved one, none missing.
+            let tree = handle.reader().tree;
+            let (mut stored, mut wanted) = (BTreeSet::new(), BTreeSet::new());
+            for entry in tree.iter() {
+                let (key, value) = entry.unwrap();
+                if key.starts_with(b"x/") {
+                    stored.insert(key.to_vec());
+                } else if key.starts_with(b"c/") {
+                    if let Value::Customer(view) = decode_value::<Value>(&key, &value).unwrap() {
+                        wanted.extend(view.index_keys());
+                    }
+                }
+            }
             handle.stop().await;
+            (stored, wanted)
         });
+        prop_assert!(!wanted.is_empty());
+        prop_assert_eq!(stored, wanted);
     }
 }
