@@ -251,6 +251,22 @@ fn tags_of(fields: &BTreeMap<String, String>) -> Vec<String> {
 type Result<T = ()> = std::result::Result<T, String>;
 
 impl CustomersProjector {
+    /// The record of customer `id`, stamped as changed by `recorded`.
+    fn touched<'s>(
+        state: &'s mut State<'_, Value>,
+        recorded: &RecordedEvent,
+        id: &Uuid,
+    ) -> Result<&'s mut CustomerView> {
+        match state.get_mut(&customer_key(id))? {
+            Some(Value::Customer(view)) => {
+                view.updated_at_micros = recorded.recorded_at_micros;
+                view.updated_position = recorded.position;
+                Ok(view)
+            }
+            _ => Err(format!("customer {id} is not known (event {})", recorded.event_type)),
+        }
+    }
+
     /// Changes one customer with `f` in place, keeping its index entries in step.
     fn change(
         state: &mut State<'_, Value>,
@@ -258,15 +274,10 @@ impl CustomersProjector {
         id: Uuid,
         f: impl FnOnce(&mut CustomerView),
     ) -> Result {
-        let key = customer_key(&id);
-        let Some(Value::Customer(view)) = state.get_mut(&key)? else {
-            return Err(format!("customer {id} is not known (event {})", recorded.event_type));
-        };
+        let view = Self::touched(state, recorded, &id)?;
         let before = view.index_fields();
         f(view);
         view.tags = tags_of(&view.fields);
-        view.updated_at_micros = recorded.recorded_at_micros;
-        view.updated_position = recorded.position;
         let after = view.index_fields();
         if after != before {
             let (gone, added) = IndexFields::changed_keys(&before, &after, &id);
@@ -290,17 +301,12 @@ impl CustomersProjector {
         id: Uuid,
         f: impl FnOnce(&mut CustomerView),
     ) -> Result {
-        let key = customer_key(&id);
-        let Some(Value::Customer(view)) = state.get_mut(&key)? else {
-            return Err(format!("customer {id} is not known (event {})", recorded.event_type));
-        };
+        let view = Self::touched(state, recorded, &id)?;
         #[cfg(debug_assertions)]
         let before = (view.index_fields(), view.fields.clone());
         f(view);
         #[cfg(debug_assertions)]
         debug_assert_eq!(before, (view.index_fields(), view.fields.clone()), "a counted event moved an index entry");
-        view.updated_at_micros = recorded.recorded_at_micros;
-        view.updated_position = recorded.position;
         Ok(())
     }
 
@@ -327,14 +333,8 @@ impl CustomersProjector {
     /// Sets a customer's stage: only its stage entry can move, so that one is changed
     /// directly (no other index field is looked at).
     fn move_stage(state: &mut State<'_, Value>, recorded: &RecordedEvent, customer: Uuid, stage: &str) -> Result {
-        let (old, indexed) = {
-            let Some(Value::Customer(view)) = state.get_mut(&customer_key(&customer))? else {
-                return Err(format!("customer {customer} is not known (event {})", recorded.event_type));
-            };
-            view.updated_at_micros = recorded.recorded_at_micros;
-            view.updated_position = recorded.position;
-            (view.stage.replace(stage.to_owned()), view.absorbed_into.is_none())
-        };
+        let view = Self::touched(state, recorded, &customer)?;
+        let (old, indexed) = (view.stage.replace(stage.to_owned()), view.absorbed_into.is_none());
         if indexed && old.as_deref() != Some(stage) {
             let id = customer.to_string();
             if let Some(old) = old.filter(|old| !old.is_empty()) {
