@@ -169,6 +169,9 @@ pub struct ProjectionStatus {
     /// The shadow build running now, or the last one.
     pub shadow: Option<RebuildProgress>,
     pub rebuilds_completed: u64,
+    /// The serving build is of a version the code does not [follow](Projector::follows):
+    /// it stays at its position until its rebuild swaps in.
+    pub frozen: bool,
 }
 
 /// One key on which the stored read model and a fresh rebuild disagree.
@@ -446,6 +449,7 @@ pub fn spawn_with<P: Projector>(
         failure: None,
         shadow: None,
         rebuilds_completed: 0,
+        frozen: active.meta.version != projector.version() && !projector.follows(active.meta.version),
     };
     let (position_tx, _) = watch::channel(active.meta.position);
     let (commands_tx, commands) = mpsc::unbounded_channel();
@@ -813,6 +817,7 @@ impl<P: Projector> Runner<P> {
                     status.last_recorded_at_micros = meta.last_recorded_at_micros;
                     status.failure = None;
                     status.rebuilds_completed += 1;
+                    status.frozen = false;
                     if let Some(progress) = &mut status.shadow {
                         progress.done = position;
                         progress.eta_seconds = 0.0;

@@ -359,12 +359,12 @@ async fn an_old_version_the_new_code_does_not_follow_serves_frozen_until_the_swa
     let (status, reader) = (handle.status(), handle.reader());
     drop(opener);
     assert!(waited.is_err(), "the old build was not followed: {waited:?}");
-    assert_eq!((status.state, status.version, status.position), (RunState::Rebuilding, 1, built));
+    assert_eq!((status.state, status.version, status.position, status.frozen), (RunState::Rebuilding, 1, built, true));
     assert_eq!((reader.position, reader.get::<u64>(b"total").unwrap()), (built, Some(built)));
 
     settle(&handle, &gated(Default::default()), &log.store).await;
     let status = handle.status();
-    assert_eq!((status.state, status.version, status.rebuilds_completed), (RunState::Live, 2, 1));
+    assert_eq!((status.state, status.version, status.rebuilds_completed, status.frozen), (RunState::Live, 2, 1, false));
     assert_eq!(total(&handle), log.store.committed_head());
     let rebuilt = fold_all(&v1, &Default::default(), &all_events(&log.store));
     assert_eq!(dump(&handle.reader().tree), rebuilt);
@@ -404,7 +404,10 @@ async fn a_held_rebuild_keeps_the_serving_build_live(thousands: usize, hold_from
     let status = handle.status();
     drop(opener);
     assert_eq!(reached.unwrap(), head, "the serving build followed the log while the rebuild was held");
-    assert_eq!((status.state, status.version, status.rebuilds_completed), (RunState::Rebuilding, 1, 0));
+    assert_eq!(
+        (status.state, status.version, status.rebuilds_completed, status.frozen),
+        (RunState::Rebuilding, 1, 0, false)
+    );
     assert_eq!(total(&handle), head);
 
     let v2 = Gated { counting: Counting { version: 2, ..v1.clone() }, hold, gate, held: Default::default() };
