@@ -80,11 +80,14 @@ pub struct Counting {
     /// Whether it follows a stored build of an older version during the rebuild
     /// ([`Projector::follows`]); its values mean the same in every version.
     pub follows_older: bool,
+    /// Whether its fingerprint is the rules' version (so every rules change rebuilds it);
+    /// 0 otherwise.
+    pub fingerprints_rules: bool,
 }
 
 impl Counting {
     pub fn new(name: &'static str) -> Self {
-        Counting { version: 1, fail_on: None, name, follows_older: false }
+        Counting { version: 1, fail_on: None, name, follows_older: false, fingerprints_rules: false }
     }
 }
 
@@ -103,8 +106,12 @@ impl Projector for Counting {
         self.follows_older && stored_version < self.version
     }
 
-    fn fingerprint(&self, _rules: &Rules) -> u64 {
-        0
+    fn fingerprint(&self, rules: &Rules) -> u64 {
+        if self.fingerprints_rules {
+            rules.version
+        } else {
+            0
+        }
     }
 
     /// The keys `apply` reads, and one it never does (a wrong hint costs a read, nothing else).

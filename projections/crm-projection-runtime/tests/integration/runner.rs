@@ -420,6 +420,45 @@ async fn a_held_rebuild_keeps_the_serving_build_live(thousands: usize, hold_from
     handle.stop().await;
 }
 
+/// Rules that change the fingerprint, appended while the serving build is frozen for a
+/// version change, are not lost: the rebuild swaps in at the frozen build's position, the
+/// new build meets the change as it follows the log and rebuilds again, so the read model
+/// ends on the new rules and at the head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_changed_during_a_frozen_upgrade_rebuild_again_after_the_swap() {
+    let v1 = Counting { fingerprints_rules: true, ..Counting::new("gated") };
+    let (log, db_dir) = a_log_built_by(&v1, 20).await;
+    let built = log.store.committed_head();
+    let gate: Gate = std::sync::Arc::new((std::sync::Mutex::new((false, false)), std::sync::Condvar::new()));
+    let opener = OpenOnDrop(gate.clone());
+    let gated = |gate: Gate| Gated {
+        counting: Counting { version: 2, ..v1.clone() },
+        hold: 1..=built,
+        gate,
+        held: Default::default(),
+    };
+    let db = reopen(&db_dir).await;
+    let handle = spawn(&db, log.store.clone(), gated(gate.clone())).unwrap();
+    until_held(&gate).await;
+    let mut rules = crm_projection_runtime::current_rules(&log.store).unwrap();
+    rules.version += 1;
+    let change =
+        crm_domain::Event::RulesChanged(crm_domain::RulesChanged { rules, reason: "阶段时限调整".into() });
+    append_all(
+        &log.store,
+        &[crm_projection_runtime::fixtures::Generated { actor: "admin".into(), events: vec![change] }],
+    )
+    .await;
+    assert!(handle.status().frozen);
+    drop(opener);
+
+    let rules = settle(&handle, &gated(Default::default()), &log.store).await;
+    let status = handle.status();
+    assert_eq!((status.version, status.fingerprint, status.rebuilds_completed), (2, rules.version, 2));
+    assert_eq!(total(&handle), log.store.committed_head());
+    handle.stop().await;
+}
+
 /// Stopping while a rebuild step runs in the background tells the step to stop: it ends at its
 /// next read of the log (4,096 events) instead of applying the rest of its batch and writing
 /// it, and the serving build is left as it was.
