@@ -31,7 +31,8 @@ pub trait Projector: Send + Sync + 'static {
     /// while the rebuild that a version change starts runs beside it. No by default: a new
     /// version may store other values under other keys, and folding new events into an old
     /// build with the new code could mix both (or fail on an old value). The old build then
-    /// serves frozen at its position (its answers say which) until the rebuild swaps in. A
+    /// serves frozen at its position (its answers carry that position) until the rebuild
+    /// swaps in. A
     /// projector whose new version reads and writes the old one's values unchanged (a fix of
     /// how one event counts, say) may answer yes and keep the old build current meanwhile.
     fn follows(&self, stored_version: u32) -> bool {

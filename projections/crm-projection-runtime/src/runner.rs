@@ -266,6 +266,17 @@ impl ProjectionHandle {
 
     /// Waits until the read model has applied `min_position`, at most `timeout`.
     pub async fn wait_for(&self, min_position: u64, timeout: Duration) -> Result<u64> {
+        let status = self.status();
+        if status.frozen && status.position < min_position {
+            // It would wait for the whole rebuild (minutes on a long log): say so at once.
+            return Err(Error::Upgrading {
+                projection: self.shared.name.to_owned(),
+                detail: format!(
+                    "the version {} build serves frozen at position {} until the rebuild swaps in, not yet at {min_position}",
+                    status.version, status.position
+                ),
+            });
+        }
         let mut rx = self.shared.position_tx.subscribe();
         let reached = tokio::time::timeout(timeout, rx.wait_for(|p| *p >= min_position)).await;
         match reached {
@@ -616,6 +627,19 @@ impl<P: Projector> Runner<P> {
                     ),
                 }
             }
+            Pending::Verify(reply) if self.frozen() => {
+                // A rebuild with this version's code cannot be compared with an older
+                // version's tree: every difference would be the upgrade.
+                let version = self.active.as_ref().map_or(0, |a| a.meta.version);
+                let _ = reply.send(Err(Error::Upgrading {
+                    projection: self.shared.name.to_owned(),
+                    detail: format!(
+                        "the serving build is version {version} and this code version {}; verify after the swap",
+                        self.projector.version()
+                    ),
+                }));
+                return;
+            }
             Pending::Verify(reply) => (
                 self.db.verify_tree(self.shared.name).map_err(|e| e.to_string()),
                 0,
@@ -623,17 +647,23 @@ impl<P: Projector> Runner<P> {
                 Purpose::Verify(reply),
             ),
         };
-        let tree = match tree {
-            Ok(tree) => tree,
-            Err(e) => {
-                fail_purpose(purpose, Error::Storage(e));
-                return;
-            }
-        };
-        let builder = match Builder::open(self.projector.clone(), tree, rules, true) {
+        let opened =
+            tree.and_then(|tree| Builder::open(self.projector.clone(), tree, rules, true).map_err(|f| f.detail));
+        let builder = match opened {
             Ok(b) => b,
-            Err(f) => {
-                fail_purpose(purpose, Error::Storage(f.detail));
+            Err(detail) => {
+                if self.frozen() && matches!(purpose, Purpose::Rebuild { .. }) {
+                    // Nothing else will move the frozen build on: show it, as a failed
+                    // rebuild does.
+                    let mut status = self.shared.status.lock().expect("status lock");
+                    status.state = RunState::Failed;
+                    status.failure = Some(Failure {
+                        position: self.active_meta_position() + 1,
+                        detail: format!("starting the rebuild for the new version: {detail}"),
+                    });
+                }
+                tracing::error!(projection = self.shared.name, %detail, "shadow build could not start");
+                fail_purpose(purpose, Error::Storage(detail));
                 return;
             }
         };

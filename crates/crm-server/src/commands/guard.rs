@@ -9,9 +9,11 @@
 //!   read model has applied it, so a customer created or edited by any command acknowledged
 //!   before this one started is in the index. Lead captures are of no such type, so under a
 //!   stream of captures the guard does not wait for the read model to step. A read
-//!   model stopped at an event it cannot apply (status `Failed`), or one serving an older
-//!   version frozen at its position until its rebuild swaps in (`frozen`), does not stop
-//!   captures: the guard checks against what it has and logs a warning.
+//!   model stopped at an event it cannot apply (status `Failed`) does not stop captures: the
+//!   guard checks against what it has and logs a warning. One serving an older version
+//!   frozen at its position until its rebuild swaps in (`frozen`, after an upgrade) and
+//!   behind what the check needs refuses the command at once with UNAVAILABLE: customers
+//!   changed since are not in it.
 //! - **Concurrent commands.** Guarded commands take a lock per master key (the normalised
 //!   USCC and E.164 phone they carry; 1024 stripes) from before the lookup until their append
 //!   is acknowledged. Two guarded commands with the same key therefore run one after the
@@ -91,17 +93,27 @@ impl DuplicateGuard {
         let deadline = Instant::now() + WAIT;
         while self.handle.position() < needed {
             let status = self.handle.status();
-            if status.state == RunState::Failed || status.frozen {
-                // Stopped at an event it cannot apply (visible in ListProjections), or
-                // serving an older version until its rebuild swaps in: captures go on,
-                // checked against what the read model has.
+            if status.state == RunState::Failed {
+                // Stopped at an event it cannot apply (visible in ListProjections): captures
+                // go on, checked against what the read model has.
                 tracing::warn!(
                     position = status.position,
                     needed,
-                    frozen = status.frozen,
-                    "duplicates read model failed or being rebuilt after an upgrade; checking against it as it is"
+                    "duplicates read model failed; checking against it as it is"
                 );
                 break;
+            }
+            if status.frozen {
+                // Serving an older version frozen at its position until its rebuild swaps
+                // in: customers changed since are not in it, so the check cannot be trusted;
+                // refused at once (retryable) rather than after the wait.
+                return Err(CommandError::Unavailable {
+                    what: "duplicate check".into(),
+                    reason: format!(
+                        "the duplicates read model is being rebuilt after an upgrade (serving position {}, the check needs {needed})",
+                        status.position
+                    ),
+                });
             }
             if Instant::now() >= deadline {
                 return Err(CommandError::Unavailable {
