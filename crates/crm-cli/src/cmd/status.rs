@@ -45,6 +45,7 @@ pub(crate) async fn run(conn: &Connection, format: Format) -> Result<u8> {
                 "rules_version": p.rules_version, "fingerprint": p.fingerprint,
                 "failed_position": p.failed_position, "failure": p.failure,
                 "rebuilds_completed": p.rebuilds_completed,
+                "frozen": p.frozen,
             })).collect::<Vec<_>>()),
             "sources": sources.as_ref().map(|ss| ss.iter().map(|s| serde_json::json!({
                 "source": s.source, "paused": s.paused, "paused_reason": s.paused_reason,
@@ -67,6 +68,9 @@ pub(crate) async fn run(conn: &Connection, format: Format) -> Result<u8> {
                     let mut state = state_name(p.state).to_owned();
                     if let Some(shadow) = p.shadow.as_ref().filter(|s| !s.finished && p.state == 2) {
                         state = format!("rebuilding {}/{}", shadow.done, shadow.total);
+                    }
+                    if p.frozen {
+                        state.push_str(" (old version frozen until the swap)");
                     }
                     if p.state == pb::ProjectionState::Failed as i32 {
                         state = format!("failed at {}: {}", p.failed_position, p.failure);

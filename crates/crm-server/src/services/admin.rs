@@ -74,6 +74,7 @@ fn info(store: &crm_eventlog::SledEventStore, s: ProjectionStatus) -> pb::Projec
         failure: s.failure.as_ref().map(|f| f.detail.clone()).unwrap_or_default(),
         shadow: s.shadow.as_ref().map(|p| progress(&s.name, p)),
         rebuilds_completed: s.rebuilds_completed,
+        frozen: s.frozen,
     }
 }
 

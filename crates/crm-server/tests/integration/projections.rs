@@ -265,6 +265,7 @@ async fn a_rebuild_under_concurrent_commands_never_fails_a_query_and_ends_exact(
     assert_eq!(everyone.len(), 500);
     let status = c.admin.list_projections(pb::ListProjectionsRequest {}).await.unwrap().into_inner();
     assert_eq!(status.projections[0].rebuilds_completed, 1);
+    assert!(!status.projections[0].frozen, "a requested rebuild of the same version freezes nothing");
     verify_clean(&mut c.admin).await;
 }
 
