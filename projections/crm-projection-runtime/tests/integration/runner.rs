@@ -268,6 +268,7 @@ type Gate = std::sync::Arc<(std::sync::Mutex<(bool, bool)>, std::sync::Condvar)>
 /// Counts like [`Counting`], but applying an event at a position in `hold` waits until the
 /// gate opens (at most a minute). The serving build resumes after its checkpoint, so only a
 /// rebuild's pass over the history is held.
+#[derive(Clone)]
 struct Gated {
     counting: Counting,
     hold: std::ops::RangeInclusive<u64>,
@@ -340,19 +341,7 @@ async fn the_serving_build_keeps_following_the_log_while_a_rebuild_steps() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_version_the_new_code_does_not_follow_serves_frozen_until_the_swap() {
     let v1 = Counting::new("gated");
-    let (log, db_dir) = a_log_built_by(&v1, 20).await;
-    let built = log.store.committed_head();
-    let gate: Gate = std::sync::Arc::new((std::sync::Mutex::new((false, false)), std::sync::Condvar::new()));
-    let opener = OpenOnDrop(gate.clone());
-    let gated = |gate: Gate| Gated {
-        counting: Counting { version: 2, ..v1.clone() },
-        hold: 1..=built,
-        gate,
-        held: Default::default(),
-    };
-    let db = reopen(&db_dir).await;
-    let handle = spawn(&db, log.store.clone(), gated(gate.clone())).unwrap();
-    until_held(&gate).await;
+    let FrozenUpgrade { log, handle, opener, v2, built } = a_frozen_upgrade(&v1).await;
     append_all(&log.store, &commands(11, 50)).await;
     let head = log.store.committed_head();
     let waited = handle.wait_for(head, Duration::from_millis(500)).await;
@@ -365,7 +354,7 @@ async fn an_old_version_the_new_code_does_not_follow_serves_frozen_until_the_swa
     assert_eq!((status.state, status.version, status.position, status.frozen), (RunState::Rebuilding, 1, built, true));
     assert_eq!((reader.position, reader.get::<u64>(b"total").unwrap()), (built, Some(built)));
 
-    settle(&handle, &gated(Default::default()), &log.store).await;
+    settle(&handle, &v2, &log.store).await;
     let status = handle.status();
     assert_eq!((status.state, status.version, status.rebuilds_completed, status.frozen), (RunState::Live, 2, 1, false));
     assert_eq!(total(&handle), log.store.committed_head());
@@ -430,19 +419,7 @@ async fn a_held_rebuild_keeps_the_serving_build_live(thousands: usize, hold_from
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rules_changed_during_a_frozen_upgrade_rebuild_again_after_the_swap() {
     let v1 = Counting { fingerprints_rules: true, ..Counting::new("gated") };
-    let (log, db_dir) = a_log_built_by(&v1, 20).await;
-    let built = log.store.committed_head();
-    let gate: Gate = std::sync::Arc::new((std::sync::Mutex::new((false, false)), std::sync::Condvar::new()));
-    let opener = OpenOnDrop(gate.clone());
-    let gated = |gate: Gate| Gated {
-        counting: Counting { version: 2, ..v1.clone() },
-        hold: 1..=built,
-        gate,
-        held: Default::default(),
-    };
-    let db = reopen(&db_dir).await;
-    let handle = spawn(&db, log.store.clone(), gated(gate.clone())).unwrap();
-    until_held(&gate).await;
+    let FrozenUpgrade { log, handle, opener, v2, .. } = a_frozen_upgrade(&v1).await;
     let mut rules = crm_projection_runtime::current_rules(&log.store).unwrap();
     rules.version += 1;
     let change =
@@ -455,7 +432,7 @@ async fn rules_changed_during_a_frozen_upgrade_rebuild_again_after_the_swap() {
     assert!(handle.status().frozen);
     drop(opener);
 
-    let rules = settle(&handle, &gated(Default::default()), &log.store).await;
+    let rules = settle(&handle, &v2, &log.store).await;
     let status = handle.status();
     assert_eq!((status.version, status.fingerprint, status.rebuilds_completed), (2, rules.version, 2));
     assert_eq!(total(&handle), log.store.committed_head());
@@ -520,6 +497,34 @@ async fn a_log_built_by(projector: &Counting, thousands: usize) -> (TempLog, std
     settle(&handle, projector, &log.store).await;
     handle.stop().await;
     (log, db_dir)
+}
+
+/// A log `v1` has built, reopened with version 2 of `v1` (which does not follow version 1),
+/// whose rebuild is held at its first event: the serving build is frozen at `built`.
+struct FrozenUpgrade {
+    log: TempLog,
+    handle: crm_projection_runtime::ProjectionHandle,
+    /// Opens the gate when dropped.
+    opener: OpenOnDrop,
+    v2: Gated,
+    built: u64,
+}
+
+async fn a_frozen_upgrade(v1: &Counting) -> FrozenUpgrade {
+    let (log, db_dir) = a_log_built_by(v1, 20).await;
+    let built = log.store.committed_head();
+    let gate: Gate = std::sync::Arc::new((std::sync::Mutex::new((false, false)), std::sync::Condvar::new()));
+    let opener = OpenOnDrop(gate.clone());
+    let v2 = Gated {
+        counting: Counting { version: 2, ..v1.clone() },
+        hold: 1..=built,
+        gate: gate.clone(),
+        held: Default::default(),
+    };
+    let db = reopen(&db_dir).await;
+    let handle = spawn(&db, log.store.clone(), v2.clone()).unwrap();
+    until_held(&gate).await;
+    FrozenUpgrade { log, handle, opener, v2, built }
 }
 
 /// Waits (at most a minute) until a step of the gated rebuild waits at the gate.
