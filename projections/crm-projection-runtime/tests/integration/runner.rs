@@ -412,6 +412,39 @@ async fn a_held_rebuild_keeps_the_serving_build_live(thousands: usize, hold_from
     handle.stop().await;
 }
 
+/// A rebuild for a new version that fails leaves the frozen build `Failed` with the
+/// rebuild's failure (nothing else will move it on), still serving; a verify of it is
+/// refused, since it would compare two versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_upgrade_rebuild_leaves_the_frozen_build_failed_and_unverifiable() {
+    let log = TempLog::new();
+    let db_dir = log.dir.join("projections");
+    append_all(&log.store, &commands(13, 300)).await;
+    let v1 = Counting::new("counting");
+    {
+        let db = ProjectionDb::open(&db_dir).unwrap();
+        let handle = spawn(&db, log.store.clone(), v1.clone()).unwrap();
+        settle(&handle, &v1, &log.store).await;
+        handle.stop().await;
+    }
+    let built = log.store.committed_head();
+    let v2 = Counting { version: 2, fail_on: Some("CustomerCreated".into()), ..v1.clone() };
+    let db = reopen(&db_dir).await;
+    let handle = spawn(&db, log.store.clone(), v2).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while handle.status().state != RunState::Failed {
+        assert!(std::time::Instant::now() < deadline, "the rebuild never failed: {:?}", handle.status());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let status = handle.status();
+    assert_eq!((status.version, status.position, status.frozen), (1, built, true));
+    assert!(status.failure.is_some_and(|f| f.detail.contains("CustomerCreated")), "{:?}", handle.status());
+    assert_eq!(total(&handle), built, "the old build still serves");
+    let verified = handle.verify().await;
+    assert!(matches!(verified, Err(crm_projection_runtime::Error::Upgrading { .. })), "{verified:?}");
+    handle.stop().await;
+}
+
 /// Rules that change the fingerprint, appended while the serving build is frozen for a
 /// version change, are not lost: the rebuild swaps in at the frozen build's position, the
 /// new build meets the change as it follows the log and rebuilds again, so the read model
