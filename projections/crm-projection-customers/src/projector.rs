@@ -291,25 +291,6 @@ impl CustomersProjector {
         Ok(())
     }
 
-    /// Changes one customer's counters with `f`, which must leave every profile field, the
-    /// owner, the stage and the merge state as they are: no index entry can move, so
-    /// neither the index fields nor the tags are compared (most events of a busy log are
-    /// activities and contacts).
-    fn count(
-        state: &mut State<'_, Value>,
-        recorded: &RecordedEvent,
-        id: Uuid,
-        f: impl FnOnce(&mut CustomerView),
-    ) -> Result {
-        let view = Self::touched(state, recorded, &id)?;
-        #[cfg(debug_assertions)]
-        let before = (view.index_fields(), view.fields.clone());
-        f(view);
-        #[cfg(debug_assertions)]
-        debug_assert_eq!(before, (view.index_fields(), view.fields.clone()), "a counted event moved an index entry");
-        Ok(())
-    }
-
     /// The opportunity's key, or, once it is loaded (the runner's second round), its
     /// customer's: what [`Self::set_stage`] reads.
     fn prefetch_through(opportunity: Uuid, cached: &Cached<'_, Value>, keys: &mut Vec<Vec<u8>>) {
@@ -437,8 +418,9 @@ impl Projector for CustomersProjector {
             Event::CustomerUpdated(e) => {
                 Self::change(state, recorded, e.customer_id.0, |v| apply_changes(&mut v.fields, &e.changes))
             }
-            Event::ContactAdded(e) => Self::count(state, recorded, e.customer_id.0, |v| v.contacts += 1),
-            Event::ActivityLogged(e) => Self::count(state, recorded, e.customer_id.0, |v| {
+            // Counters only: no index entry can move, so no index field is compared.
+            Event::ContactAdded(e) => Self::touched(state, recorded, &e.customer_id.0).map(|v| v.contacts += 1),
+            Event::ActivityLogged(e) => Self::touched(state, recorded, &e.customer_id.0).map(|v| {
                 v.activities += 1;
                 let at = e.occurred_at.timestamp_micros();
                 v.last_activity_micros = Some(v.last_activity_micros.map_or(at, |last| last.max(at)));
@@ -455,7 +437,7 @@ impl Projector for CustomersProjector {
                 Self::change(state, recorded, e.absorbed_id.0, |v| v.absorbed_into = Some(e.survivor_id.0))
             }
             Event::CustomerRestored(e) => Self::change(state, recorded, e.absorbed_id.0, |v| v.absorbed_into = None),
-            Event::CustomerDealWon(e) => Self::count(state, recorded, e.customer_id.0, |v| v.won_deals += 1),
+            Event::CustomerDealWon(e) => Self::touched(state, recorded, &e.customer_id.0).map(|v| v.won_deals += 1),
             Event::OwnerChanged(e) => match e.subject {
                 Owned::Customer(id) => Self::change(state, recorded, id.0, |v| v.owner = Some(e.to.0)),
                 _ => Ok(()),

@@ -435,8 +435,9 @@ pub fn spawn_with<P: Projector>(
     let active = Builder::open(projector.clone(), tree.clone(), rules.clone(), false)
         .map_err(|f| Error::Storage(format!("opening projection `{name}`: {}", f.detail)))?;
     let mut pending = VecDeque::new();
+    let frozen = frozen_by(&*projector, active.meta.version);
     if active.meta.version != projector.version() {
-        if !projector.follows(active.meta.version) {
+        if frozen {
             tracing::info!(
                 projection = name,
                 stored = active.meta.version,
@@ -460,7 +461,7 @@ pub fn spawn_with<P: Projector>(
         failure: None,
         shadow: None,
         rebuilds_completed: 0,
-        frozen: active.meta.version != projector.version() && !projector.follows(active.meta.version),
+        frozen,
     };
     let (position_tx, _) = watch::channel(active.meta.position);
     let (commands_tx, commands) = mpsc::unbounded_channel();
@@ -547,9 +548,15 @@ impl<P: Projector> Runner<P> {
     /// Whether the serving build is of a version this code must not fold into
     /// ([`Projector::follows`]): it serves as it is until its rebuild swaps in.
     fn frozen(&self) -> bool {
-        self.active
-            .as_ref()
-            .is_some_and(|a| a.meta.version != self.projector.version() && !self.projector.follows(a.meta.version))
+        self.active.as_ref().is_some_and(|a| frozen_by(&*self.projector, a.meta.version))
+    }
+
+    /// A frozen build whose rebuild failed (or could not start): nothing else will move it
+    /// on, so it shows `Failed` with the rebuild's failure until a requested rebuild swaps.
+    fn fail_frozen(&self, failure: Failure) {
+        let mut status = self.shared.status.lock().expect("status lock");
+        status.state = RunState::Failed;
+        status.failure = Some(failure);
     }
 
     fn active_meta_position(&self) -> u64 {
@@ -653,11 +660,7 @@ impl<P: Projector> Runner<P> {
             Ok(b) => b,
             Err(detail) => {
                 if self.frozen() && matches!(purpose, Purpose::Rebuild { .. }) {
-                    // Nothing else will move the frozen build on: show it, as a failed
-                    // rebuild does.
-                    let mut status = self.shared.status.lock().expect("status lock");
-                    status.state = RunState::Failed;
-                    status.failure = Some(Failure {
+                    self.fail_frozen(Failure {
                         position: self.active_meta_position() + 1,
                         detail: format!("starting the rebuild for the new version: {detail}"),
                     });
@@ -743,14 +746,11 @@ impl<P: Projector> Runner<P> {
             Err(failure) => {
                 tracing::error!(projection = self.shared.name, position = failure.position, detail = %failure.detail, "shadow build failed");
                 let _ = self.db.db.drop_tree(builder.tree.name());
-                let frozen = self.frozen();
+                if self.frozen() {
+                    self.fail_frozen(failure.clone());
+                }
                 let mut status = self.shared.status.lock().expect("status lock");
-                if frozen {
-                    // Nothing will move the old build on: it stays at its position, failed
-                    // with the rebuild's failure, until a requested rebuild succeeds.
-                    status.state = RunState::Failed;
-                    status.failure = Some(failure.clone());
-                } else if status.state == RunState::Rebuilding {
+                if status.state == RunState::Rebuilding {
                     status.state = RunState::Live;
                 }
                 if let Some(progress) = &mut status.shadow {
@@ -956,6 +956,12 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
+}
+
+/// Whether `projector` must leave a stored build of `stored_version` as it is
+/// ([`Projector::follows`]).
+fn frozen_by<P: Projector>(projector: &P, stored_version: u32) -> bool {
+    stored_version != projector.version() && !projector.follows(stored_version)
 }
 
 fn fail_purpose(purpose: Purpose, error: Error) {
