@@ -396,6 +396,7 @@ impl<P: Projector> Builder<P> {
     fn write(&mut self, meta: &Meta) -> Result<(), String> {
         let storage = |e: sled::Error| e.to_string();
         let started = std::time::Instant::now();
+        let cache_estimate = self.cache.estimated_bytes();
         let entries = self.cache.drain();
         let drained = started.elapsed().as_secs_f64();
         let count = entries.len();
@@ -435,6 +436,7 @@ impl<P: Projector> Builder<P> {
             tree = %String::from_utf8_lossy(&self.tree.name()),
             position = meta.position,
             keys = count,
+            cache_estimate,
             chunked,
             drain_seconds = drained,
             page_in_seconds = paged_in,

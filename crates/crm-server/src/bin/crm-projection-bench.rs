@@ -71,6 +71,12 @@ enum Cmd {
         /// `RebuildProjection` does), with the first build serving meanwhile.
         #[arg(long)]
         shadow: bool,
+        /// sled page cache of the event log, in MiB.
+        #[arg(long, default_value_t = 512)]
+        log_cache_mb: u64,
+        /// sled page cache of the fresh read-model database, in MiB.
+        #[arg(long, default_value_t = 1024)]
+        projection_cache_mb: u64,
     },
     /// Starts the server in-process on `<dir>` and measures query latency with concurrent
     /// gRPC clients (ListCustomers and GetFunnel with random filters).
@@ -131,7 +137,9 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Generate { dir, commands, seed, users, new_customer_permille } => {
             generate(&dir, commands, seed, users, new_customer_permille).await
         }
-        Cmd::Rebuild { dir, only, shadow } => rebuild(&dir, only.as_deref(), shadow).await,
+        Cmd::Rebuild { dir, only, shadow, log_cache_mb, projection_cache_mb } => {
+            rebuild(&dir, only.as_deref(), shadow, (log_cache_mb << 20, projection_cache_mb << 20)).await
+        }
         Cmd::Query { dir, clients, seconds, server_bin, rate, write_rate } => {
             query(&dir, clients, seconds, server_bin.as_deref(), rate, write_rate).await
         }
@@ -143,6 +151,22 @@ async fn main() -> anyhow::Result<()> {
 
 fn open_store(dir: &Path) -> anyhow::Result<SledEventStore> {
     SledEventStore::open(crm_eventlog::Config::new(dir.join("eventlog"))).context("opening the event log")
+}
+
+/// [`open_store`] with sled's page cache at `cache_capacity` bytes.
+fn open_store_with_cache(dir: &Path, cache_capacity: u64) -> anyhow::Result<SledEventStore> {
+    SledEventStore::open(crm_eventlog::Config { cache_capacity, ..crm_eventlog::Config::new(dir.join("eventlog")) })
+        .context("opening the event log")
+}
+
+/// This process's peak resident set (`VmHWM`), in bytes (0 when unreadable).
+fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }
 
 async fn generate(
@@ -218,8 +242,13 @@ async fn generate(
     Ok(())
 }
 
-async fn rebuild(dir: &Path, only: Option<&str>, shadow: bool) -> anyhow::Result<()> {
-    let store = open_store(dir)?;
+async fn rebuild(
+    dir: &Path,
+    only: Option<&str>,
+    shadow: bool,
+    (log_cache, projection_cache): (u64, u64),
+) -> anyhow::Result<()> {
+    let store = open_store_with_cache(dir, log_cache)?;
     let head = store.committed_head();
     println!("log head {head}");
     for name in ["customers", "funnel", "audit", "workload", "reminders", "health"] {
@@ -228,7 +257,7 @@ async fn rebuild(dir: &Path, only: Option<&str>, shadow: bool) -> anyhow::Result
         }
         let scratch = dir.join(format!("bench-rebuild-{name}"));
         let _ = std::fs::remove_dir_all(&scratch);
-        let db = ProjectionDb::open(&scratch)?;
+        let db = ProjectionDb::open_with_cache(&scratch, projection_cache)?;
         let started = Instant::now();
         let cpu = cpu_seconds("self");
         let handle = match name {
@@ -244,9 +273,11 @@ async fn rebuild(dir: &Path, only: Option<&str>, shadow: bool) -> anyhow::Result
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
         let load = load.split_whitespace().next().unwrap_or("?").to_owned();
         println!(
-            "rebuild {name}: {head} events in {seconds:.2} s = {:.0} events/s ({:.1} s CPU, load average {load})",
+            "rebuild {name}: {head} events in {seconds:.2} s = {:.0} events/s ({:.1} s CPU, load average {load}, \
+             process peak RSS so far {:.2} GB)",
             head as f64 / seconds,
-            cpu_seconds("self") - cpu
+            cpu_seconds("self") - cpu,
+            peak_rss_bytes() as f64 / 1e9
         );
         if shadow {
             let cpu = cpu_seconds("self");
@@ -555,11 +586,7 @@ async fn lag(
     rules_change_at: Option<u64>,
     (log_cache, projection_cache): (u64, u64),
 ) -> anyhow::Result<()> {
-    let store = SledEventStore::open(crm_eventlog::Config {
-        cache_capacity: log_cache,
-        ..crm_eventlog::Config::new(dir.join("eventlog"))
-    })
-    .context("opening the event log")?;
+    let store = open_store_with_cache(dir, log_cache)?;
     let db = ProjectionDb::open_with_cache(&dir.join("projections"), projection_cache)?;
     // Every read model the server runs, as the server runs them (one database, one process).
     let duplicates = {
