@@ -157,6 +157,62 @@ fn with_changes(c: &mut CustomerHealth, changes: &[FieldChange]) {
     known(&mut c.fields);
 }
 
+/// How an event changes a stored customer record.
+enum Change<'e> {
+    Fields(&'e [FieldChange]),
+    Absorbed(bool),
+    Owner(Uuid),
+}
+
+impl Change<'_> {
+    fn apply(&self, c: &mut CustomerHealth) {
+        match self {
+            Change::Fields(changes) => with_changes(c, changes),
+            Change::Absorbed(absorbed) => c.absorbed = *absorbed,
+            Change::Owner(owner) => c.owner = Some(*owner),
+        }
+    }
+}
+
+/// The stored customer `event` changes, and how (`None`: it changes none).
+fn customer_change(event: &Event) -> Option<(Uuid, Change<'_>)> {
+    Some(match event {
+        Event::CustomerUpdated(e) => (e.customer_id.0, Change::Fields(&e.changes)),
+        Event::CustomersMerged(e) => (e.survivor_id.0, Change::Fields(&e.field_changes)),
+        Event::CustomerUnmerged(e) => (e.survivor_id.0, Change::Fields(&e.restored)),
+        Event::CustomerAbsorbed(e) => (e.absorbed_id.0, Change::Absorbed(true)),
+        Event::CustomerRestored(e) => (e.absorbed_id.0, Change::Absorbed(false)),
+        Event::OwnerChanged(e) => match e.subject {
+            Owned::Customer(id) => (id.0, Change::Owner(e.to.0)),
+            _ => return None,
+        },
+        _ => return None,
+    })
+}
+
+/// A new customer's record.
+fn created(e: &crm_domain::CustomerCreated) -> CustomerHealth {
+    let mut fields = e.fields.clone();
+    known(&mut fields);
+    CustomerHealth { fields, owner: e.owner.map(|o| o.0), absorbed: false }
+}
+
+/// The scopes and counters a captured lead adds one to.
+fn lead_counts(e: &crm_domain::LeadCaptured) -> ([String; 2], Vec<&'static str>) {
+    let region = format!("r:{}", e.region.as_deref().unwrap_or(NO_REGION));
+    let mut counters = vec!["leads"];
+    if e.phone.as_deref().is_some_and(|p| !p.trim().is_empty()) && e.phone_e164.is_none() {
+        counters.push("lead_flag:phone_raw");
+    }
+    if e.uscc.as_deref().is_some_and(|u| !u.trim().is_empty()) && !e.uscc_checksum_ok {
+        counters.push("lead_flag:uscc_checksum");
+    }
+    if e.custom_attributes.get("intake.flags").is_some_and(|f| !f.trim().is_empty()) {
+        counters.push("lead_flag:intake_flagged");
+    }
+    (["*".to_owned(), region], counters)
+}
+
 impl Projector for HealthProjector {
     type Value = Value;
 
@@ -176,27 +232,40 @@ impl Projector for HealthProjector {
         DECODED.contains(&event_type)
     }
 
+    /// The customer record an event changes and, once that is in memory (the runner's
+    /// second round), the counters it may leave or join; a new customer's and a lead's
+    /// counters. After a restart the counters are not in memory, and reading them one by one
+    /// inside the fold held the live build seconds behind (docs/PERFORMANCE.md).
     fn prefetch(
         &self,
         _: &Rules,
         _: &RecordedEvent,
         event: Option<&Event>,
-        _: &Cached<'_, Value>,
+        cached: &Cached<'_, Value>,
         keys: &mut Vec<Vec<u8>>,
     ) {
-        let customer = match event {
-            Some(Event::CustomerUpdated(e)) => e.customer_id.0,
-            Some(Event::CustomersMerged(e)) => e.survivor_id.0,
-            Some(Event::CustomerUnmerged(e)) => e.survivor_id.0,
-            Some(Event::CustomerAbsorbed(e)) => e.absorbed_id.0,
-            Some(Event::CustomerRestored(e)) => e.absorbed_id.0,
-            Some(Event::OwnerChanged(e)) => match e.subject {
-                Owned::Customer(id) => id.0,
-                _ => return,
-            },
-            _ => return,
+        let Some(event) = event else { return };
+        let counted = |c: &CustomerHealth, keys: &mut Vec<Vec<u8>>| {
+            keys.extend(c.counted().iter().map(|(scope, counter)| counter_key(scope, counter)));
         };
-        keys.push(customer_key(&customer));
+        match event {
+            Event::CustomerCreated(e) => counted(&created(e), keys),
+            Event::LeadCaptured(e) => {
+                let (scopes, counters) = lead_counts(e);
+                keys.extend(scopes.iter().flat_map(|s| counters.iter().map(move |c| counter_key(s, c))));
+            }
+            _ => {
+                let Some((id, change)) = customer_change(event) else { return };
+                let key = customer_key(&id);
+                if let Some(Value::Customer(c)) = cached.get(&key) {
+                    let mut after = c.clone();
+                    change.apply(&mut after);
+                    counted(c, keys);
+                    counted(&after, keys);
+                }
+                keys.push(key);
+            }
+        }
     }
 
     fn apply(
@@ -209,42 +278,24 @@ impl Projector for HealthProjector {
         let Some(event) = event else { return Ok(()) };
         match event {
             Event::CustomerCreated(e) => {
-                let mut fields = e.fields.clone();
-                known(&mut fields);
-                let c = CustomerHealth { fields, owner: e.owner.map(|o| o.0), absorbed: false };
+                let c = created(e);
                 Self::count(state, &c, 1)?;
                 state.put(customer_key(&e.customer_id.0), Value::Customer(c));
                 Ok(())
             }
-            Event::CustomerUpdated(e) => Self::change(state, &e.customer_id.0, |c| with_changes(c, &e.changes)),
-            Event::CustomersMerged(e) => Self::change(state, &e.survivor_id.0, |c| with_changes(c, &e.field_changes)),
-            Event::CustomerUnmerged(e) => Self::change(state, &e.survivor_id.0, |c| with_changes(c, &e.restored)),
-            Event::CustomerAbsorbed(e) => Self::change(state, &e.absorbed_id.0, |c| c.absorbed = true),
-            Event::CustomerRestored(e) => Self::change(state, &e.absorbed_id.0, |c| c.absorbed = false),
-            Event::OwnerChanged(e) => match e.subject {
-                Owned::Customer(id) => Self::change(state, &id.0, |c| c.owner = Some(e.to.0)),
-                _ => Ok(()),
-            },
             Event::LeadCaptured(e) => {
-                let region = format!("r:{}", e.region.as_deref().unwrap_or(NO_REGION));
-                let mut counters = vec!["leads".to_owned()];
-                if e.phone.as_deref().is_some_and(|p| !p.trim().is_empty()) && e.phone_e164.is_none() {
-                    counters.push("lead_flag:phone_raw".to_owned());
-                }
-                if e.uscc.as_deref().is_some_and(|u| !u.trim().is_empty()) && !e.uscc_checksum_ok {
-                    counters.push("lead_flag:uscc_checksum".to_owned());
-                }
-                if e.custom_attributes.get("intake.flags").is_some_and(|f| !f.trim().is_empty()) {
-                    counters.push("lead_flag:intake_flagged".to_owned());
-                }
-                for scope in ["*", region.as_str()] {
+                let (scopes, counters) = lead_counts(e);
+                for scope in &scopes {
                     for counter in &counters {
                         Self::bump(state, scope, counter, 1)?;
                     }
                 }
                 Ok(())
             }
-            _ => Ok(()),
+            _ => match customer_change(event) {
+                Some((id, change)) => Self::change(state, &id, |c| change.apply(c)),
+                None => Ok(()),
+            },
         }
     }
 }

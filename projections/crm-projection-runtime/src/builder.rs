@@ -378,6 +378,7 @@ impl<P: Projector> Builder<P> {
             events = events.len(),
             read_ahead,
             read_ahead_seconds,
+            misses = self.cache.take_misses(),
             seconds = started.elapsed().as_secs_f64(),
             "applied a chunk"
         );

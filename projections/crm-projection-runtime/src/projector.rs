@@ -185,6 +185,9 @@ struct Slots<V> {
     /// Entries whose key was forgotten (emptied), reused before the vector grows.
     free: Vec<u32>,
     hasher: foldhash::fast::RandomState,
+    /// Keys read from the tree by the fold itself (not listed for [`Projector::prefetch`])
+    /// since [`Cache::take_misses`] last asked.
+    misses: u64,
 }
 
 struct Entry<V> {
@@ -218,6 +221,7 @@ impl<V> Default for Slots<V> {
             entries: Vec::new(),
             free: Vec::new(),
             hasher: foldhash::fast::RandomState::default(),
+            misses: 0,
         }
     }
 }
@@ -334,9 +338,10 @@ fn load<'c, V: DeserializeOwned>(
     key: &[u8],
 ) -> std::result::Result<&'c mut Slot<V>, String> {
     debug_assert!(key.first().is_some_and(|b| *b != 0), "state keys are non-empty and do not start with 0x00");
+    let misses = cache.misses;
     let (found, hash, entries, free) = cache.entry(key);
-    let i = match found {
-        Found::Occupied(entry) => entry.get().1 as usize,
+    let (i, read) = match found {
+        Found::Occupied(entry) => (entry.get().1 as usize, false),
         Found::Vacant(vacant) => {
             let value = if complete {
                 None
@@ -348,10 +353,13 @@ fn load<'c, V: DeserializeOwned>(
             };
             let stored = value.is_some();
             let slot = Slot { value, dirty: false, stored };
-            Slots::insert(vacant, hash, entries, free, Entry { key: key.to_vec(), slot })
+            (Slots::insert(vacant, hash, entries, free, Entry { key: key.to_vec(), slot }), !complete)
         }
     };
-    Ok(&mut entries[i].slot)
+    if read {
+        cache.misses = misses + 1;
+    }
+    Ok(&mut cache.entries[i].slot)
 }
 
 /// Adds dirty `slot` to a commit as [`Cache::drain`] does: its value encoded, a removal of a
@@ -766,6 +774,12 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
             }
         }
         Ok(total)
+    }
+
+    /// Keys the fold read from the tree itself since the last call (misses of
+    /// [`Projector::prefetch`]'s list).
+    pub(crate) fn take_misses(&mut self) -> u64 {
+        std::mem::take(&mut self.slots.misses)
     }
 
     /// Forgets every entry, committed or not (after a failed batch); reads go to the tree.

@@ -32,6 +32,61 @@ pub fn fold_all<P: Projector>(projector: &P, rules: &Rules, events: &[RecordedEv
     dump(&tree)
 }
 
+/// What [`Projector::prefetch`] spares a live build after a restart: `events[..split]` are
+/// folded and written to a tree first; the rest are then applied `chunk` events at a time
+/// by a build whose memory starts empty (reads go to the tree), each chunk after the keys
+/// `prefetch` lists for it were read ahead, and committed, as the runner does. Returns the
+/// keys read ahead and the keys the fold then read from the tree itself, one at a time.
+///
+/// # Panics
+/// When an event fails to decode or apply, or sled fails: test input only.
+pub fn prefetch_coverage<P: Projector>(
+    projector: &P,
+    rules: &Rules,
+    events: &[RecordedEvent],
+    split: usize,
+    chunk: usize,
+) -> (usize, u64) {
+    let db = sled::Config::new().temporary(true).open().expect("temporary sled");
+    let tree = db.open_tree("fold").expect("tree");
+    let decode = |recorded: &RecordedEvent| match Event::decode(
+        &recorded.event_type,
+        recorded.schema_version,
+        &recorded.payload,
+    ) {
+        Ok(event) => Some(event),
+        Err(crm_domain::DecodeError::UnknownEventType(_)) => None,
+        Err(e) => panic!("undecodable event at {}: {e}", recorded.position),
+    };
+    let commit = |cache: &mut Cache<P::Value>| {
+        let mut batch = sled::Batch::default();
+        cache.drain_into(&mut batch);
+        tree.apply_batch(batch).expect("batch");
+    };
+    let (before, after) = events.split_at(split);
+    let mut cache = Cache::<P::Value>::new(true);
+    let mut state = cache.state(&tree);
+    for recorded in before {
+        projector.apply(&mut state, rules, recorded, decode(recorded).as_ref()).expect("applies");
+    }
+    commit(&mut cache);
+    let (mut read_ahead, mut misses) = (0, 0);
+    let mut cache = Cache::<P::Value>::new(false);
+    for part in after.chunks(chunk.max(1)) {
+        let decoded: Vec<Option<Event>> = part.iter().map(decode).collect();
+        let listed: Vec<(&RecordedEvent, Option<&Event>)> =
+            part.iter().zip(&decoded).map(|(r, e)| (r, e.as_ref())).collect();
+        read_ahead += cache.prefetch(projector, rules, &tree, &listed).expect("read ahead");
+        let mut state = cache.state(&tree);
+        for (recorded, event) in &listed {
+            projector.apply(&mut state, rules, recorded, *event).expect("applies");
+        }
+        misses += cache.take_misses();
+        commit(&mut cache);
+    }
+    (read_ahead, misses)
+}
+
 /// Checks that every name in `event_types` is an event type of the domain (a misspelt name
 /// in a projector's [`Projector::decodes`] list would leave that type undecoded).
 ///

@@ -1,5 +1,6 @@
 //! Integration tests of the health read model.
 
+mod prefetch;
 mod properties;
 mod scenario;
 
