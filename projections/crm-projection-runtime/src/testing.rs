@@ -87,6 +87,25 @@ pub fn prefetch_coverage<P: Projector>(
     (read_ahead, misses)
 }
 
+/// The check a read model with a [`Projector::prefetch`] runs: over 3,000 generated commands
+/// (half folded and stored first, the rest applied by a build whose memory starts empty, as
+/// after a restart), the fold reads at most one key in 20 of those it reads ahead itself.
+///
+/// # Panics
+/// When it reads more: that is the test.
+pub fn assert_live_reads_are_read_ahead<P: Projector>(projector: &P) {
+    let mut g =
+        crate::fixtures::Generator::new(crate::fixtures::GeneratorConfig { seed: 11, users: 20, ..Default::default() });
+    let commands: Vec<_> = (0..3000).map(|_| g.next_command()).collect();
+    let log = TempLog::new();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(append_all(&log.store, &commands));
+    let events = all_events(&log.store);
+    let (read_ahead, misses) = prefetch_coverage(projector, &Rules::default(), &events, events.len() / 2, 512);
+    assert!(misses * 20 <= read_ahead as u64, "{misses} keys read one at a time, {read_ahead} read ahead");
+    assert!(read_ahead > 0, "nothing read ahead");
+}
+
 /// Checks that every name in `event_types` is an event type of the domain (a misspelt name
 /// in a projector's [`Projector::decodes`] list would leave that type undecoded).
 ///

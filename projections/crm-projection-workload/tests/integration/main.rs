@@ -1,5 +1,6 @@
 //! Integration tests of the workload read model.
 
+mod prefetch;
 mod properties;
 mod scenario;
 
