@@ -1,5 +1,6 @@
 //! Integration tests of the customers read model.
 
+mod prefetch;
 mod properties;
 mod queries;
 
