@@ -233,7 +233,7 @@ impl Projector for HealthProjector {
     }
 
     /// The customer record an event changes and, once that is in memory (the runner's
-    /// second round), the counters it may leave or join; a new customer's and a lead's
+    /// second round), the counters it leaves or joins (as `change` computes them); a new customer's and a lead's
     /// counters. After a restart the counters are not in memory, and reading them one by one
     /// inside the fold held the live build seconds behind (docs/PERFORMANCE.md).
     fn prefetch(
@@ -260,8 +260,13 @@ impl Projector for HealthProjector {
                 if let Some(Value::Customer(c)) = cached.get(&key) {
                     let mut after = c.clone();
                     change.apply(&mut after);
-                    counted(c, keys);
-                    counted(&after, keys);
+                    let (before, after) = (c.counted(), after.counted());
+                    for (scope, counter) in before.iter().filter(|b| !after.contains(b)) {
+                        keys.push(counter_key(scope, counter));
+                    }
+                    for (scope, counter) in after.iter().filter(|a| !before.contains(a)) {
+                        keys.push(counter_key(scope, counter));
+                    }
                 }
                 keys.push(key);
             }

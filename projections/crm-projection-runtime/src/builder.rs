@@ -372,13 +372,15 @@ impl<P: Projector> Builder<P> {
             progress.last_recorded = recorded.recorded_at_micros;
             progress.applied += 1;
         }
+        // Taken whether or not the trace is on (its fields are evaluated only when it is).
+        let misses = self.cache.take_misses();
         tracing::trace!(
             tree = %String::from_utf8_lossy(&self.tree.name()),
             from,
             events = events.len(),
             read_ahead,
             read_ahead_seconds,
-            misses = self.cache.take_misses(),
+            misses,
             seconds = started.elapsed().as_secs_f64(),
             "applied a chunk"
         );

@@ -327,6 +327,7 @@ impl<V> Slots<V> {
         self.index.clear();
         self.entries.clear();
         self.free.clear();
+        self.misses = 0;
     }
 }
 
@@ -338,7 +339,6 @@ fn load<'c, V: DeserializeOwned>(
     key: &[u8],
 ) -> std::result::Result<&'c mut Slot<V>, String> {
     debug_assert!(key.first().is_some_and(|b| *b != 0), "state keys are non-empty and do not start with 0x00");
-    let misses = cache.misses;
     let (found, hash, entries, free) = cache.entry(key);
     let (i, read) = match found {
         Found::Occupied(entry) => (entry.get().1 as usize, false),
@@ -357,7 +357,7 @@ fn load<'c, V: DeserializeOwned>(
         }
     };
     if read {
-        cache.misses = misses + 1;
+        cache.misses += 1;
     }
     Ok(&mut cache.entries[i].slot)
 }

@@ -210,7 +210,7 @@ impl Projector for WorkloadProjector {
         };
         let key = lead_key(&lead);
         if let Some(Value::Lead(l)) = cached.get(&key) {
-            keys.extend(l.holder.iter().map(count_key));
+            keys.extend(l.holder.iter().filter(|_| l.open()).map(count_key));
         }
         keys.extend(new_holder.iter().map(count_key));
         keys.push(key);
