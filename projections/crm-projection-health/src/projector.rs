@@ -134,18 +134,19 @@ impl HealthProjector {
         let Some(Value::Customer(c)) = state.get_mut(&customer_key(id))? else { return Ok(()) };
         let before = c.counted();
         f(c);
-        let after = c.counted();
-        if before == after {
-            return Ok(());
-        }
-        for (scope, counter) in before.iter().filter(|b| !after.contains(b)) {
-            Self::bump(state, scope, counter, -1)?;
-        }
-        for (scope, counter) in after.iter().filter(|a| !before.contains(a)) {
-            Self::bump(state, scope, counter, 1)?;
+        for ((scope, counter), delta) in moved(before, c.counted()) {
+            Self::bump(state, &scope, &counter, delta)?;
         }
         Ok(())
     }
+}
+
+/// The (scope, counter) pairs a customer leaves (-1) and joins (+1) when its counted pairs go
+/// from `before` to `after`.
+fn moved(before: Vec<(String, String)>, after: Vec<(String, String)>) -> impl Iterator<Item = ((String, String), i64)> {
+    let left: Vec<_> = before.iter().filter(|b| !after.contains(b)).cloned().map(|p| (p, -1)).collect();
+    let joined: Vec<_> = after.into_iter().filter(|a| !before.contains(a)).map(|p| (p, 1)).collect();
+    left.into_iter().chain(joined)
 }
 
 fn known(fields: &mut BTreeMap<String, String>) {
@@ -260,13 +261,7 @@ impl Projector for HealthProjector {
                 if let Some(Value::Customer(c)) = cached.get(&key) {
                     let mut after = c.clone();
                     change.apply(&mut after);
-                    let (before, after) = (c.counted(), after.counted());
-                    for (scope, counter) in before.iter().filter(|b| !after.contains(b)) {
-                        keys.push(counter_key(scope, counter));
-                    }
-                    for (scope, counter) in after.iter().filter(|a| !before.contains(a)) {
-                        keys.push(counter_key(scope, counter));
-                    }
+                    keys.extend(moved(c.counted(), after.counted()).map(|((s, counter), _)| counter_key(&s, &counter)));
                 }
                 keys.push(key);
             }
