@@ -234,9 +234,10 @@ impl Projector for HealthProjector {
     }
 
     /// The customer record an event changes and, once that is in memory (the runner's
-    /// second round), the counters it leaves or joins (as `change` computes them); a new customer's and a lead's
-    /// counters. After a restart the counters are not in memory, and reading them one by one
-    /// inside the fold held the live build seconds behind (docs/PERFORMANCE.md).
+    /// second round), the counters it leaves or joins ([`moved`], as `change` computes
+    /// them); a new customer's and a lead's counters. After a restart the counters are not in
+    /// memory, and reading them one by one inside the fold held the live build seconds
+    /// behind (docs/PERFORMANCE.md).
     fn prefetch(
         &self,
         _: &Rules,
@@ -246,11 +247,10 @@ impl Projector for HealthProjector {
         keys: &mut Vec<Vec<u8>>,
     ) {
         let Some(event) = event else { return };
-        let counted = |c: &CustomerHealth, keys: &mut Vec<Vec<u8>>| {
-            keys.extend(c.counted().iter().map(|(scope, counter)| counter_key(scope, counter)));
-        };
         match event {
-            Event::CustomerCreated(e) => counted(&created(e), keys),
+            Event::CustomerCreated(e) => {
+                keys.extend(created(e).counted().iter().map(|(scope, counter)| counter_key(scope, counter)));
+            }
             Event::LeadCaptured(e) => {
                 let (scopes, counters) = lead_counts(e);
                 keys.extend(scopes.iter().flat_map(|s| counters.iter().map(move |c| counter_key(s, c))));

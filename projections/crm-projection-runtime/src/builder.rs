@@ -33,27 +33,27 @@ struct Chunk {
     decoded: Vec<Result<Option<Event>, String>>,
 }
 
-/// Reads up to [`READ_CHUNK`] events from position `from`, none past `end`, and decodes the
-/// payloads `projector` reads (and every rules change: the runner needs them).
+/// The payload of `recorded` as a build of `projector` sees it: decoded when the projector
+/// reads its type (and for every rules change: the runner needs them), `None` otherwise and
+/// for types the domain does not define (the auth subsystem's token events, say), an error
+/// for a payload of a read type that fails to decode.
+pub(crate) fn decode_for<P: Projector>(projector: &P, recorded: &RecordedEvent) -> Result<Option<Event>, String> {
+    if recorded.event_type != RULES_CHANGED && !projector.decodes(&recorded.event_type) {
+        return Ok(None);
+    }
+    match Event::decode(&recorded.event_type, recorded.schema_version, &recorded.payload) {
+        Ok(event) => Ok(Some(event)),
+        Err(DecodeError::UnknownEventType(_)) => Ok(None),
+        Err(e) => Err(format!("decoding {}: {e}", recorded.event_type)),
+    }
+}
+
+/// Reads up to [`READ_CHUNK`] events from position `from`, none past `end`, and decodes them
+/// as [`decode_for`] does.
 fn read_chunk<P: Projector>(store: &SledEventStore, projector: &P, from: u64, end: u64) -> Result<Chunk, String> {
     let want = (end + 1 - from).min(READ_CHUNK as u64) as usize;
     let events = store.read_all_blocking(from, want).map_err(|e| e.to_string())?;
-    let decoded = events
-        .iter()
-        .map(|recorded| {
-            let decode = recorded.event_type == RULES_CHANGED || projector.decodes(&recorded.event_type);
-            if !decode {
-                return Ok(None);
-            }
-            match Event::decode(&recorded.event_type, recorded.schema_version, &recorded.payload) {
-                Ok(event) => Ok(Some(event)),
-                // Not a domain event (the auth subsystem's token events, say): the projector
-                // sees it without a payload.
-                Err(DecodeError::UnknownEventType(_)) => Ok(None),
-                Err(e) => Err(format!("decoding {}: {e}", recorded.event_type)),
-            }
-        })
-        .collect();
+    let decoded = events.iter().map(|recorded| decode_for(projector, recorded)).collect();
     Ok(Chunk { events, decoded })
 }
 

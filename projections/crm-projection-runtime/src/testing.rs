@@ -16,8 +16,15 @@ use crate::projector::{encode_value, Cache, Projector, META_KEY, SPILL_KEY};
 pub fn fold_all<P: Projector>(projector: &P, rules: &Rules, events: &[RecordedEvent]) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let db = sled::Config::new().temporary(true).open().expect("temporary sled");
     let tree = db.open_tree("fold").expect("tree");
+    fold_into(projector, rules, events, &tree);
+    dump(&tree)
+}
+
+/// Applies `events` to the empty `tree` in one batch, every payload decoded (so a type
+/// missing from [`Projector::decodes`] shows as a difference from the runner's build).
+fn fold_into<P: Projector>(projector: &P, rules: &Rules, events: &[RecordedEvent], tree: &sled::Tree) {
     let mut cache = Cache::<P::Value>::new(true);
-    let mut state = cache.state(&tree);
+    let mut state = cache.state(tree);
     for recorded in events {
         let event = match Event::decode(&recorded.event_type, recorded.schema_version, &recorded.payload) {
             Ok(event) => Some(event),
@@ -29,7 +36,6 @@ pub fn fold_all<P: Projector>(projector: &P, rules: &Rules, events: &[RecordedEv
     let mut batch = sled::Batch::default();
     cache.drain_into(&mut batch);
     tree.apply_batch(batch).expect("batch");
-    dump(&tree)
 }
 
 /// What [`Projector::prefetch`] spares a live build after a restart.
@@ -45,7 +51,8 @@ pub struct Coverage {
 
 /// Measures [`Coverage`]: `events[..split]` are folded and written to a tree first; the rest
 /// are then applied `chunk` events at a time by a build whose memory starts empty (reads go
-/// to the tree), as the runner does: each chunk decoded as the runner decodes it, the keys
+/// to the tree), as the runner does: each chunk decoded as the runner decodes it
+/// (`builder::decode_for`), the keys
 /// `prefetch` lists read ahead, the chunk applied and committed. Run twice, with and without
 /// the read-ahead.
 ///
@@ -58,30 +65,15 @@ pub fn prefetch_coverage<P: Projector>(
     split: usize,
     chunk: usize,
 ) -> Coverage {
-    // What `builder::read_chunk` decodes: the types the projector reads, and rules changes.
     let decode = |recorded: &RecordedEvent| {
-        let wanted = recorded.event_type == "RulesChanged" || projector.decodes(&recorded.event_type);
-        match Event::decode(&recorded.event_type, recorded.schema_version, &recorded.payload) {
-            Ok(event) => wanted.then_some(event),
-            Err(crm_domain::DecodeError::UnknownEventType(_)) => None,
-            Err(e) => panic!("undecodable event at {}: {e}", recorded.position),
-        }
+        crate::builder::decode_for(projector, recorded)
+            .unwrap_or_else(|e| panic!("undecodable event at {}: {e}", recorded.position))
     };
     let run = |read_ahead: bool| -> (u64, u64) {
         let db = sled::Config::new().temporary(true).open().expect("temporary sled");
         let tree = db.open_tree("fold").expect("tree");
-        let commit = |cache: &mut Cache<P::Value>| {
-            let mut batch = sled::Batch::default();
-            cache.drain_into(&mut batch);
-            tree.apply_batch(batch).expect("batch");
-        };
         let (before, after) = events.split_at(split);
-        let mut cache = Cache::<P::Value>::new(true);
-        let mut state = cache.state(&tree);
-        for recorded in before {
-            projector.apply(&mut state, rules, recorded, decode(recorded).as_ref()).expect("applies");
-        }
-        commit(&mut cache);
+        fold_into(projector, rules, before, &tree);
         let (mut listed_read, mut misses) = (0, 0);
         let mut cache = Cache::<P::Value>::new(false);
         for part in after.chunks(chunk.max(1)) {
@@ -96,7 +88,9 @@ pub fn prefetch_coverage<P: Projector>(
                 projector.apply(&mut state, rules, recorded, *event).expect("applies");
             }
             misses += cache.take_misses();
-            commit(&mut cache);
+            let mut batch = sled::Batch::default();
+            cache.drain_into(&mut batch);
+            tree.apply_batch(batch).expect("batch");
         }
         (listed_read, misses)
     };

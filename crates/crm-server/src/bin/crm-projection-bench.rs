@@ -149,14 +149,12 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-fn open_store(dir: &Path) -> anyhow::Result<SledEventStore> {
-    SledEventStore::open(crm_eventlog::Config::new(dir.join("eventlog"))).context("opening the event log")
-}
-
-/// [`open_store`] with sled's page cache at `cache_capacity` bytes.
-fn open_store_with_cache(dir: &Path, cache_capacity: u64) -> anyhow::Result<SledEventStore> {
-    SledEventStore::open(crm_eventlog::Config { cache_capacity, ..crm_eventlog::Config::new(dir.join("eventlog")) })
-        .context("opening the event log")
+/// The event log in `<dir>/eventlog`, with sled's page cache at `cache_capacity` bytes (the
+/// store's default when `None`).
+fn open_store(dir: &Path, cache_capacity: Option<u64>) -> anyhow::Result<SledEventStore> {
+    let mut config = crm_eventlog::Config::new(dir.join("eventlog"));
+    config.cache_capacity = cache_capacity.unwrap_or(config.cache_capacity);
+    SledEventStore::open(config).context("opening the event log")
 }
 
 /// This process's peak resident set (`VmHWM`), in bytes (0 when unreadable).
@@ -176,7 +174,7 @@ async fn generate(
     users: usize,
     new_customer_permille: Option<u32>,
 ) -> anyhow::Result<()> {
-    let store = open_store(dir)?;
+    let store = open_store(dir, None)?;
     // The base spans about 18 months of simulated time, whatever its size.
     let step_seconds = (18 * 30 * 24 * 3600 / commands.max(1)).max(1) as i64;
     let mut generator =
@@ -248,7 +246,7 @@ async fn rebuild(
     shadow: bool,
     (log_cache, projection_cache): (u64, u64),
 ) -> anyhow::Result<()> {
-    let store = open_store_with_cache(dir, log_cache)?;
+    let store = open_store(dir, Some(log_cache))?;
     let head = store.committed_head();
     println!("log head {head}");
     for name in ["customers", "funnel", "audit", "workload", "reminders", "health"] {
@@ -586,7 +584,7 @@ async fn lag(
     rules_change_at: Option<u64>,
     (log_cache, projection_cache): (u64, u64),
 ) -> anyhow::Result<()> {
-    let store = open_store_with_cache(dir, log_cache)?;
+    let store = open_store(dir, Some(log_cache))?;
     let db = ProjectionDb::open_with_cache(&dir.join("projections"), projection_cache)?;
     // Every read model the server runs, as the server runs them (one database, one process).
     let duplicates = {
