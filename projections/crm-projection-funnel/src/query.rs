@@ -287,7 +287,7 @@ mod tests {
         let ab = report(&reader, "A/B").unwrap();
         assert_eq!((ab.stages[0].entered, ab.stages[0].overdue), (5, 7));
 
-        put(&tree, "b/r:A/2026-01/初步接触", &Value::Bucket(Bucket { entered: 1, ..Bucket::default() }));
+        put(&tree, "b/r:A/2026-01/初步接触", &Value::Bucket(Box::new(Bucket { entered: 1, ..Bucket::default() })));
         let refused = report(&reader, "A").unwrap_err();
         assert!(matches!(refused, crm_projection_runtime::Error::Upgrading { .. }), "{refused}");
         assert_eq!(report(&reader, "A/B").unwrap(), ab);
