@@ -29,5 +29,5 @@ mod projector;
 mod query;
 
 pub use calendar::Calendar;
-pub use projector::{Bucket, DueDays, FunnelProjector, Month, OpportunityState, Value, NO_REGION};
+pub use projector::{Bucket, DueDays, Dues, FunnelProjector, Month, OpportunityState, Value, NO_REGION};
 pub use query::{funnel, FunnelQuery, FunnelReport, ReportCache, StageReport};

@@ -29,8 +29,14 @@ pub struct Bucket {
 /// Every stage's bucket of one month in one scope, by stage.
 pub type Month = BTreeMap<String, Bucket>;
 
-/// Open opportunities whose stage limit ends in one month, by (day of the month, stage).
+/// Version 4: open opportunities whose stage limit ends in one month, by (day of the month,
+/// stage). Never written now ([`Dues`] replaced it).
 pub type DueDays = BTreeMap<(u8, String), u64>;
+
+/// Open opportunities whose stage limit ends in one month: by stage, a count for each day of
+/// the month (index 0 is the 1st). A move finds its stage once and its day by index, where
+/// [`DueDays`] searched (day, stage) keys and built an owned key for every lookup.
+pub type Dues = BTreeMap<String, [u32; 31]>;
 
 /// What the funnel keeps per opportunity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +78,8 @@ pub enum Value {
     /// Version 5: `r/<bucket>`, the regions of the customers whose id falls in that bucket.
     /// Version 4 kept one `r/<uuid>` key per customer ([`Value::Region`]).
     Regions(BTreeMap<Uuid, String>),
+    /// Version 5: `d/<scope>/<YYYY-MM>`, open opportunities due on the days of that month.
+    Dues(Dues),
 }
 
 /// Region used when the customer has none.
@@ -216,23 +224,22 @@ fn exit(month: &mut Month, stage: &str, to: &str, dwell: u32) {
     *b.dwell.entry(dwell).or_default() += 1;
 }
 
-/// The key of `due` in its month's [`DueDays`] (`due.day()` is 1..=31).
-fn due_slot(due: NaiveDate, stage: &str) -> (u8, String) {
-    (due.day() as u8, stage.to_owned())
-}
-
 /// Counts one more open opportunity due on `due` in `stage`.
-fn add_due(days: &mut DueDays, due: NaiveDate, stage: &str) {
-    *days.entry(due_slot(due, stage)).or_default() += 1;
+fn add_due(dues: &mut Dues, due: NaiveDate, stage: &str) {
+    let days = match dues.get_mut(stage) {
+        Some(days) => days,
+        None => dues.entry(stage.to_owned()).or_insert([0; 31]),
+    };
+    days[due.day0() as usize] += 1;
 }
 
-/// Counts one fewer; a count that reaches zero is dropped, a missing one stays missing.
-fn remove_due(days: &mut DueDays, due: NaiveDate, stage: &str) {
-    let slot = due_slot(due, stage);
-    if let Some(n) = days.get_mut(&slot) {
-        *n -= 1;
-        if *n == 0 {
-            days.remove(&slot);
+/// Counts one fewer; a count at zero stays there, and a stage left with none is dropped.
+fn remove_due(dues: &mut Dues, due: NaiveDate, stage: &str) {
+    if let Some(days) = dues.get_mut(stage) {
+        let n = &mut days[due.day0() as usize];
+        *n = n.saturating_sub(1);
+        if days.iter().all(|n| *n == 0) {
+            dues.remove(stage);
         }
     }
 }
@@ -274,16 +281,20 @@ impl FunnelProjector {
         }
         let mut key = Vec::with_capacity(96);
         for scope in scopes {
-            let mut change = |due: NaiveDate, f: &dyn Fn(&mut DueDays)| {
+            // Changed in place; a month left with no count is removed.
+            let mut change = |due: NaiveDate, f: &dyn Fn(&mut Dues)| {
                 month_key_into(&mut key, DUE, scope, due);
-                state.update(&key, |old| {
-                    let mut days = match old {
-                        Some(Value::Due(days)) => days,
-                        _ => DueDays::new(),
-                    };
-                    f(&mut days);
-                    (!days.is_empty()).then_some(Value::Due(days))
-                })
+                let empty = match state.get_or_insert_with(&key, || Value::Dues(Dues::new()))? {
+                    Value::Dues(dues) => {
+                        f(dues);
+                        dues.is_empty()
+                    }
+                    other => return Err(format!("expected a month's due days, found {other:?}")),
+                };
+                if empty {
+                    state.remove(key.clone());
+                }
+                Ok::<_, String>(())
             };
             match (from, to) {
                 (Some((a, from_stage)), Some((b, to_stage))) if same_month(a, b) => change(a, &|days| {

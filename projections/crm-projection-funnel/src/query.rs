@@ -152,17 +152,23 @@ pub fn funnel(reader: &Reader, q: &FunnelQuery) -> Result<FunnelReport> {
             break;
         }
         let before_today = |day: u8| month < this_month.as_bytes() || u32::from(day) < q.today.day();
-        let days = match crm_projection_runtime::decode_value::<Value>(&key, &value)? {
-            Value::Due(days) => days,
-            other => {
-                other_key(&key, Some(&other))?;
-                continue;
+        match crm_projection_runtime::decode_value::<Value>(&key, &value)? {
+            Value::Dues(dues) => {
+                for (stage, days) in dues {
+                    let n: u64 =
+                        (1..=31u8).zip(days).filter(|(day, _)| before_today(*day)).map(|(_, n)| u64::from(n)).sum();
+                    *overdue.entry(stage).or_default() += n;
+                }
             }
-        };
-        for ((day, stage), n) in days {
-            if before_today(day) {
-                *overdue.entry(stage).or_default() += n;
+            // A version 4 build, serving while version 5 is built.
+            Value::Due(days) => {
+                for ((day, stage), n) in days {
+                    if before_today(day) {
+                        *overdue.entry(stage).or_default() += n;
+                    }
+                }
             }
+            other => other_key(&key, Some(&other))?,
         }
     }
     let mut report = FunnelReport::default();
@@ -279,7 +285,10 @@ mod tests {
         let tree = db.open_tree("funnel/1").unwrap();
         put(&tree, "b/r:A/2026-02", &entered("初步接触", 2));
         put(&tree, "b/r:A/B/2026-02", &entered("初步接触", 5));
-        put(&tree, "d/r:A/B/2026-02", &Value::Due(BTreeMap::from([((3, "初步接触".to_owned()), 7)])));
+        let mut days = [0; 31];
+        days[2] = 7;
+        put(&tree, "d/r:A/B/2026-02", &Value::Dues(BTreeMap::from([("初步接触".to_owned(), days)])));
+        // A version 4 build's due days read as they were.
         put(&tree, "d/r:A/2026-02", &Value::Due(BTreeMap::from([((3, "初步接触".to_owned()), 1)])));
         let reader = Reader { tree: tree.clone(), position: 1 };
         let a = report(&reader, "A").unwrap();
