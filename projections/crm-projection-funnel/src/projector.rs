@@ -29,8 +29,8 @@ pub struct Bucket {
 /// Every stage's bucket of one month in one scope, by stage.
 pub type Month = BTreeMap<String, Bucket>;
 
-/// Version 4: open opportunities whose stage limit ends in one month, by (day of the month,
-/// stage). Never written now ([`Dues`] replaced it).
+/// Versions 3 to 5: open opportunities whose stage limit ends in one month, by (day of the
+/// month, stage). Never written now ([`Dues`] replaced it).
 pub type DueDays = BTreeMap<(u8, String), u64>;
 
 /// Open opportunities whose stage limit ends in one month: by stage, a count for each day of
@@ -70,7 +70,9 @@ pub enum Value {
     /// `b/<scope>/<YYYY-MM>`: the month's counts, by stage. A stage move changes one of these
     /// per scope (it leaves one stage and enters another in the same month).
     Month(Month),
-    /// `d/<scope>/<YYYY-MM>`: open opportunities due on the days of that month.
+    /// Versions 3 to 5: `d/<scope>/<YYYY-MM>`, open opportunities due on the days of that
+    /// month. Never written now ([`Value::Dues`]); a query still reads it from a version 4
+    /// build serving during the rebuild.
     Due(DueDays),
     /// Version 5: `o/<bucket>`, the opportunities whose id falls in that bucket (see
     /// [`bucket_of`]). Version 4 kept one `o/<uuid>` key per opportunity ([`Value::Opportunity`]).
@@ -78,7 +80,7 @@ pub enum Value {
     /// Version 5: `r/<bucket>`, the regions of the customers whose id falls in that bucket.
     /// Version 4 kept one `r/<uuid>` key per customer ([`Value::Region`]).
     Regions(BTreeMap<Uuid, String>),
-    /// Version 5: `d/<scope>/<YYYY-MM>`, open opportunities due on the days of that month.
+    /// Version 6: `d/<scope>/<YYYY-MM>`, open opportunities due on the days of that month.
     Dues(Dues),
 }
 
@@ -373,9 +375,12 @@ impl Projector for FunnelProjector {
     /// 3: a month's stages in one value, and due days by month. 4: the same, with the new
     /// values at new enum positions (3 reused version 2's, so a version 2 build could not be
     /// told apart while it served during the rebuild). 5: opportunities and customers'
-    /// regions a bucket of ids to a key (`o/<bucket>`, `r/<bucket>`) instead of a key each.
+    /// regions a bucket of ids to a key (`o/<bucket>`, `r/<bucket>`) instead of a key each
+    /// (one commit of main, `7d6616f`, with version 4's due days). 6: the same, with due days
+    /// per stage and day ([`Value::Dues`]); a version 5 build's `Due` values would stop its
+    /// fold, so it is rebuilt.
     fn version(&self) -> u32 {
-        5
+        6
     }
 
     fn fingerprint(&self, rules: &Rules) -> u64 {
@@ -387,8 +392,9 @@ impl Projector for FunnelProjector {
         DECODED.contains(&event_type)
     }
 
-    /// Every key `apply` reads: the opportunity (or, for a new one, its customer's region)
-    /// first; once that is in memory, the months and due days it changes.
+    /// Every key `apply` reads: the opportunity's bucket (and, for a new one, its customer's
+    /// region's bucket) first; once that is in memory, the months and due days it changes.
+    /// A customer's event that sets a region reads the region's bucket.
     fn prefetch(
         &self,
         rules: &Rules,
@@ -398,7 +404,7 @@ impl Projector for FunnelProjector {
         keys: &mut Vec<Vec<u8>>,
     ) {
         // The month of `at` and the month of each due day, in each scope.
-        let mut touch = |scopes: &[String], at: Option<&DateTime<Utc>>, dues: &[Option<NaiveDate>]| {
+        fn touch(keys: &mut Vec<Vec<u8>>, scopes: &[String], at: Option<&DateTime<Utc>>, dues: &[Option<NaiveDate>]) {
             for scope in scopes {
                 if let Some(at) = at {
                     keys.push(month_key(BUCKETS, scope, at.date_naive()));
@@ -407,15 +413,30 @@ impl Projector for FunnelProjector {
                     keys.push(month_key(DUE, scope, *due));
                 }
             }
-        };
+        }
+        let sets_region = |changes: &[crm_domain::FieldChange]| changes.iter().any(|c| c.field == "region");
         let (opportunity, at) = match event {
+            Some(Event::CustomerCreated(e)) => return keys.push(region_key(&e.customer_id.0)),
+            Some(Event::CustomerUpdated(e)) if sets_region(&e.changes) => {
+                return keys.push(region_key(&e.customer_id.0));
+            }
+            Some(Event::CustomersMerged(e)) if sets_region(&e.field_changes) => {
+                return keys.push(region_key(&e.survivor_id.0));
+            }
+            Some(Event::CustomerUnmerged(e)) if sets_region(&e.restored) => {
+                return keys.push(region_key(&e.survivor_id.0));
+            }
             Some(Event::OpportunityOpened(e)) => {
+                // The bucket it joins.
+                keys.push(opportunity_key(&e.opportunity_id.0));
                 let key = region_key(&e.customer_id.0);
                 match cached.get(&key) {
                     Some(Value::Regions(regions)) => {
-                        let region = regions.get(&e.customer_id.0).map_or(NO_REGION, String::as_str);
+                        // A customer created earlier in the same chunk is not in its bucket
+                        // yet: its months are read by the fold itself.
+                        let Some(region) = regions.get(&e.customer_id.0) else { return };
                         let due = self.due(rules, &e.stage, &e.opened_at);
-                        touch(&scopes(region, &e.owner.0), Some(&e.opened_at), &[due]);
+                        touch(keys, &scopes(region, &e.owner.0), Some(&e.opened_at), &[due]);
                     }
                     _ => keys.push(key),
                 }
@@ -440,15 +461,15 @@ impl Projector for FunnelProjector {
         let here = scopes(&o.region, &o.owner);
         match event {
             Some(Event::StageMoved(e)) => {
-                touch(&here, Some(&e.moved_at), &[o.due, self.due(rules, &e.to, &e.moved_at)]);
+                touch(keys, &here, Some(&e.moved_at), &[o.due, self.due(rules, &e.to, &e.moved_at)]);
             }
             // An open one's count moves between the scopes that name the owner only.
             Some(Event::OwnerChanged(e)) if o.open => {
-                touch(&here[2..], None, &[o.due]);
-                touch(&scopes(&o.region, &e.to.0)[2..], None, &[o.due]);
+                touch(keys, &here[2..], None, &[o.due]);
+                touch(keys, &scopes(&o.region, &e.to.0)[2..], None, &[o.due]);
             }
-            Some(Event::OwnerChanged(_)) => touch(&here, None, &[o.due]),
-            _ => touch(&here, at.as_ref(), &[o.due]),
+            Some(Event::OwnerChanged(_)) => touch(keys, &here, None, &[o.due]),
+            _ => touch(keys, &here, at.as_ref(), &[o.due]),
         }
     }
 

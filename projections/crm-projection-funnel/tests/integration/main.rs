@@ -1,6 +1,7 @@
 //! Integration tests of the funnel read model.
 
 mod model;
+mod prefetch;
 mod properties;
 mod scenario;
 

@@ -2,8 +2,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use crm_domain::{
-    CustomerCreated, CustomerId, Event, OpportunityId, OpportunityLost, OpportunityOpened, OpportunityWon, Rules,
-    RulesChanged, StageMoved, UserId, STAGE_CONTRACT, STAGE_DEMO, STAGE_INITIAL, STAGE_NEEDS, STAGE_NEGOTIATION,
+    CustomerCreated, CustomerId, Event, OpportunityId, OpportunityLost, OpportunityOpened, OpportunityWon, Owned,
+    OwnerChanged, Rules, RulesChanged, StageMoved, UserId, STAGE_CONTRACT, STAGE_DEMO, STAGE_INITIAL, STAGE_NEEDS,
+    STAGE_NEGOTIATION,
 };
 use crm_projection_funnel::{funnel, FunnelQuery, FunnelReport, StageReport};
 use crm_projection_runtime::fixtures::Generated;
@@ -173,6 +174,68 @@ async fn counts_conversion_dwell_overdue_and_only_fully_referenced_wins() {
     let after = funnel(&handle.reader(), &query(&new_rules, "2026-03-20")).unwrap();
     assert_eq!(stage(&after, STAGE_INITIAL).overdue, 0, "15 working days from 03-02 is 03-23");
     assert_eq!(stage(&after, STAGE_INITIAL).entered, 4, "counts are unchanged by the rebuild");
+    handle.stop().await;
+}
+
+/// The read model stores customers' regions and opportunities a bucket of ids to a key (the
+/// ids' last 16 bits): ids that share those bits share a stored value, and each still keeps
+/// its own region, owner, stage and due day. (Generated ids almost never share a bucket in
+/// a test's few thousand.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_in_one_bucket_keep_their_own_region_owner_stage_and_due_day() {
+    const SAME_BUCKET: u128 = 0x1_0000;
+    let (u1, u2) = (UserId(id(901)), UserId(id(902)));
+    let (c1, c2, o1, o2) = (1, 1 + SAME_BUCKET, 11, 11 + SAME_BUCKET);
+    let events = vec![
+        customer(c1, "北京", u1),
+        customer(c2, "上海", u2),
+        open(o1, c1, u1, "2026-03-02"),
+        open(o2, c2, u2, "2026-03-02"),
+        mv(o1, STAGE_INITIAL, STAGE_NEEDS, "2026-03-03", "需求明确"),
+        Event::OpportunityLost(OpportunityLost {
+            opportunity_id: OpportunityId(id(o1)),
+            from_stage: STAGE_NEEDS.into(),
+            reason: "预算".into(),
+            lost_at: at("2026-03-04"),
+        }),
+        // o2 stays in the first stage (due 03-09) and moves to u1.
+        Event::OwnerChanged(OwnerChanged {
+            subject: Owned::Opportunity(OpportunityId(id(o2))),
+            from: Some(u2),
+            to: u1,
+            reason: "handover".into(),
+            receiver_rank: 1,
+            over_capacity: false,
+        }),
+    ];
+    let log = TempLog::new();
+    append_all(&log.store, &commands(events)).await;
+    let db = ProjectionDb::temporary().unwrap();
+    let projector = crate::projector();
+    let handle = spawn(&db, log.store.clone(), projector.clone()).unwrap();
+    let rules = settle(&handle, &projector, &log.store).await;
+    let reader = handle.reader();
+    let report = |region: Option<&str>, owner: Option<UserId>| {
+        let mut q = query(&rules, "2026-03-20");
+        q.region = region.map(str::to_owned);
+        q.owner = owner.map(|o| o.0);
+        funnel(&reader, &q).unwrap()
+    };
+
+    let beijing = report(Some("北京"), None);
+    let first = stage(&beijing, STAGE_INITIAL);
+    assert_eq!((first.entered, first.exited, first.overdue), (1, 1, 0));
+    assert_eq!((stage(&beijing, STAGE_NEEDS).entered, beijing.lost), (1, 1));
+    let shanghai = report(Some("上海"), None);
+    let first = stage(&shanghai, STAGE_INITIAL);
+    assert_eq!((first.entered, first.exited, first.overdue), (1, 0, 1));
+    assert_eq!((stage(&shanghai, STAGE_NEEDS).entered, shanghai.lost), (0, 0));
+    // o2's open count moved with its owner; its entry stays with the owner it had then.
+    let (by_u1, by_u2) = (report(None, Some(u1)), report(None, Some(u2)));
+    assert_eq!((stage(&by_u1, STAGE_INITIAL).entered, stage(&by_u1, STAGE_INITIAL).overdue), (1, 1));
+    assert_eq!((stage(&by_u2, STAGE_INITIAL).entered, stage(&by_u2, STAGE_INITIAL).overdue), (1, 0));
+    assert_eq!(stage(&report(Some("上海"), Some(u1)), STAGE_INITIAL).overdue, 1);
+    assert_eq!(stage(&report(Some("上海"), Some(u2)), STAGE_INITIAL).overdue, 0);
     handle.stop().await;
 }
 
