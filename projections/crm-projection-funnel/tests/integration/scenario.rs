@@ -82,6 +82,26 @@ fn commands(events: Vec<Event>) -> Vec<Generated> {
     events.into_iter().map(|e| Generated { actor: "tester".into(), events: vec![e] }).collect()
 }
 
+/// A funnel build that has folded some events, with what it runs on.
+struct Folded {
+    log: TempLog,
+    db: ProjectionDb,
+    projector: crm_projection_funnel::FunnelProjector,
+    handle: crm_projection_runtime::ProjectionHandle,
+    rules: Rules,
+}
+
+/// Appends `events` (one command each) and runs the funnel until it has applied them.
+async fn folded(events: Vec<Event>) -> Folded {
+    let log = TempLog::new();
+    append_all(&log.store, &commands(events)).await;
+    let db = ProjectionDb::temporary().unwrap();
+    let projector = crate::projector();
+    let handle = spawn(&db, log.store.clone(), projector.clone()).unwrap();
+    let rules = settle(&handle, &projector, &log.store).await;
+    Folded { log, db, projector, handle, rules }
+}
+
 fn stage<'a>(report: &'a FunnelReport, name: &str) -> &'a StageReport {
     report.stages.iter().find(|s| s.stage == name).unwrap()
 }
@@ -114,12 +134,7 @@ async fn counts_conversion_dwell_overdue_and_only_fully_referenced_wins() {
         lost_at: at("2026-03-04"),
     }));
 
-    let log = TempLog::new();
-    append_all(&log.store, &commands(events)).await;
-    let db = ProjectionDb::temporary().unwrap();
-    let projector = crate::projector();
-    let handle = spawn(&db, log.store.clone(), projector.clone()).unwrap();
-    let rules = settle(&handle, &projector, &log.store).await;
+    let Folded { log, db: _db, projector, handle, rules } = folded(events).await;
     let reader = handle.reader();
 
     let all = funnel(&reader, &query(&rules, "2026-03-20")).unwrap();
@@ -208,12 +223,7 @@ async fn ids_in_one_bucket_keep_their_own_region_owner_stage_and_due_day() {
             over_capacity: false,
         }),
     ];
-    let log = TempLog::new();
-    append_all(&log.store, &commands(events)).await;
-    let db = ProjectionDb::temporary().unwrap();
-    let projector = crate::projector();
-    let handle = spawn(&db, log.store.clone(), projector.clone()).unwrap();
-    let rules = settle(&handle, &projector, &log.store).await;
+    let Folded { log: _log, db: _db, projector: _, handle, rules } = folded(events).await;
     let reader = handle.reader();
     let report = |region: Option<&str>, owner: Option<UserId>| {
         let mut q = query(&rules, "2026-03-20");
@@ -244,12 +254,8 @@ async fn report_cache_answers_per_build_and_position() {
     use crm_projection_funnel::ReportCache;
     use std::sync::Arc;
     let u1 = UserId(id(901));
-    let log = TempLog::new();
-    append_all(&log.store, &commands(vec![customer(1, "北京", u1), open(11, 1, u1, "2026-03-02")])).await;
-    let db = ProjectionDb::temporary().unwrap();
-    let projector = crate::projector();
-    let handle = spawn(&db, log.store.clone(), projector.clone()).unwrap();
-    let rules = settle(&handle, &projector, &log.store).await;
+    let Folded { log, db: _db, projector, handle, rules } =
+        folded(vec![customer(1, "北京", u1), open(11, 1, u1, "2026-03-02")]).await;
     let cache = ReportCache::default();
     let q = query(&rules, "2026-03-20");
 
