@@ -80,17 +80,34 @@ pub enum Value {
     /// Version 5: `r/<bucket>`, the regions of the customers whose id falls in that bucket.
     /// Version 4 kept one `r/<uuid>` key per customer ([`Value::Region`]).
     Regions(BTreeMap<Uuid, String>),
-    /// Version 6: `d/<scope>/<YYYY-MM>`, open opportunities due on the days of that month.
+    /// Versions 6 and 7: `d/<scope>/<YYYY-MM>`, open opportunities due on the days of that
+    /// month (in version 7, of the all and region scopes).
     Dues(Dues),
+    /// Version 7: `b/o:<owner>/<YYYY-MM>`, the owner's month by region.
+    OwnerMonth(BTreeMap<String, Month>),
+    /// Version 7: `d/o:<owner>/<YYYY-MM>`, the owner's due days by region.
+    OwnerDues(BTreeMap<String, Dues>),
 }
 
 /// Region used when the customer has none.
 pub const NO_REGION: &str = "-";
 
-/// The four scopes of a region and owner: all, region, owner, region+owner (the two that
-/// name the owner last: an owner change moves an open opportunity's due count in those only).
-pub(crate) fn scopes(region: &str, owner: &Uuid) -> [String; 4] {
-    ["*".to_owned(), format!("r:{region}"), format!("o:{owner}"), format!("ro:{region}|{owner}")]
+/// The scopes of a region and owner, by key: all, region, owner (the one that names the owner
+/// last: an owner change moves an open opportunity's due count in that one only). An owner's
+/// values hold a month per region ([`Value::OwnerMonth`], [`Value::OwnerDues`]), so the
+/// region+owner scope is the owner's value's entry for the region, not a key of its own
+/// (version 6 kept `ro:<region>|<owner>` keys, a second cold lookup per change that held
+/// the same counts as the owner's whenever an owner works in one region).
+pub(crate) fn scopes(region: &str, owner: &Uuid) -> [String; 3] {
+    ["*".to_owned(), format!("r:{region}"), format!("o:{owner}")]
+}
+
+/// Where a change lands: a scope's key name, and for an owner's scope the region of its entry.
+type Target<'a> = (&'a str, Option<&'a str>);
+
+/// The targets of `scopes` (from [`scopes`]) for an opportunity in `region`.
+fn targets<'a>(scopes: &'a [String; 3], region: &'a str) -> [Target<'a>; 3] {
+    [(&scopes[0], None), (&scopes[1], None), (&scopes[2], Some(region))]
 }
 
 /// Key kinds: a month's buckets and a month's due days.
@@ -210,12 +227,17 @@ fn count(map: &mut BTreeMap<String, u64>, key: &str) {
     }
 }
 
+/// The entry of `name` in `map`, created empty when absent (the name is copied only then).
+fn entry_of<'m, T: Default>(map: &'m mut BTreeMap<String, T>, name: &str) -> &'m mut T {
+    if !map.contains_key(name) {
+        map.insert(name.to_owned(), T::default());
+    }
+    map.get_mut(name).expect("inserted above")
+}
+
 /// The bucket of `stage` in `month`, created empty when absent.
 fn bucket<'m>(month: &'m mut Month, stage: &str) -> &'m mut Bucket {
-    if !month.contains_key(stage) {
-        month.insert(stage.to_owned(), Bucket::default());
-    }
-    month.get_mut(stage).expect("inserted above")
+    entry_of(month, stage)
 }
 
 /// Counts an exit from `stage` to `to` after `dwell` working days.
@@ -255,26 +277,36 @@ impl FunnelProjector {
         FunnelProjector { calendar }
     }
 
-    /// Changes the month of `at` in each of `scopes` (those of the opportunity's region and
+    /// Changes the month of `at` in each of `targets` (those of the opportunity's region and
     /// owner, computed once per event).
-    fn bump(state: &mut State<'_, Value>, scopes: &[String; 4], at: &DateTime<Utc>, f: impl Fn(&mut Month)) -> Result {
+    fn bump(
+        state: &mut State<'_, Value>,
+        targets: &[Target<'_>],
+        at: &DateTime<Utc>,
+        f: impl Fn(&mut Month),
+    ) -> Result {
         let mut key = Vec::with_capacity(96);
-        for scope in scopes {
+        for &(scope, region) in targets {
             month_key_into(&mut key, BUCKETS, scope, at.date_naive());
-            match state.get_or_insert_with(&key, || Value::Month(Month::new()))? {
-                Value::Month(month) => f(month),
-                other => return Err(format!("expected a month's buckets, found {other:?}")),
+            let empty = || match region {
+                Some(_) => Value::OwnerMonth(BTreeMap::new()),
+                None => Value::Month(Month::new()),
+            };
+            match (region, state.get_or_insert_with(&key, empty)?) {
+                (None, Value::Month(month)) => f(month),
+                (Some(region), Value::OwnerMonth(regions)) => f(entry_of(regions, region)),
+                (_, other) => return Err(format!("expected a month's buckets, found {other:?}")),
             }
         }
         Ok(())
     }
 
     /// Moves an open opportunity's due-day count from `from` to `to` (due day, stage) in each
-    /// of `scopes`; either may be absent (no limit, or not open). Both in one month: one
-    /// change per scope.
+    /// of `targets`; either may be absent (no limit, or not open). Both in one month: one
+    /// change per target.
     fn move_due(
         state: &mut State<'_, Value>,
-        scopes: &[String],
+        targets: &[Target<'_>],
         from: Option<(NaiveDate, &str)>,
         to: Option<(NaiveDate, &str)>,
     ) -> Result {
@@ -282,16 +314,28 @@ impl FunnelProjector {
             return Ok(());
         }
         let mut key = Vec::with_capacity(96);
-        for scope in scopes {
-            // Changed in place; a month left with no count is removed.
+        for &(scope, region) in targets {
+            // Changed in place; a region or month left with no count is removed.
             let mut change = |due: NaiveDate, f: &dyn Fn(&mut Dues)| {
                 month_key_into(&mut key, DUE, scope, due);
-                let empty = match state.get_or_insert_with(&key, || Value::Dues(Dues::new()))? {
-                    Value::Dues(dues) => {
+                let empty = || match region {
+                    Some(_) => Value::OwnerDues(BTreeMap::new()),
+                    None => Value::Dues(Dues::new()),
+                };
+                let empty = match (region, state.get_or_insert_with(&key, empty)?) {
+                    (None, Value::Dues(dues)) => {
                         f(dues);
                         dues.is_empty()
                     }
-                    other => return Err(format!("expected a month's due days, found {other:?}")),
+                    (Some(region), Value::OwnerDues(regions)) => {
+                        let dues = entry_of(regions, region);
+                        f(dues);
+                        if dues.is_empty() {
+                            regions.remove(region);
+                        }
+                        regions.is_empty()
+                    }
+                    (_, other) => return Err(format!("expected a month's due days, found {other:?}")),
                 };
                 if empty {
                     state.remove(key.clone());
@@ -342,6 +386,7 @@ impl FunnelProjector {
         let o = Self::opportunity(state, id)?;
         let left = Left {
             scopes: scopes(&o.region, &o.owner),
+            region: o.region.clone(),
             stage: std::mem::replace(&mut o.stage, to.to_owned()),
             entered_at: std::mem::replace(&mut o.entered_at, at),
             due: std::mem::replace(&mut o.due, due),
@@ -359,7 +404,8 @@ impl FunnelProjector {
 /// What an opportunity left in a move: the scopes it counts in, and its former stage, entry
 /// time and due day.
 struct Left {
-    scopes: [String; 4],
+    scopes: [String; 3],
+    region: String,
     stage: String,
     entered_at: DateTime<Utc>,
     due: Option<NaiveDate>,
@@ -378,9 +424,10 @@ impl Projector for FunnelProjector {
     /// regions a bucket of ids to a key (`o/<bucket>`, `r/<bucket>`) instead of a key each
     /// (one commit of main, `7d6616f`, with version 4's due days). 6: the same, with due days
     /// per stage and day ([`Value::Dues`]); a version 5 build's `Due` values would stop its
-    /// fold, so it is rebuilt.
+    /// fold, so it is rebuilt. 7: an owner's values hold a month per region; no
+    /// region+owner keys ([`scopes`]).
     fn version(&self) -> u32 {
-        6
+        7
     }
 
     fn fingerprint(&self, rules: &Rules) -> u64 {
@@ -515,8 +562,9 @@ impl Projector for FunnelProjector {
                 .unwrap_or_else(|| NO_REGION.to_owned());
                 let due = self.due(rules, &e.stage, &e.opened_at);
                 let scopes = scopes(&region, &e.owner.0);
-                Self::bump(state, &scopes, &e.opened_at, |m| bucket(m, &e.stage).entered += 1)?;
-                Self::move_due(state, &scopes, None, due.map(|d| (d, e.stage.as_str())))?;
+                let targets = targets(&scopes, &region);
+                Self::bump(state, &targets, &e.opened_at, |m| bucket(m, &e.stage).entered += 1)?;
+                Self::move_due(state, &targets, None, due.map(|d| (d, e.stage.as_str())))?;
                 let o = OpportunityState {
                     customer: e.customer_id.0,
                     owner: e.owner.0,
@@ -540,14 +588,14 @@ impl Projector for FunnelProjector {
                 let due = self.due(rules, &e.to, &e.moved_at);
                 let left = Self::leave(state, &e.opportunity_id.0, &e.to, e.moved_at, due, true)?;
                 let dwell = self.dwell(&left, &e.moved_at);
-                Self::bump(state, &left.scopes, &e.moved_at, |m| {
+                Self::bump(state, &targets(&left.scopes, &left.region), &e.moved_at, |m| {
                     exit(m, &left.stage, &e.to, dwell);
                     let b = bucket(m, &e.to);
                     b.entered += 1;
                     count(&mut b.root_causes, &e.root_cause);
                 })?;
                 let from = left.due.map(|d| (d, left.stage.as_str()));
-                Self::move_due(state, &left.scopes, from, due.map(|d| (d, e.to.as_str())))
+                Self::move_due(state, &targets(&left.scopes, &left.region), from, due.map(|d| (d, e.to.as_str())))
             }
             Event::OpportunityWon(e) => {
                 let won_stage = &rules.pipeline.won_stage;
@@ -556,7 +604,7 @@ impl Projector for FunnelProjector {
                 let verified = [&e.finance_receipt_ref, &e.contract_ref, &e.delivery_acceptance_ref]
                     .iter()
                     .all(|r| !r.trim().is_empty());
-                Self::bump(state, &left.scopes, &e.won_at, |m| {
+                Self::bump(state, &targets(&left.scopes, &left.region), &e.won_at, |m| {
                     exit(m, &left.stage, won_stage, dwell);
                     let b = bucket(m, won_stage);
                     if verified {
@@ -566,35 +614,43 @@ impl Projector for FunnelProjector {
                         b.won_unverified += 1;
                     }
                 })?;
-                Self::move_due(state, &left.scopes, left.due.map(|d| (d, left.stage.as_str())), None)
+                Self::move_due(
+                    state,
+                    &targets(&left.scopes, &left.region),
+                    left.due.map(|d| (d, left.stage.as_str())),
+                    None,
+                )
             }
             Event::OpportunityLost(e) => {
                 let lost_stage = &rules.pipeline.lost_stage;
                 let left = Self::leave(state, &e.opportunity_id.0, lost_stage, e.lost_at, None, false)?;
                 let dwell = self.dwell(&left, &e.lost_at);
-                Self::bump(state, &left.scopes, &e.lost_at, |m| {
+                Self::bump(state, &targets(&left.scopes, &left.region), &e.lost_at, |m| {
                     exit(m, &left.stage, lost_stage, dwell);
                     bucket(m, lost_stage).entered += 1;
                 })?;
-                Self::move_due(state, &left.scopes, left.due.map(|d| (d, left.stage.as_str())), None)
+                Self::move_due(
+                    state,
+                    &targets(&left.scopes, &left.region),
+                    left.due.map(|d| (d, left.stage.as_str())),
+                    None,
+                )
             }
             Event::OwnerChanged(e) => {
                 let Owned::Opportunity(id) = e.subject else { return Ok(()) };
                 let o = Self::opportunity(state, &id.0)?;
-                let before = scopes(&o.region, &o.owner);
-                o.owner = e.to.0;
-                let after = scopes(&o.region, &o.owner);
+                let (region, from) = (o.region.clone(), std::mem::replace(&mut o.owner, e.to.0));
                 let (open, Some(due)) = (o.open, o.due) else { return Ok(()) };
                 let stage = o.stage.clone();
-                for (before, after) in before.iter().zip(&after) {
-                    // An open one stays counted where the owner is not part of the scope.
-                    if open && before == after {
-                        continue;
-                    }
-                    Self::move_due(state, std::slice::from_ref(before), Some((due, &stage)), None)?;
-                    if open {
-                        Self::move_due(state, std::slice::from_ref(after), None, Some((due, &stage)))?;
-                    }
+                let before = scopes(&region, &from);
+                if !open {
+                    return Self::move_due(state, &targets(&before, &region), Some((due, &stage)), None);
+                }
+                // An open one stays counted where the owner is not part of the scope.
+                if from != e.to.0 {
+                    let after = scopes(&region, &e.to.0);
+                    Self::move_due(state, &targets(&before, &region)[2..], Some((due, &stage)), None)?;
+                    Self::move_due(state, &targets(&after, &region)[2..], None, Some((due, &stage)))?;
                 }
                 Ok(())
             }

@@ -66,14 +66,31 @@ pub struct FunnelReport {
     pub lost: u64,
 }
 
-fn scope(q: &FunnelQuery) -> String {
+/// The scope whose keys answer `q`, and the region to take from an owner's values (`None`:
+/// every region). A build older than version 7 keeps region+owner scopes as keys of their
+/// own (`ro:<region>|<owner>`) and an owner's months whole: it is read that way while it
+/// serves during the rebuild.
+fn scope(reader: &Reader, q: &FunnelQuery) -> (String, Option<String>) {
     match (&q.region, &q.owner) {
-        (None, None) => "*".to_owned(),
-        (Some(r), None) => format!("r:{r}"),
-        (None, Some(o)) => format!("o:{o}"),
-        (Some(r), Some(o)) => format!("ro:{r}|{o}"),
+        (None, None) => ("*".to_owned(), None),
+        (Some(r), None) => (format!("r:{r}"), None),
+        (None, Some(o)) => (format!("o:{o}"), None),
+        (Some(r), Some(o)) => {
+            let old = format!("ro:{r}|{o}");
+            let has_old = [BUCKETS_PREFIX, DUE_PREFIX]
+                .iter()
+                .any(|kind| reader.tree.scan_prefix(format!("{kind}{old}/").as_bytes()).next().is_some());
+            if has_old {
+                (old, None)
+            } else {
+                (format!("o:{o}"), Some(r.clone()))
+            }
+        }
     }
 }
+
+const BUCKETS_PREFIX: &str = "b/";
+const DUE_PREFIX: &str = "d/";
 
 fn merge(into: &mut Bucket, b: &Bucket) {
     into.entered += b.entered;
@@ -114,8 +131,9 @@ fn other_key(key: &[u8], value: Option<&Value>) -> Result<()> {
 
 /// The funnel for a region and/or owner over a month range.
 pub fn funnel(reader: &Reader, q: &FunnelQuery) -> Result<FunnelReport> {
-    let scope = scope(q);
-    let prefix = format!("b/{scope}/");
+    let (scope, region) = scope(reader, q);
+    let wanted = |name: &String| region.as_ref().is_none_or(|r| r == name);
+    let prefix = format!("{BUCKETS_PREFIX}{scope}/");
     let from = format!("{prefix}{}", q.from_month.as_deref().unwrap_or(""));
     let mut per_stage: BTreeMap<String, Bucket> = BTreeMap::new();
     for entry in reader.tree.range(from.as_bytes()..) {
@@ -134,12 +152,17 @@ pub fn funnel(reader: &Reader, q: &FunnelQuery) -> Result<FunnelReport> {
                     merge(per_stage.entry(stage.clone()).or_default(), b);
                 }
             }
+            Value::OwnerMonth(regions) => {
+                for (stage, b) in regions.iter().filter(|(name, _)| wanted(name)).flat_map(|(_, m)| m) {
+                    merge(per_stage.entry(stage.clone()).or_default(), b);
+                }
+            }
             other => other_key(&key, Some(&other))?,
         }
     }
     // Due days of months before today's all count; of today's month, the days before today.
     let mut overdue: BTreeMap<String, u64> = BTreeMap::new();
-    let due_prefix = format!("d/{scope}/");
+    let due_prefix = format!("{DUE_PREFIX}{scope}/");
     let this_month = month_name(q.today);
     for entry in reader.tree.scan_prefix(due_prefix.as_bytes()) {
         let (key, value) = entry?;
@@ -152,13 +175,14 @@ pub fn funnel(reader: &Reader, q: &FunnelQuery) -> Result<FunnelReport> {
             break;
         }
         let before_today = |day: u8| month < this_month.as_bytes() || u32::from(day) < q.today.day();
+        let mut count = |stage: &String, days: &[u32; 31]| {
+            let n: u64 = (1..=31u8).zip(days).filter(|(day, _)| before_today(*day)).map(|(_, n)| u64::from(*n)).sum();
+            *overdue.entry(stage.clone()).or_default() += n;
+        };
         match crm_projection_runtime::decode_value::<Value>(&key, &value)? {
-            Value::Dues(dues) => {
-                for (stage, days) in dues {
-                    let n: u64 =
-                        (1..=31u8).zip(days).filter(|(day, _)| before_today(*day)).map(|(_, n)| u64::from(n)).sum();
-                    *overdue.entry(stage).or_default() += n;
-                }
+            Value::Dues(dues) => dues.iter().for_each(|(stage, days)| count(stage, days)),
+            Value::OwnerDues(regions) => {
+                regions.iter().filter(|(name, _)| wanted(name)).flat_map(|(_, d)| d).for_each(|(s, d)| count(s, d))
             }
             // A version 4 build, serving while version 5 is built.
             Value::Due(days) => {
@@ -263,9 +287,13 @@ mod tests {
     }
 
     fn report(reader: &Reader, region: &str) -> Result<FunnelReport> {
+        report_of(reader, Some(region), None)
+    }
+
+    fn report_of(reader: &Reader, region: Option<&str>, owner: Option<Uuid>) -> Result<FunnelReport> {
         let q = FunnelQuery {
-            region: Some(region.to_owned()),
-            owner: None,
+            region: region.map(str::to_owned),
+            owner,
             from_month: None,
             to_month: None,
             today: NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
@@ -300,5 +328,48 @@ mod tests {
         let refused = report(&reader, "A").unwrap_err();
         assert!(matches!(refused, crm_projection_runtime::Error::Upgrading { .. }), "{refused}");
         assert_eq!(report(&reader, "A/B").unwrap(), ab);
+    }
+
+    /// Version 7 keeps an owner's counts by region in one value per month; a build of
+    /// version 6 or older, serving during the rebuild, keeps region+owner keys and an
+    /// owner's months whole. Both answer the owner and the region+owner funnels.
+    #[test]
+    fn an_owner_and_a_region_and_owner_read_both_layouts() {
+        let owner = Uuid::from_u128(7);
+        let entered_overdue = |r: &FunnelReport| (r.stages[0].entered, r.stages[0].overdue);
+        let mut due = [0u32; 31];
+        due[1] = 1;
+        let dues = |n: u32| BTreeMap::from([("初步接触".to_owned(), due.map(|d| d * n))]);
+
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("funnel/7").unwrap();
+        let month = |n| match entered("初步接触", n) {
+            Value::Month(m) => m,
+            _ => unreachable!(),
+        };
+        put(
+            &tree,
+            &format!("b/o:{owner}/2026-02"),
+            &Value::OwnerMonth(BTreeMap::from([("A".into(), month(2)), ("B".into(), month(3))])),
+        );
+        put(
+            &tree,
+            &format!("d/o:{owner}/2026-02"),
+            &Value::OwnerDues(BTreeMap::from([("A".into(), dues(4)), ("B".into(), dues(5))])),
+        );
+        let reader = Reader { tree: tree.clone(), position: 1 };
+        assert_eq!(entered_overdue(&report_of(&reader, None, Some(owner)).unwrap()), (5, 9));
+        assert_eq!(entered_overdue(&report_of(&reader, Some("A"), Some(owner)).unwrap()), (2, 4));
+        assert_eq!(entered_overdue(&report_of(&reader, Some("B"), Some(owner)).unwrap()), (3, 5));
+        assert_eq!(entered_overdue(&report_of(&reader, Some("C"), Some(owner)).unwrap()), (0, 0));
+
+        let old = db.open_tree("funnel/6").unwrap();
+        put(&old, &format!("b/o:{owner}/2026-02"), &entered("初步接触", 5));
+        put(&old, &format!("d/o:{owner}/2026-02"), &Value::Dues(dues(9)));
+        put(&old, &format!("b/ro:A|{owner}/2026-02"), &entered("初步接触", 2));
+        put(&old, &format!("d/ro:A|{owner}/2026-02"), &Value::Dues(dues(4)));
+        let reader = Reader { tree: old, position: 1 };
+        assert_eq!(entered_overdue(&report_of(&reader, None, Some(owner)).unwrap()), (5, 9));
+        assert_eq!(entered_overdue(&report_of(&reader, Some("A"), Some(owner)).unwrap()), (2, 4));
     }
 }
