@@ -133,6 +133,9 @@ fn other_key(key: &[u8], value: Option<&Value>) -> Result<()> {
 pub fn funnel(reader: &Reader, q: &FunnelQuery) -> Result<FunnelReport> {
     let (scope, region) = scope(reader, q);
     let wanted = |name: &String| region.as_ref().is_none_or(|r| r == name);
+    // An owner's whole month (a build older than version 7) when one region of it is wanted:
+    // that build has no region+owner key for the pair, so the pair counts nothing.
+    let whole = region.is_none();
     let prefix = format!("{BUCKETS_PREFIX}{scope}/");
     let from = format!("{prefix}{}", q.from_month.as_deref().unwrap_or(""));
     let mut per_stage: BTreeMap<String, Bucket> = BTreeMap::new();
@@ -147,6 +150,7 @@ pub fn funnel(reader: &Reader, q: &FunnelQuery) -> Result<FunnelReport> {
             break;
         }
         match crm_projection_runtime::decode_value::<Value>(&key, &value)? {
+            Value::Month(_) if !whole => {}
             Value::Month(buckets) => {
                 for (stage, b) in &buckets {
                     merge(per_stage.entry(stage.clone()).or_default(), b);
@@ -180,6 +184,7 @@ pub fn funnel(reader: &Reader, q: &FunnelQuery) -> Result<FunnelReport> {
             *overdue.entry(stage.clone()).or_default() += n;
         };
         match crm_projection_runtime::decode_value::<Value>(&key, &value)? {
+            Value::Dues(_) | Value::Due(_) if !whole => {}
             Value::Dues(dues) => dues.iter().for_each(|(stage, days)| count(stage, days)),
             Value::OwnerDues(regions) => {
                 regions.iter().filter(|(name, _)| wanted(name)).flat_map(|(_, d)| d).for_each(|(s, d)| count(s, d))
@@ -371,5 +376,7 @@ mod tests {
         let reader = Reader { tree: old, position: 1 };
         assert_eq!(entered_overdue(&report_of(&reader, None, Some(owner)).unwrap()), (5, 9));
         assert_eq!(entered_overdue(&report_of(&reader, Some("A"), Some(owner)).unwrap()), (2, 4));
+        // No region+owner key for B: the owner counts nothing there (not its whole month).
+        assert_eq!(entered_overdue(&report_of(&reader, Some("B"), Some(owner)).unwrap()), (0, 0));
     }
 }
