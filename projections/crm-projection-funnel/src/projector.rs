@@ -250,11 +250,7 @@ fn exit(month: &mut Month, stage: &str, to: &str, dwell: u32) {
 
 /// Counts one more open opportunity due on `due` in `stage`.
 fn add_due(dues: &mut Dues, due: NaiveDate, stage: &str) {
-    let days = match dues.get_mut(stage) {
-        Some(days) => days,
-        None => dues.entry(stage.to_owned()).or_insert([0; 31]),
-    };
-    days[due.day0() as usize] += 1;
+    entry_of(dues, stage)[due.day0() as usize] += 1;
 }
 
 /// Counts one fewer; a count at zero stays there, and a stage left with none is dropped.
