@@ -189,7 +189,7 @@ pub fn funnel(reader: &Reader, q: &FunnelQuery) -> Result<FunnelReport> {
             Value::OwnerDues(regions) => {
                 regions.iter().filter(|(name, _)| wanted(name)).flat_map(|(_, d)| d).for_each(|(s, d)| count(s, d))
             }
-            // A version 4 build, serving while version 5 is built.
+            // A build of version 3 to 5, serving while the current version is built.
             Value::Due(days) => {
                 for ((day, stage), n) in days {
                     if before_today(day) {
