@@ -99,7 +99,14 @@ pub const NO_REGION: &str = "-";
 /// (version 6 kept `ro:<region>|<owner>` keys, a second cold lookup per change that held
 /// the same counts as the owner's whenever an owner works in one region).
 pub(crate) fn scopes(region: &str, owner: &Uuid) -> [String; 3] {
-    ["*".to_owned(), format!("r:{region}"), format!("o:{owner}")]
+    // Built by hand: every move makes these, and `format!` was 4% of a rebuild.
+    let mut by_region = String::with_capacity(2 + region.len());
+    by_region.push_str("r:");
+    by_region.push_str(region);
+    let mut by_owner = String::with_capacity(2 + uuid::fmt::Hyphenated::LENGTH);
+    by_owner.push_str("o:");
+    by_owner.push_str(owner.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+    ["*".to_owned(), by_region, by_owner]
 }
 
 /// Where a change lands: a scope's key name, and for an owner's scope the region of its entry.
@@ -679,6 +686,13 @@ mod key_tests {
         }
         month_key_into(&mut key, BUCKETS, "*", NaiveDate::from_ymd_opt(2026, 2, 1).unwrap());
         assert_eq!(key, b"b/*/2026-02".to_vec());
+    }
+
+    /// The scopes' names are what `format!` gives.
+    #[test]
+    fn scopes_are_named_as_format_names_them() {
+        let owner = Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        assert_eq!(scopes("华东", &owner), ["*".to_owned(), "r:华东".to_owned(), format!("o:{owner}")]);
     }
 
     /// Boxing the unused variants keeps every value small (see [`Value`]).
