@@ -2,13 +2,23 @@
 //! lists and filters on, secondary indexes for the filters, and prefix search by name and
 //! phone.
 //!
-//! Keys (all in the projection's own sled tree, never in the log):
+//! Keys (all in the projection's own sled tree, never in the log), version 2:
 //! - `c/<uuid>`: the [`CustomerView`];
-//! - `x/<field>/<value>\0<uuid>`: an index entry for `owner`, `region`, `stage`, `industry`,
-//!   `tag`, `created` (20-digit microseconds), `name` (lower-case, no spaces) and `phone`
-//!   (digits, with and without the country code); absorbed (merged) customers have no index
-//!   entries, so lists and searches show survivors only;
-//! - `o/<opportunity uuid>`: which customer an opportunity belongs to, for the stage.
+//! - `p/<field>/<value>\0<bucket>`: a postings block, the ids (in order) of the customers with
+//!   that `owner`, `region`, `stage`, `industry` or `tag` whose id falls in the bucket (the
+//!   id's low 4 bits for owners, 10 bits for the others), so a million customers make tens of
+//!   thousands of keys instead of millions;
+//! - `p/created/<16 hex digits>`: the customers created in one span of 2^18 microseconds, as
+//!   `(time, id)` in order;
+//! - `x/<field>/<value>\0<uuid>`: an index key of its own for `name` (lower-case, no spaces)
+//!   and `phone` (a +86 number's national digits, any other's digits with the country
+//!   code), which prefix searches scan;
+//! - `o/<bucket>`: the customers of the opportunities whose id falls in one of 65,536 buckets,
+//!   for the stage.
+//!
+//! Absorbed (merged) customers have no index entries, so lists and searches show survivors
+//! only. Version 1 kept one `x/` key per entry of every field (two per +86 phone) and one
+//! `o/<uuid>` per opportunity; the queries still read such a tree while it serves during the rebuild.
 //!
 //! Tags are the comma-separated values of the custom field `custom.tags`. A customer's stage
 //! is the stage of its most recently changed opportunity (including the won or lost stage).
@@ -23,5 +33,5 @@
 mod projector;
 mod query;
 
-pub use projector::{CustomerView, CustomersProjector, Value};
+pub use projector::{index_entries, CustomerView, CustomersProjector, Value};
 pub use query::{get, list, search, Filter, Page, SearchKind};

@@ -2,7 +2,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crm_domain::{apply_changes, Event, Owned, Rules};
 use crm_eventlog::RecordedEvent;
-use crm_projection_runtime::{Cached, Projector, State};
+use crm_projection_runtime::{bucket_key, bucket_of, printable_key, push_hex, Cached, Projector, State};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -35,12 +35,13 @@ impl CustomerView {
         self.fields.get(name).map(String::as_str)
     }
 
-    /// The index keys this record should have (the tree holds exactly these for it).
-    pub fn index_keys(&self) -> BTreeSet<Vec<u8>> {
-        self.index_fields().keys(&self.id)
+    /// The index entries this record should have, each as [`index_entries`] spells a stored
+    /// one (the tree holds exactly these for it).
+    pub fn index_entries(&self) -> BTreeSet<Vec<u8>> {
+        self.index_fields().entries(&self.id).iter().map(|entry| entry.spelled(&self.id)).collect()
     }
 
-    /// What its index keys are made of.
+    /// What its index entries are made of.
     fn index_fields(&self) -> IndexFields {
         let field = |name: &str| self.field(name).map(str::to_owned);
         IndexFields {
@@ -57,8 +58,29 @@ impl CustomerView {
     }
 }
 
-/// The parts of a [`CustomerView`] its index keys are made of: most events (activities,
-/// contacts, wins) change none of them, so comparing these spares computing the keys.
+/// Every index entry the stored `key` and `value` hold, spelled as
+/// [`CustomerView::index_entries`] spells them: a postings block's key followed by `/` and
+/// each id (creation blocks: `/`, the time as 20 digits, and the id), a key of its own as it
+/// is. Empty for keys that are not index entries.
+pub fn index_entries(key: &[u8], value: &Value) -> Vec<Vec<u8>> {
+    let spell = |tail: String| {
+        let mut entry = key.to_vec();
+        entry.push(b'/');
+        entry.extend_from_slice(tail.as_bytes());
+        entry
+    };
+    match value {
+        Value::Indexed => vec![key.to_vec()],
+        Value::Postings(ids) => ids.iter().map(|id| spell(id.to_string())).collect(),
+        Value::Created(entries) => {
+            entries.iter().map(|(at, id)| spell(format!("{}{id}", created_value(*at)))).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The parts of a [`CustomerView`] its index entries are made of: most events (activities,
+/// contacts, wins) change none of them, so comparing these spares computing the entries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct IndexFields {
     absorbed: bool,
@@ -88,16 +110,47 @@ enum Kind {
 const KINDS: [Kind; 8] =
     [Kind::Owner, Kind::Region, Kind::Industry, Kind::Stage, Kind::Tag, Kind::Created, Kind::Name, Kind::Phone];
 
+/// Where one index entry of a customer is stored.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Entry {
+    /// The customer's id in the postings block under this key (owner, region, industry,
+    /// stage, tag; see [`posting_key`]).
+    Posting(Vec<u8>),
+    /// The customer's id and creation time in the creation-time block under this key (see
+    /// [`created_key`]).
+    Created(Vec<u8>, i64),
+    /// A key of its own (name, phone; see [`index_key`]), valued [`Value::Indexed`].
+    Key(Vec<u8>),
+}
+
+impl Entry {
+    /// The block this entry is kept in, if it shares one with other entries.
+    fn block(&self) -> Option<&[u8]> {
+        match self {
+            Entry::Posting(key) | Entry::Created(key, _) => Some(key),
+            Entry::Key(_) => None,
+        }
+    }
+
+    /// This entry as [`index_entries`] spells a stored one.
+    fn spelled(&self, id: &Uuid) -> Vec<u8> {
+        match self {
+            Entry::Posting(key) => index_entries(key, &Value::Postings(vec![*id])).remove(0),
+            Entry::Created(key, at) => index_entries(key, &Value::Created(vec![(*at, *id)])).remove(0),
+            Entry::Key(key) => key.clone(),
+        }
+    }
+}
+
 impl IndexFields {
-    fn keys(&self, id: &Uuid) -> BTreeSet<Vec<u8>> {
-        let mut keys = BTreeSet::new();
+    fn entries(&self, id: &Uuid) -> BTreeSet<Entry> {
+        let mut entries = BTreeSet::new();
         if !self.absorbed {
-            let id = id.to_string();
             for kind in KINDS {
-                self.keys_of(kind, &id, &mut keys);
+                self.entries_of(kind, id, &mut entries);
             }
         }
-        keys
+        entries
     }
 
     /// Whether the entries of `kind` differ between `self` and `other`.
@@ -114,68 +167,59 @@ impl IndexFields {
         }
     }
 
-    /// Adds the index keys of `kind` to `keys`.
-    fn keys_of(&self, kind: Kind, id: &str, keys: &mut BTreeSet<Vec<u8>>) {
-        let mut add = |field: &str, value: &str| {
+    /// Adds the entries of `kind` to `entries`.
+    fn entries_of(&self, kind: Kind, id: &Uuid, entries: &mut BTreeSet<Entry>) {
+        let mut posting = |field: &str, value: &str| {
             if !value.is_empty() {
-                keys.insert(index_key(field, value, id));
+                entries.insert(Entry::Posting(posting_key(field, value, id)));
             }
         };
         match kind {
             Kind::Owner => {
                 if let Some(owner) = self.owner {
-                    add("owner", &owner.to_string());
+                    posting("owner", &owner.to_string());
                 }
             }
-            Kind::Region => {
-                if let Some(v) = &self.region {
-                    add("region", v);
-                }
-            }
-            Kind::Industry => {
-                if let Some(v) = &self.industry {
-                    add("industry", v);
-                }
-            }
-            Kind::Stage => {
-                if let Some(v) = &self.stage {
-                    add("stage", v);
-                }
-            }
+            Kind::Region => posting("region", self.region.as_deref().unwrap_or_default()),
+            Kind::Industry => posting("industry", self.industry.as_deref().unwrap_or_default()),
+            Kind::Stage => posting("stage", self.stage.as_deref().unwrap_or_default()),
             Kind::Tag => {
                 for tag in &self.tags {
-                    add("tag", tag);
+                    posting("tag", tag);
                 }
             }
-            Kind::Created => add("created", &created_value(self.created_at_micros)),
-            Kind::Name => {
-                if let Some(name) = &self.name {
-                    add("name", &search_name(name));
-                }
+            Kind::Created => {
+                entries.insert(Entry::Created(created_key(self.created_at_micros), self.created_at_micros));
             }
-            Kind::Phone => {
-                if let Some(phone) = &self.phone {
-                    for digits in phone_forms(phone) {
-                        add("phone", &digits);
+            Kind::Name | Kind::Phone => {
+                let mut key = |field: &str, value: &str| {
+                    if !value.is_empty() {
+                        entries.insert(Entry::Key(index_key(field, value, &id.to_string())));
                     }
+                };
+                if kind == Kind::Name {
+                    if let Some(name) = &self.name {
+                        key("name", &search_name(name));
+                    }
+                } else if let Some(phone) = &self.phone {
+                    key("phone", &phone_key_form(phone));
                 }
             }
         }
     }
 
-    /// The keys `before` has and `after` lacks, and the keys `after` adds: only the kinds
-    /// that changed are computed (a stage move formats two keys, not twenty).
-    fn changed_keys(before: &IndexFields, after: &IndexFields, id: &Uuid) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    /// The entries `before` has and `after` lacks, and the entries `after` adds: only the
+    /// kinds that changed are computed (a stage move makes two entries, not twenty).
+    fn changed(before: &IndexFields, after: &IndexFields, id: &Uuid) -> (Vec<Entry>, Vec<Entry>) {
         let (old, new) = if before.absorbed != after.absorbed {
-            (before.keys(id), after.keys(id))
+            (before.entries(id), after.entries(id))
         } else if before.absorbed {
             return (Vec::new(), Vec::new());
         } else {
-            let id = id.to_string();
             let (mut old, mut new) = (BTreeSet::new(), BTreeSet::new());
             for kind in KINDS.into_iter().filter(|kind| before.differs(after, *kind)) {
-                before.keys_of(kind, &id, &mut old);
-                after.keys_of(kind, &id, &mut new);
+                before.entries_of(kind, id, &mut old);
+                after.entries_of(kind, id, &mut new);
             }
             (old, new)
         };
@@ -192,18 +236,17 @@ pub(crate) fn search_name(name: &str) -> String {
     name.chars().filter(|c| !c.is_whitespace()).flat_map(char::to_lowercase).collect()
 }
 
-/// Digits of a phone number, with and (for +86) without the country code.
-pub(crate) fn phone_forms(phone: &str) -> Vec<String> {
+/// The digits a phone is indexed by: a +86 number's national digits, any other number's
+/// digits with the country code (version 1 indexed a +86 number both ways).
+pub(crate) fn phone_key_form(phone: &str) -> String {
     let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
-    let mut forms = vec![digits.clone()];
-    if phone.starts_with("+86") {
-        if let Some(national) = digits.strip_prefix("86") {
-            forms.push(national.to_owned());
-        }
+    match digits.strip_prefix("86") {
+        Some(national) if phone.starts_with("+86") => national.to_owned(),
+        _ => digits,
     }
-    forms
 }
 
+/// `x/<field>/<value>\0`: where a search's keys of their own start.
 pub(crate) fn index_prefix(field: &str, value: &str) -> Vec<u8> {
     let mut key = format!("x/{field}/{value}").into_bytes();
     key.push(0);
@@ -216,22 +259,109 @@ pub(crate) fn index_key(field: &str, value: &str, id: &str) -> Vec<u8> {
     key
 }
 
+/// `p/<field>/<value>\0`: where the postings blocks of one value start.
+pub(crate) fn postings_prefix(field: &str, value: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(field.len() + value.len() + 8);
+    key.extend_from_slice(b"p/");
+    key.extend_from_slice(field.as_bytes());
+    key.push(b'/');
+    key.extend_from_slice(value.as_bytes());
+    key.push(0);
+    key
+}
+
+/// Hex digits of a postings block's bucket for `field`: an owner's customers are spread
+/// over 16 blocks (an owner has hundreds to thousands of customers), a region's, stage's,
+/// industry's or tag's over 1,024 (each can be a large share of all customers: at a million
+/// customers a block then holds a few hundred ids, so a live change rewrites a few KB).
+pub(crate) fn bucket_digits(field: &str) -> u32 {
+    if field == "owner" {
+        1
+    } else {
+        3
+    }
+}
+
+/// `p/<field>/<value>\0<bucket>`: the postings block holding customer `id` among those with
+/// this value, the bucket being the low bits of the id's own bucket
+/// ([`crm_projection_runtime::bucket_of`]), as [`bucket_digits`] hex digits. A block holds
+/// its ids in order.
+pub(crate) fn posting_key(field: &str, value: &str, id: &Uuid) -> Vec<u8> {
+    let mut key = postings_prefix(field, value);
+    push_hex(&mut key, u64::from(bucket_of(id)), bucket_digits(field));
+    key
+}
+
+/// Creation-time blocks span 2^18 microseconds (0.26 s): an import or a load of a few
+/// thousand new customers a second fills a block with a few hundred.
+const CREATED_BLOCK_BITS: u32 = 18;
+
+pub(crate) const CREATED_PREFIX: &[u8] = b"p/created/";
+
+/// `p/created/<block as 16 hex digits>`: the block of customers created in the same 2^18
+/// microseconds as `micros` (times before 1970 count as 0), holding `(time, id)` in order.
+pub(crate) fn created_key(micros: i64) -> Vec<u8> {
+    let mut key = CREATED_PREFIX.to_vec();
+    push_hex(&mut key, (micros.max(0) as u64) >> CREATED_BLOCK_BITS, 16);
+    key
+}
+
 pub(crate) fn customer_key(id: &Uuid) -> Vec<u8> {
     format!("c/{id}").into_bytes()
 }
 
+/// `o/<bucket>`: the opportunities of one bucket of ids.
 fn opportunity_key(id: &Uuid) -> Vec<u8> {
-    format!("o/{id}").into_bytes()
+    bucket_key(b'o', id)
 }
 
-/// What the customers tree stores.
+/// What the customers tree stores. Variants keep their positions (the encoding's tag), so a
+/// tree of an older version decodes while it serves during the rebuild that replaces it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Value {
     Customer(Box<CustomerView>),
-    /// An index entry; the key says it all.
+    /// An index entry of its own (name, phone; version 1: every field); the key says it all.
     Indexed,
-    /// An opportunity's customer.
+    /// Version 1: an opportunity's customer, one key per opportunity.
     OpportunityOf(Uuid),
+    /// `o/<bucket>`: the customers of the opportunities whose id falls in one bucket.
+    Opportunities(BTreeMap<Uuid, Uuid>),
+    /// `p/<field>/<value>\0<bucket>`: the ids of customers with that value, in order.
+    Postings(Vec<Uuid>),
+    /// `p/created/<block>`: `(creation time, id)` of the customers created in that block of
+    /// time, in order.
+    Created(Vec<(i64, Uuid)>),
+}
+
+/// The event types `apply` reads; the runner decodes no other (leads' and tasks' events
+/// are most of a log).
+pub(crate) const DECODED: &[&str] = &[
+    "CustomerCreated",
+    "CustomerUpdated",
+    "ContactAdded",
+    "ActivityLogged",
+    "CustomersMerged",
+    "CustomerUnmerged",
+    "CustomerAbsorbed",
+    "CustomerRestored",
+    "CustomerDealWon",
+    "OwnerChanged",
+    "OpportunityOpened",
+    "StageMoved",
+    "OpportunityWon",
+    "OpportunityLost",
+];
+
+/// Most opportunities [`OPENED`] remembers before it starts over.
+const OPENED_MEMO: usize = 65_536;
+
+thread_local! {
+    /// Opportunities whose opening [`CustomersProjector::prefetch`] listed lately, with their
+    /// customers: a stage change of one opened in the same chunk of events is not in its
+    /// bucket yet, and names no customer. An opportunity's customer never changes, so what
+    /// this holds is true for every build on the thread; it only picks which keys are read
+    /// ahead, never what `apply` computes.
+    static OPENED: std::cell::RefCell<std::collections::HashMap<Uuid, Uuid>> = Default::default();
 }
 
 /// The customers projector. It reads no rule.
@@ -250,6 +380,124 @@ fn tags_of(fields: &BTreeMap<String, String>) -> Vec<String> {
 
 type Result<T = ()> = std::result::Result<T, String>;
 
+/// The record a [`crm_domain::CustomerCreated`] makes.
+fn created_view(e: &crm_domain::CustomerCreated, recorded: &RecordedEvent) -> CustomerView {
+    CustomerView {
+        id: e.customer_id.0,
+        fields: e.fields.clone(),
+        owner: e.owner.map(|o| o.0),
+        stage: None,
+        tags: tags_of(&e.fields),
+        created_at_micros: recorded.recorded_at_micros,
+        updated_at_micros: recorded.recorded_at_micros,
+        updated_position: recorded.position,
+        from_lead: e.from_lead.map(|l| l.0),
+        absorbed_into: None,
+        merged: Vec::new(),
+        contacts: 0,
+        activities: 0,
+        last_activity_micros: None,
+        won_deals: 0,
+    }
+}
+
+/// A change of a customer that can move its index entries.
+type Edit<'e> = Box<dyn FnOnce(&mut CustomerView) + 'e>;
+
+/// The customer `event` edits in a way that can move its index entries, and the edit.
+fn edit_of(event: &Event) -> Option<(Uuid, Edit<'_>)> {
+    Some(match event {
+        Event::CustomerUpdated(e) => (e.customer_id.0, Box::new(|v| apply_changes(&mut v.fields, &e.changes))),
+        Event::CustomersMerged(e) => (
+            e.survivor_id.0,
+            Box::new(|v| {
+                apply_changes(&mut v.fields, &e.field_changes);
+                v.merged.push(e.absorbed_id.0);
+            }),
+        ),
+        Event::CustomerUnmerged(e) => (
+            e.survivor_id.0,
+            Box::new(|v| {
+                apply_changes(&mut v.fields, &e.restored);
+                v.merged.retain(|m| *m != e.absorbed_id.0);
+            }),
+        ),
+        Event::CustomerAbsorbed(e) => (e.absorbed_id.0, Box::new(|v| v.absorbed_into = Some(e.survivor_id.0))),
+        Event::CustomerRestored(e) => (e.absorbed_id.0, Box::new(|v| v.absorbed_into = None)),
+        Event::OwnerChanged(e) => match e.subject {
+            Owned::Customer(id) => (id.0, Box::new(|v| v.owner = Some(e.to.0))),
+            _ => return None,
+        },
+        _ => return None,
+    })
+}
+
+/// Applies `edit` to `view`, keeping its tags in step with its fields.
+fn edit_view(view: &mut CustomerView, edit: Edit<'_>) {
+    edit(view);
+    view.tags = tags_of(&view.fields);
+}
+
+/// Adds `id`'s `entry` to the index.
+fn add_entry(state: &mut State<'_, Value>, entry: Entry, id: Uuid) -> Result {
+    match entry {
+        Entry::Posting(key) => match state.get_or_insert_with(&key, || Value::Postings(Vec::new()))? {
+            Value::Postings(ids) => {
+                if let Err(at) = ids.binary_search(&id) {
+                    ids.insert(at, id);
+                }
+                Ok(())
+            }
+            other => Err(format!("expected a postings block at {}, found {other:?}", printable_key(&key))),
+        },
+        Entry::Created(key, at) => match state.get_or_insert_with(&key, || Value::Created(Vec::new()))? {
+            Value::Created(entries) => {
+                if let Err(i) = entries.binary_search(&(at, id)) {
+                    entries.insert(i, (at, id));
+                }
+                Ok(())
+            }
+            other => Err(format!("expected a creation block at {}, found {other:?}", printable_key(&key))),
+        },
+        Entry::Key(key) => {
+            state.put(key, Value::Indexed);
+            Ok(())
+        }
+    }
+}
+
+/// Removes `id`'s `entry` from the index; a block left empty is removed.
+fn remove_entry(state: &mut State<'_, Value>, entry: Entry, id: Uuid) -> Result {
+    let (key, at) = match entry {
+        Entry::Key(key) => {
+            state.remove(key);
+            return Ok(());
+        }
+        Entry::Posting(key) => (key, None),
+        Entry::Created(key, at) => (key, Some(at)),
+    };
+    let empty = match (state.get_mut(&key)?, at) {
+        (None, _) => false,
+        (Some(Value::Postings(ids)), None) => {
+            if let Ok(i) = ids.binary_search(&id) {
+                ids.remove(i);
+            }
+            ids.is_empty()
+        }
+        (Some(Value::Created(entries)), Some(at)) => {
+            if let Ok(i) = entries.binary_search(&(at, id)) {
+                entries.remove(i);
+            }
+            entries.is_empty()
+        }
+        (Some(other), _) => return Err(format!("expected an index block at {}, found {other:?}", printable_key(&key))),
+    };
+    if empty {
+        state.remove(key);
+    }
+    Ok(())
+}
+
 impl CustomersProjector {
     /// The record of customer `id`, stamped as changed by `recorded`.
     fn touched<'s>(
@@ -267,47 +515,76 @@ impl CustomersProjector {
         }
     }
 
-    /// Changes one customer with `f` in place, keeping its index entries in step.
-    fn change(
-        state: &mut State<'_, Value>,
-        recorded: &RecordedEvent,
-        id: Uuid,
-        f: impl FnOnce(&mut CustomerView),
-    ) -> Result {
+    /// Changes one customer with `edit` in place, keeping its index entries in step.
+    fn change(state: &mut State<'_, Value>, recorded: &RecordedEvent, id: Uuid, edit: Edit<'_>) -> Result {
         let view = Self::touched(state, recorded, &id)?;
         let before = view.index_fields();
-        f(view);
-        view.tags = tags_of(&view.fields);
+        edit_view(view, edit);
         let after = view.index_fields();
         if after != before {
-            let (gone, added) = IndexFields::changed_keys(&before, &after, &id);
-            for key in gone {
-                state.remove(key);
+            let (gone, added) = IndexFields::changed(&before, &after, &id);
+            for entry in gone {
+                remove_entry(state, entry, id)?;
             }
-            for key in added {
-                state.put(key, Value::Indexed);
+            for entry in added {
+                add_entry(state, entry, id)?;
             }
         }
         Ok(())
     }
 
-    /// The opportunity's key, or, once it is loaded (the runner's second round), its
-    /// customer's: what [`Self::set_stage`] reads.
-    fn prefetch_through(opportunity: Uuid, cached: &Cached<'_, Value>, keys: &mut Vec<Vec<u8>>) {
-        let key = opportunity_key(&opportunity);
+    /// The customer of `opportunity`, from its bucket.
+    fn customer_of(bucket: Option<&Value>, opportunity: &Uuid) -> Option<Uuid> {
+        match bucket {
+            Some(Value::Opportunities(opportunities)) => opportunities.get(opportunity).copied(),
+            _ => None,
+        }
+    }
+
+    /// What a move of `customer` to `stage` reads: the customer, and once it is in memory
+    /// (the runner's next round), the stage blocks it leaves and joins.
+    fn prefetch_stage(customer: Uuid, stage: &str, cached: &Cached<'_, Value>, keys: &mut Vec<Vec<u8>>) {
+        let key = customer_key(&customer);
         match cached.get(&key) {
-            Some(Value::OpportunityOf(customer)) => keys.push(customer_key(customer)),
-            _ => keys.push(key),
+            Some(Value::Customer(view)) => {
+                if view.absorbed_into.is_none() && view.stage.as_deref() != Some(stage) {
+                    if let Some(old) = view.stage.as_deref().filter(|old| !old.is_empty()) {
+                        keys.push(posting_key("stage", old, &customer));
+                    }
+                    if !stage.is_empty() {
+                        keys.push(posting_key("stage", stage, &customer));
+                    }
+                }
+            }
+            // Not in memory yet; if it is new (created in the same chunk), it has no stage
+            // to leave.
+            _ => {
+                keys.push(key);
+                if !stage.is_empty() {
+                    keys.push(posting_key("stage", stage, &customer));
+                }
+            }
+        }
+    }
+
+    /// What a stage change of `opportunity` reads: its bucket, then its customer's move.
+    fn prefetch_through(opportunity: Uuid, stage: &str, cached: &Cached<'_, Value>, keys: &mut Vec<Vec<u8>>) {
+        let key = opportunity_key(&opportunity);
+        let bucket = cached.get(&key);
+        if bucket.is_none() {
+            keys.push(key);
+        }
+        let customer = Self::customer_of(bucket, &opportunity)
+            .or_else(|| OPENED.with(|opened| opened.borrow().get(&opportunity).copied()));
+        if let Some(customer) = customer {
+            Self::prefetch_stage(customer, stage, cached, keys);
         }
     }
 
     fn set_stage(state: &mut State<'_, Value>, recorded: &RecordedEvent, opportunity: Uuid, stage: &str) -> Result {
-        match state.get(&opportunity_key(&opportunity))? {
-            Some(Value::OpportunityOf(customer)) => {
-                let customer = *customer;
-                Self::move_stage(state, recorded, customer, stage)
-            }
-            _ => Err(format!("opportunity {opportunity} is not known")),
+        match Self::customer_of(state.get(&opportunity_key(&opportunity))?, &opportunity) {
+            Some(customer) => Self::move_stage(state, recorded, customer, stage),
+            None => Err(format!("opportunity {opportunity} is not known")),
         }
     }
 
@@ -317,12 +594,11 @@ impl CustomersProjector {
         let view = Self::touched(state, recorded, &customer)?;
         let (old, indexed) = (view.stage.replace(stage.to_owned()), view.absorbed_into.is_none());
         if indexed && old.as_deref() != Some(stage) {
-            let id = customer.to_string();
             if let Some(old) = old.filter(|old| !old.is_empty()) {
-                state.remove(index_key("stage", &old, &id));
+                remove_entry(state, Entry::Posting(posting_key("stage", &old, &customer)), customer)?;
             }
             if !stage.is_empty() {
-                state.put(index_key("stage", stage, &id), Value::Indexed);
+                add_entry(state, Entry::Posting(posting_key("stage", stage, &customer)), customer)?;
             }
         }
         Ok(())
@@ -336,8 +612,14 @@ impl Projector for CustomersProjector {
         "customers"
     }
 
+    /// Version 2: index entries of owners, regions, industries, stages, tags and creation
+    /// times in blocks, opportunities in buckets (version 1: a key for each).
     fn version(&self) -> u32 {
-        1
+        2
+    }
+
+    fn decodes(&self, event_type: &str) -> bool {
+        DECODED.contains(&event_type)
     }
 
     fn fingerprint(&self, rules: &Rules) -> u64 {
@@ -346,33 +628,58 @@ impl Projector for CustomersProjector {
         0
     }
 
+    /// Every key `apply` reads: the customer, and once it is in memory the blocks its index
+    /// entries leave and join (a stage change: the opportunity's bucket first). A new
+    /// customer's blocks follow from the event alone.
     fn prefetch(
         &self,
         _: &Rules,
-        _: &RecordedEvent,
+        recorded: &RecordedEvent,
         event: Option<&Event>,
         cached: &Cached<'_, Value>,
         keys: &mut Vec<Vec<u8>>,
     ) {
         let customer = match event {
-            Some(Event::CustomerCreated(e)) => e.customer_id.0,
-            Some(Event::CustomerUpdated(e)) => e.customer_id.0,
+            Some(Event::CustomerCreated(e)) => {
+                let view = created_view(e, recorded);
+                keys.extend(view.index_fields().entries(&view.id).iter().filter_map(Entry::block).map(<[u8]>::to_vec));
+                e.customer_id.0
+            }
             Some(Event::ContactAdded(e)) => e.customer_id.0,
             Some(Event::ActivityLogged(e)) => e.customer_id.0,
-            Some(Event::CustomersMerged(e)) => e.survivor_id.0,
-            Some(Event::CustomerUnmerged(e)) => e.survivor_id.0,
-            Some(Event::CustomerAbsorbed(e)) => e.absorbed_id.0,
-            Some(Event::CustomerRestored(e)) => e.absorbed_id.0,
             Some(Event::CustomerDealWon(e)) => e.customer_id.0,
-            Some(Event::OwnerChanged(e)) => match e.subject {
-                Owned::Customer(id) => id.0,
-                _ => return,
+            Some(Event::OpportunityOpened(e)) => {
+                keys.push(opportunity_key(&e.opportunity_id.0));
+                OPENED.with(|opened| {
+                    let mut opened = opened.borrow_mut();
+                    if opened.len() >= OPENED_MEMO {
+                        opened.clear();
+                    }
+                    opened.insert(e.opportunity_id.0, e.customer_id.0);
+                });
+                return Self::prefetch_stage(e.customer_id.0, &e.stage, cached, keys);
+            }
+            Some(Event::StageMoved(e)) => return Self::prefetch_through(e.opportunity_id.0, &e.to, cached, keys),
+            Some(Event::OpportunityWon(e)) => {
+                keys.push(opportunity_key(&e.opportunity_id.0));
+                return Self::prefetch_stage(e.customer_id.0, crm_domain::STAGE_WON, cached, keys);
+            }
+            Some(Event::OpportunityLost(e)) => {
+                return Self::prefetch_through(e.opportunity_id.0, crm_domain::STAGE_LOST, cached, keys)
+            }
+            Some(event) => match edit_of(event) {
+                Some((id, edit)) => {
+                    let key = customer_key(&id);
+                    let Some(Value::Customer(view)) = cached.get(&key) else { return keys.push(key) };
+                    let mut after = (**view).clone();
+                    edit_view(&mut after, edit);
+                    let (gone, added) = IndexFields::changed(&view.index_fields(), &after.index_fields(), &id);
+                    keys.extend(gone.iter().chain(&added).filter_map(Entry::block).map(<[u8]>::to_vec));
+                    return;
+                }
+                None => return,
             },
-            Some(Event::OpportunityOpened(e)) => e.customer_id.0,
-            Some(Event::StageMoved(e)) => return Self::prefetch_through(e.opportunity_id.0, cached, keys),
-            Some(Event::OpportunityWon(e)) => return Self::prefetch_through(e.opportunity_id.0, cached, keys),
-            Some(Event::OpportunityLost(e)) => return Self::prefetch_through(e.opportunity_id.0, cached, keys),
-            _ => return,
+            None => return,
         };
         keys.push(customer_key(&customer));
     }
@@ -386,37 +693,21 @@ impl Projector for CustomersProjector {
     ) -> Result {
         let _ = rules;
         let Some(event) = event else { return Ok(()) };
+        if let Some((id, edit)) = edit_of(event) {
+            return Self::change(state, recorded, id, edit);
+        }
         match event {
             Event::CustomerCreated(e) => {
-                let view = CustomerView {
-                    id: e.customer_id.0,
-                    fields: e.fields.clone(),
-                    owner: e.owner.map(|o| o.0),
-                    stage: None,
-                    tags: tags_of(&e.fields),
-                    created_at_micros: recorded.recorded_at_micros,
-                    updated_at_micros: recorded.recorded_at_micros,
-                    updated_position: recorded.position,
-                    from_lead: e.from_lead.map(|l| l.0),
-                    absorbed_into: None,
-                    merged: Vec::new(),
-                    contacts: 0,
-                    activities: 0,
-                    last_activity_micros: None,
-                    won_deals: 0,
-                };
+                let view = created_view(e, recorded);
                 let key = customer_key(&view.id);
                 if state.get(&key)?.is_some() {
                     return Err(format!("customer {} created twice", view.id));
                 }
-                for index in view.index_keys() {
-                    state.put(index, Value::Indexed);
+                for entry in view.index_fields().entries(&view.id) {
+                    add_entry(state, entry, view.id)?;
                 }
                 state.put(key, Value::Customer(Box::new(view)));
                 Ok(())
-            }
-            Event::CustomerUpdated(e) => {
-                Self::change(state, recorded, e.customer_id.0, |v| apply_changes(&mut v.fields, &e.changes))
             }
             // Counters only: no index entry can move, so no index field is compared.
             Event::ContactAdded(e) => Self::touched(state, recorded, &e.customer_id.0).map(|v| v.contacts += 1),
@@ -425,26 +716,16 @@ impl Projector for CustomersProjector {
                 let at = e.occurred_at.timestamp_micros();
                 v.last_activity_micros = Some(v.last_activity_micros.map_or(at, |last| last.max(at)));
             }),
-            Event::CustomersMerged(e) => Self::change(state, recorded, e.survivor_id.0, |v| {
-                apply_changes(&mut v.fields, &e.field_changes);
-                v.merged.push(e.absorbed_id.0);
-            }),
-            Event::CustomerUnmerged(e) => Self::change(state, recorded, e.survivor_id.0, |v| {
-                apply_changes(&mut v.fields, &e.restored);
-                v.merged.retain(|m| *m != e.absorbed_id.0);
-            }),
-            Event::CustomerAbsorbed(e) => {
-                Self::change(state, recorded, e.absorbed_id.0, |v| v.absorbed_into = Some(e.survivor_id.0))
-            }
-            Event::CustomerRestored(e) => Self::change(state, recorded, e.absorbed_id.0, |v| v.absorbed_into = None),
             Event::CustomerDealWon(e) => Self::touched(state, recorded, &e.customer_id.0).map(|v| v.won_deals += 1),
-            Event::OwnerChanged(e) => match e.subject {
-                Owned::Customer(id) => Self::change(state, recorded, id.0, |v| v.owner = Some(e.to.0)),
-                _ => Ok(()),
-            },
             Event::OpportunityOpened(e) => {
-                state.put(opportunity_key(&e.opportunity_id.0), Value::OpportunityOf(e.customer_id.0));
-                Self::move_stage(state, recorded, e.customer_id.0, &e.stage)
+                let (opportunity, customer) = (e.opportunity_id.0, e.customer_id.0);
+                match state
+                    .get_or_insert_with(&opportunity_key(&opportunity), || Value::Opportunities(BTreeMap::new()))?
+                {
+                    Value::Opportunities(opportunities) => opportunities.insert(opportunity, customer),
+                    other => return Err(format!("expected a bucket of opportunities, found {other:?}")),
+                };
+                Self::move_stage(state, recorded, customer, &e.stage)
             }
             Event::StageMoved(e) => Self::set_stage(state, recorded, e.opportunity_id.0, &e.to),
             Event::OpportunityWon(e) => Self::set_stage(state, recorded, e.opportunity_id.0, crm_domain::STAGE_WON),
@@ -488,16 +769,21 @@ mod tests {
             })
     }
 
+    #[test]
+    fn every_decoded_type_exists() {
+        crm_projection_runtime::testing::assert_event_types_exist(DECODED);
+    }
+
     proptest! {
         /// Computing only the changed kinds gives the same removals and additions as
-        /// diffing every key of both versions.
+        /// diffing every entry of both versions.
         #[test]
-        fn changed_keys_equal_the_full_difference(before in fields(), after in fields()) {
+        fn changed_entries_equal_the_full_difference(before in fields(), after in fields()) {
             let id = Uuid::from_u128(7);
-            let (all_before, all_after) = (before.keys(&id), after.keys(&id));
+            let (all_before, all_after) = (before.entries(&id), after.entries(&id));
             let gone: Vec<_> = all_before.difference(&all_after).cloned().collect();
             let added: Vec<_> = all_after.difference(&all_before).cloned().collect();
-            prop_assert_eq!(IndexFields::changed_keys(&before, &after, &id), (gone, added));
+            prop_assert_eq!(IndexFields::changed(&before, &after, &id), (gone, added));
         }
     }
 }

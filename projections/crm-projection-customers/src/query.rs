@@ -1,10 +1,13 @@
 //! Queries over the customers tree. Each takes a [`Reader`] (the serving tree and the log
 //! position it reflects), so the caller can tell the client how fresh the answer is.
 
-use crm_projection_runtime::{Reader, Result};
+use crm_projection_runtime::{decode_value, Reader, Result};
 use uuid::Uuid;
 
-use crate::projector::{created_value, customer_key, index_prefix, phone_forms, search_name, CustomerView, Value};
+use crate::projector::{
+    bucket_digits, created_key, created_value, customer_key, index_prefix, phone_key_form, postings_prefix,
+    search_name, CustomerView, Value, CREATED_PREFIX,
+};
 
 /// Most index entries one page may scan; a page stops early (with a cursor) past this, so
 /// a query's cost is bounded whatever the filters.
@@ -39,23 +42,23 @@ impl Filter {
             && self.created_to_micros.is_none_or(|t| v.created_at_micros < t)
     }
 
-    /// The index to drive the scan: the most selective filter that has one.
-    fn driving_range(&self) -> (Vec<u8>, Option<Vec<u8>>) {
-        let exact = |field: &str, value: &str| (index_prefix(field, value), None);
+    /// The filter that drives the scan (the most selective that has an index) in version 2
+    /// and later: its field and value, or `None` for creation time.
+    fn driving_field(&self) -> Option<(&'static str, String)> {
         if let Some(owner) = self.owner {
-            return exact("owner", &owner.to_string());
+            return Some(("owner", owner.to_string()));
         }
         if let Some(tag) = self.tags.first() {
-            return exact("tag", tag);
+            return Some(("tag", tag.clone()));
         }
-        if let Some(stage) = &self.stage {
-            return exact("stage", stage);
-        }
-        if let Some(region) = &self.region {
-            return exact("region", region);
-        }
-        if let Some(industry) = &self.industry {
-            return exact("industry", industry);
+        let fields = [("stage", &self.stage), ("region", &self.region), ("industry", &self.industry)];
+        fields.into_iter().find_map(|(field, value)| value.as_ref().map(|v| (field, v.clone())))
+    }
+
+    /// The index to drive the scan of a version 1 tree, which kept an index key per entry.
+    fn legacy_range(&self) -> (Vec<u8>, Option<Vec<u8>>) {
+        if let Some((field, value)) = self.driving_field() {
+            return (index_prefix(field, &value), None);
         }
         if self.created_from_micros.is_some() || self.created_to_micros.is_some() {
             let from = format!("x/created/{}", created_value(self.created_from_micros.unwrap_or(0))).into_bytes();
@@ -140,16 +143,119 @@ fn scan(
     Ok(page)
 }
 
-/// Customers matching `filter`, in index order (by id within an owner, region, stage,
-/// industry or tag; by creation time otherwise), `limit` per page. A page can be shorter
-/// than `limit` and still have a cursor when the scan bound was reached.
-pub fn list(reader: &Reader, filter: &Filter, cursor: Option<&str>, limit: usize) -> Result<Page> {
-    let (start, end) = filter.driving_range();
-    let prefix = match &end {
-        Some(_) => b"x/created/".to_vec(),
-        None => start.clone(),
+/// Blocks to scan: keys that start with `prefix`, are `key_len` long (a longer one belongs to
+/// another value that starts with this one), from `start` up to `last` (inclusive).
+struct Blocks {
+    prefix: Vec<u8>,
+    key_len: usize,
+    start: Vec<u8>,
+    last: Option<Vec<u8>>,
+}
+
+/// Where a page of a version 2 list stopped: the block's key and the entry's sort bytes.
+fn encode_block_cursor(block: &[u8], entry: &[u8]) -> String {
+    format!("{}.{}", encode_cursor(block), encode_cursor(entry))
+}
+
+fn decode_block_cursor(cursor: &str) -> Option<(Vec<u8>, Vec<u8>)> {
+    let (block, entry) = cursor.split_once('.')?;
+    Some((decode_cursor(block)?, decode_cursor(entry)?))
+}
+
+/// An entry's sort bytes in its block: the id (postings), or the creation time then the id
+/// (creation blocks), in the order the block keeps them.
+fn sort_bytes(at: Option<i64>, id: &Uuid) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(24);
+    if let Some(at) = at {
+        bytes.extend_from_slice(&((at as u64) ^ (1 << 63)).to_be_bytes());
+    }
+    bytes.extend_from_slice(id.as_bytes());
+    bytes
+}
+
+/// Scans the entries of index `blocks` in order (after `cursor`), keeping the customers
+/// `keep` accepts, up to `limit`.
+fn scan_blocks(
+    reader: &Reader,
+    blocks: &Blocks,
+    cursor: Option<&str>,
+    limit: usize,
+    keep: impl Fn(&CustomerView) -> bool,
+) -> Result<Page> {
+    let resume = cursor.and_then(decode_block_cursor);
+    let from = match &resume {
+        Some((block, _)) if *block > blocks.start => block.clone(),
+        _ => blocks.start.clone(),
     };
-    scan(reader, &prefix, start, end, cursor, limit, |v| filter.matches(v))
+    let mut page = Page { customers: Vec::new(), next_cursor: None };
+    let (limit, mut scanned) = (limit.max(1), 0);
+    for item in reader.tree.range(from..) {
+        let (key, value) = item?;
+        if !key.starts_with(&blocks.prefix) || blocks.last.as_ref().is_some_and(|last| key.as_ref() > last.as_slice()) {
+            break;
+        }
+        if key.len() != blocks.key_len {
+            continue;
+        }
+        let entries: Vec<(Option<i64>, Uuid)> = match decode_value::<Value>(&key, &value)? {
+            Value::Postings(ids) => ids.into_iter().map(|id| (None, id)).collect(),
+            Value::Created(entries) => entries.into_iter().map(|(at, id)| (Some(at), id)).collect(),
+            _ => continue,
+        };
+        let after = resume.as_ref().filter(|(block, _)| block.as_slice() == key.as_ref()).map(|(_, entry)| entry);
+        for (at, id) in entries {
+            let sort = sort_bytes(at, &id);
+            if after.is_some_and(|after| sort <= *after) {
+                continue;
+            }
+            scanned += 1;
+            if let Some(view) = get(reader, id)? {
+                if keep(&view) {
+                    page.customers.push(view);
+                }
+            }
+            if page.customers.len() >= limit || scanned >= MAX_SCAN {
+                page.next_cursor = Some(encode_block_cursor(&key, &sort));
+                return Ok(page);
+            }
+        }
+    }
+    Ok(page)
+}
+
+/// Whether `reader`'s tree keeps its index in blocks (version 2 on): every tree with a
+/// customer that is not merged away has a creation block. A version 1 tree serves while
+/// its replacement is built, and is read as it was.
+fn has_blocks(reader: &Reader) -> Result<bool> {
+    Ok(reader.tree.scan_prefix(b"p/").next().transpose()?.is_some())
+}
+
+/// Customers matching `filter`, in index order (by a bucket of the id, then the id, within
+/// an owner, region, stage, industry or tag; by creation time otherwise), `limit` per page. A
+/// page can be shorter than `limit` and still have a cursor when the scan bound was reached.
+pub fn list(reader: &Reader, filter: &Filter, cursor: Option<&str>, limit: usize) -> Result<Page> {
+    if !has_blocks(reader)? {
+        let (start, end) = filter.legacy_range();
+        let prefix = match &end {
+            Some(_) => b"x/created/".to_vec(),
+            None => start.clone(),
+        };
+        return scan(reader, &prefix, start, end, cursor, limit, |v| filter.matches(v));
+    }
+    let blocks = match filter.driving_field() {
+        Some((field, value)) => {
+            let prefix = postings_prefix(field, &value);
+            let key_len = prefix.len() + bucket_digits(field) as usize;
+            Blocks { start: prefix.clone(), prefix, key_len, last: None }
+        }
+        None => Blocks {
+            prefix: CREATED_PREFIX.to_vec(),
+            key_len: created_key(0).len(),
+            start: created_key(filter.created_from_micros.unwrap_or(0)),
+            last: filter.created_to_micros.map(|to| created_key(to.saturating_sub(1))),
+        },
+    };
+    scan_blocks(reader, &blocks, cursor, limit, |v| filter.matches(v))
 }
 
 /// What a search matches on.
@@ -162,16 +268,153 @@ pub enum SearchKind {
 }
 
 /// Customers whose name or phone starts with `text`.
+///
+/// A phone matches when its digits start with `text`'s digits, with the country code or,
+/// for +86, without it. Version 2 keeps one key per phone (a +86 number's national digits,
+/// any other number's digits with the country code), so digits that start with 86 are looked
+/// up twice: as typed, then without the 86 among +86 numbers (cursors of that second part
+/// start with `B.`). Country codes are prefix-free and 86 is China's, so no other number's
+/// key starts with 86.
 pub fn search(reader: &Reader, kind: SearchKind, text: &str, cursor: Option<&str>, limit: usize) -> Result<Page> {
     let (field, value) = match kind {
         SearchKind::Name => ("name", search_name(text)),
-        SearchKind::Phone => ("phone", phone_forms(text).into_iter().next().unwrap_or_default()),
+        SearchKind::Phone => ("phone", text.chars().filter(char::is_ascii_digit).collect()),
     };
     if value.is_empty() {
         return Ok(Page { customers: Vec::new(), next_cursor: None });
     }
     let prefix = format!("x/{field}/{value}").into_bytes();
-    let mut seen = std::collections::HashSet::new();
-    // A phone is indexed twice (with and without +86); report each customer once per page.
-    scan(reader, &prefix, prefix.clone(), None, cursor, limit, |v| seen.insert(v.id) || kind == SearchKind::Name)
+    if kind == SearchKind::Name {
+        return scan(reader, &prefix, prefix.clone(), None, cursor, limit, |_| true);
+    }
+    if !has_blocks(reader)? {
+        // Version 1 indexed a +86 phone twice (with and without the country code): each
+        // customer is reported once per page.
+        let mut seen = std::collections::HashSet::new();
+        return scan(reader, &prefix, prefix.clone(), None, cursor, limit, |v| seen.insert(v.id));
+    }
+    let national = value.strip_prefix("86");
+    let mut page = match cursor.and_then(|c| c.strip_prefix("B.")) {
+        Some(_) => Page { customers: Vec::new(), next_cursor: None },
+        None => scan(reader, &prefix, prefix.clone(), None, cursor, limit, |_| true)?,
+    };
+    let Some(national) = national.filter(|_| page.next_cursor.is_none()) else { return Ok(page) };
+    // +86 numbers whose national digits start with `national` and not with `value` (those
+    // were found as typed).
+    let second = format!("x/phone/{national}").into_bytes();
+    let rest = scan(
+        reader,
+        &second,
+        second.clone(),
+        None,
+        cursor.and_then(|c| c.strip_prefix("B.")),
+        limit - page.customers.len(),
+        |v| v.field("phone").is_some_and(|p| p.starts_with("+86") && !phone_key_form(p).starts_with(&value)),
+    )?;
+    page.customers.extend(rest.customers);
+    page.next_cursor = rest.next_cursor.map(|c| format!("B.{c}"));
+    Ok(page)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use crm_projection_runtime::encode_value;
+
+    use super::*;
+    use crate::projector::{created_key, index_key};
+
+    fn view(n: u128, owner: Uuid, region: &str) -> CustomerView {
+        CustomerView {
+            id: Uuid::from_u128(n),
+            fields: BTreeMap::from([("region".to_owned(), region.to_owned())]),
+            owner: Some(owner),
+            stage: None,
+            tags: Vec::new(),
+            created_at_micros: n as i64,
+            updated_at_micros: n as i64,
+            updated_position: 1,
+            from_lead: None,
+            absorbed_into: None,
+            merged: Vec::new(),
+            contacts: 0,
+            activities: 0,
+            last_activity_micros: None,
+            won_deals: 0,
+        }
+    }
+
+    fn ids(page: &Page) -> Vec<u128> {
+        page.customers.iter().map(|c| c.id.as_u128()).collect()
+    }
+
+    /// A version 1 tree (an index key per entry) serves while version 2 is built: its lists
+    /// are read as they were, filters, order and cursors alike.
+    #[test]
+    fn a_version_1_tree_is_listed_as_it_was() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("customers/1").unwrap();
+        let owner = Uuid::from_u128(99);
+        for (n, region) in [(3, "北京"), (1, "上海"), (2, "北京")] {
+            let c = view(n, owner, region);
+            let id = c.id.to_string();
+            for (field, value) in
+                [("owner", owner.to_string()), ("region", region.to_owned()), ("created", created_value(n as i64))]
+            {
+                tree.insert(index_key(field, &value, &id), encode_value(&Value::Indexed)).unwrap();
+            }
+            tree.insert(customer_key(&c.id), encode_value(&Value::Customer(Box::new(c)))).unwrap();
+        }
+        let reader = Reader { tree, position: 1 };
+        assert_eq!(ids(&list(&reader, &Filter::default(), None, 10).unwrap()), [1, 2, 3]);
+        let beijing = Filter { region: Some("北京".into()), ..Filter::default() };
+        let first = list(&reader, &beijing, None, 1).unwrap();
+        assert_eq!(ids(&first), [2]);
+        assert_eq!(ids(&list(&reader, &beijing, first.next_cursor.as_deref(), 1).unwrap()), [3]);
+        let mine = Filter { owner: Some(owner), created_from_micros: Some(2), ..Filter::default() };
+        assert_eq!(ids(&list(&reader, &mine, None, 10).unwrap()), [2, 3]);
+    }
+
+    /// One key per phone (version 2): digits typed with or without +86 find a +86 number,
+    /// other numbers by their digits with the country code; pages that cross from the
+    /// digits as typed to the digits without 86 report each customer once.
+    #[test]
+    fn phones_are_found_with_and_without_the_country_code() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("customers/2").unwrap();
+        let phones = [(1, "+8613800000001"), (2, "+8686100000002"), (3, "+12025550103"), (4, "+8613900000004")];
+        let mut created = Vec::new();
+        for (n, phone) in phones {
+            let mut c = view(n, Uuid::from_u128(99), "北京");
+            c.fields.insert("phone".into(), phone.into());
+            tree.insert(index_key("phone", &phone_key_form(phone), &c.id.to_string()), encode_value(&Value::Indexed))
+                .unwrap();
+            created.push((c.created_at_micros, c.id));
+            tree.insert(customer_key(&c.id), encode_value(&Value::Customer(Box::new(c)))).unwrap();
+        }
+        tree.insert(created_key(0), encode_value(&Value::Created(created))).unwrap();
+        let reader = Reader { tree, position: 1 };
+        let found = |text: &str| {
+            let mut all = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let page = search(&reader, SearchKind::Phone, text, cursor.as_deref(), 1).unwrap();
+                all.extend(ids(&page));
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => return all,
+                }
+            }
+        };
+        assert_eq!(found("138"), [1]);
+        assert_eq!(found("+86 138"), [1]);
+        // As typed (national digits 861...), then without the 86 (national digits 1...).
+        assert_eq!(found("861"), [2, 1, 4]);
+        assert_eq!(found("861000"), [2]);
+        assert_eq!(found("8686"), [2]);
+        assert_eq!(found("86"), [2, 1, 4]);
+        assert_eq!(found("1202"), [3]);
+        assert_eq!(found("202"), Vec::<u128>::new());
+    }
 }

@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use crm_domain::{Event, Owned, Rules};
 use crm_eventlog::RecordedEvent;
-use crm_projection_runtime::{Cached, Fingerprint, Projector, State};
+use crm_projection_runtime::{bucket_key, Cached, Fingerprint, Projector, State};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -75,7 +75,7 @@ pub enum Value {
     /// build serving during the rebuild.
     Due(DueDays),
     /// Version 5: `o/<bucket>`, the opportunities whose id falls in that bucket (see
-    /// [`bucket_of`]). Version 4 kept one `o/<uuid>` key per opportunity ([`Value::Opportunity`]).
+    /// [`bucket_key`]). Version 4 kept one `o/<uuid>` key per opportunity ([`Value::Opportunity`]).
     Opportunities(BTreeMap<Uuid, OpportunityState>),
     /// Version 5: `r/<bucket>`, the regions of the customers whose id falls in that bucket.
     /// Version 4 kept one `r/<uuid>` key per customer ([`Value::Region`]).
@@ -161,29 +161,9 @@ pub(crate) fn month_name(date: NaiveDate) -> String {
     String::from_utf8(name).expect("digits and a dash")
 }
 
-/// Buckets of opportunities and of customers' regions: 65,536 of each.
-const BUCKET_BITS: u32 = 16;
-
-/// The bucket of an id: its last 16 bits, random in UUID v4 and v7 alike (v7's first 48 bits
-/// are its time). Opportunities and customers' regions are stored a bucket to a key, so a
-/// base of millions of them writes at most 65,536 keys of each kind: sled's cost is per key
-/// (a fresh build of the funnel wrote 3.35 M keys at 13.4 M events, most of them these), and
-/// a tree of few keys stays in memory between live steps.
-fn bucket_of(id: &Uuid) -> u16 {
-    const _: () = assert!(BUCKET_BITS == 16);
-    let b = id.as_bytes();
-    u16::from_be_bytes([b[14], b[15]])
-}
-
-/// `<kind>/<bucket as 4 hex digits>`.
-fn bucket_key(kind: u8, id: &Uuid) -> Vec<u8> {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bucket = bucket_of(id);
-    let mut key = vec![kind, b'/'];
-    key.extend((0..4).rev().map(|i| HEX[usize::from(bucket >> (4 * i) & 0xf)]));
-    key
-}
-
+/// Opportunities and customers' regions are stored a bucket of ids to a key
+/// ([`bucket_key`]): 65,536 keys of each kind at most (a fresh build of the funnel wrote
+/// 3.35 M keys at 13.4 M events, most of them one per opportunity and per customer).
 fn opportunity_key(id: &Uuid) -> Vec<u8> {
     bucket_key(b'o', id)
 }

@@ -39,7 +39,10 @@ mod stats;
 
 pub use builder::{resume_position, Failure};
 pub use error::{Error, Result};
-pub use projector::{decode_value, encode_value, printable_key, Cached, Fingerprint, Projector, State};
+pub use projector::{
+    bucket_key, bucket_of, decode_value, encode_value, printable_key, push_hex, Cached, Fingerprint, Projector, State,
+    PREFETCH_ROUNDS,
+};
 pub use runner::{
     current_rules, spawn, spawn_with, Difference, ProjectionDb, ProjectionHandle, ProjectionStatus, Reader,
     RebuildProgress, RebuildSummary, RunState, SpawnOptions, VerifyReport, DEFAULT_CACHE_BYTES,

@@ -63,7 +63,8 @@ pub trait Projector: Send + Sync + 'static {
     /// for its random reads side by side instead of one after another. `cached` answers
     /// from memory only (`None` when absent or not loaded): a key found through another key
     /// (a customer through its opportunity) can be listed once that one is loaded, as the
-    /// runner asks twice. Listing a key `apply` does not read, or missing one it does,
+    /// runner asks up to [`PREFETCH_ROUNDS`] times (an opportunity, then its customer, then
+    /// the index blocks that customer's stage moves between). Listing a key `apply` does not read, or missing one it does,
     /// changes only the speed, never the result.
     fn prefetch(
         &self,
@@ -440,6 +441,32 @@ fn drain_all<V: Serialize + Send>(
     out
 }
 
+/// How many times the runner asks [`Projector::prefetch`] for the keys of one chunk of
+/// events, reading in between the keys listed that are not in memory.
+pub const PREFETCH_ROUNDS: usize = 3;
+
+/// The bucket of an id: its last 16 bits, random in UUID v4 and v7 alike (v7's first 48 bits
+/// are its time). Read models store per-id records of one kind a bucket to a key (see
+/// [`bucket_key`]): sled's cost is per key, so a base of millions of ids writes at most
+/// 65,536 keys of each kind, and a tree of few keys stays in memory between live steps.
+pub fn bucket_of(id: &uuid::Uuid) -> u16 {
+    let b = id.as_bytes();
+    u16::from_be_bytes([b[14], b[15]])
+}
+
+/// `<kind>/<bucket of id as 4 hex digits>`: the key of `id`'s bucket of records of `kind`.
+pub fn bucket_key(kind: u8, id: &uuid::Uuid) -> Vec<u8> {
+    let mut key = vec![kind, b'/'];
+    push_hex(&mut key, u64::from(bucket_of(id)), 4);
+    key
+}
+
+/// Appends the last `digits` hex digits of `value` (lower case, leading zeros kept).
+pub fn push_hex(out: &mut Vec<u8>, value: u64, digits: u32) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.extend((0..digits).rev().map(|i| HEX[(value >> (4 * i) & 0xf) as usize]));
+}
+
 /// Read-only access to the values a build holds in memory (see [`Projector::prefetch`]).
 pub struct Cached<'a, V> {
     slots: &'a Slots<V>,
@@ -732,7 +759,8 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
     }
 
     /// Reads into memory the keys `prefetch` lists for `events` that are not there yet, in
-    /// two rounds (keys found through keys of the first). Returns the keys read.
+    /// up to [`PREFETCH_ROUNDS`] rounds (keys found through keys of the one before), stopping
+    /// at a round that lists nothing new. Returns the keys read.
     pub(crate) fn prefetch<P: Projector<Value = V>>(
         &mut self,
         projector: &P,
@@ -747,7 +775,7 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
             return Ok(0);
         }
         let mut total = 0;
-        for _round in 0..2 {
+        for _round in 0..PREFETCH_ROUNDS {
             let mut keys = Vec::new();
             {
                 let cached = self.cached();
