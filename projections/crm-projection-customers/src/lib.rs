@@ -6,7 +6,7 @@
 //! - `c/<uuid>`: the [`CustomerView`];
 //! - `p/<field>/<value>\0<bucket>`: a postings block, the ids (in order) of the customers with
 //!   that `owner`, `region`, `stage`, `industry` or `tag` whose id falls in the bucket (the
-//!   id's low 4 bits for owners, 10 bits for the others), so a million customers make tens of
+//!   id's low 4 bits for owners, 12 bits for the others), so a million customers make tens of
 //!   thousands of keys instead of millions;
 //! - `p/created/<16 hex digits>`: the customers created in one span of 2^18 microseconds, as
 //!   `(time, id)` in order;
@@ -18,7 +18,10 @@
 //!
 //! Absorbed (merged) customers have no index entries, so lists and searches show survivors
 //! only. Version 1 kept one `x/` key per entry of every field (two per +86 phone) and one
-//! `o/<uuid>` per opportunity; the queries still read such a tree while it serves during the rebuild.
+//! `o/<uuid>` per opportunity; the queries still read such a tree while it serves during the
+//! rebuild. A list cursor of version 1 (the index key's text) does not carry over to version
+//! 2 (which orders by the bucket, then the id): given to a version 2 tree it starts from the
+//! first page.
 //!
 //! Tags are the comma-separated values of the custom field `custom.tags`. A customer's stage
 //! is the stage of its most recently changed opportunity (including the won or lost stage).

@@ -272,8 +272,8 @@ pub(crate) fn postings_prefix(field: &str, value: &str) -> Vec<u8> {
 
 /// Hex digits of a postings block's bucket for `field`: an owner's customers are spread
 /// over 16 blocks (an owner has hundreds to thousands of customers), a region's, stage's,
-/// industry's or tag's over 1,024 (each can be a large share of all customers: at a million
-/// customers a block then holds a few hundred ids, so a live change rewrites a few KB).
+/// industry's or tag's over 4,096 (each can be a large share of all customers: at a million
+/// customers a block then holds tens of ids, so a live change rewrites about a KB).
 pub(crate) fn bucket_digits(field: &str) -> u32 {
     if field == "owner" {
         1

@@ -101,17 +101,31 @@ fn decode_cursor(cursor: &str) -> Option<Vec<u8>> {
     (0..cursor.len()).step_by(2).map(|i| u8::from_str_radix(cursor.get(i..i + 2)?, 16).ok()).collect()
 }
 
-/// Scans index keys from `start` (or after `cursor`) while they start with `prefix` and sort
-/// before `end`, keeping the customers `keep` accepts, up to `limit`.
-fn scan(
-    reader: &Reader,
-    prefix: &[u8],
+/// Index keys of their own to scan: from `start` while they start with `prefix` and sort
+/// before `end`.
+struct Keys {
+    prefix: Vec<u8>,
     start: Vec<u8>,
     end: Option<Vec<u8>>,
+}
+
+impl Keys {
+    fn with_prefix(prefix: Vec<u8>) -> Keys {
+        Keys { start: prefix.clone(), prefix, end: None }
+    }
+}
+
+/// Scans `keys` (after `cursor`), keeping the customers `keep` accepts, up to `limit`, and at
+/// most `budget` entries (what it scans is taken off `budget`).
+fn scan(
+    reader: &Reader,
+    keys: Keys,
     cursor: Option<&str>,
     limit: usize,
+    budget: &mut usize,
     mut keep: impl FnMut(&CustomerView) -> bool,
 ) -> Result<Page> {
+    let Keys { prefix, start, end } = keys;
     let mut from = start;
     if let Some(c) = cursor.and_then(decode_cursor) {
         if c > from {
@@ -121,13 +135,12 @@ fn scan(
     }
     let mut page = Page { customers: Vec::new(), next_cursor: None };
     let limit = limit.max(1);
-    let mut scanned = 0;
     for entry in reader.tree.range(from..) {
         let (key, _) = entry?;
-        if !key.starts_with(prefix) || end.as_ref().is_some_and(|e| key.as_ref() >= e.as_slice()) {
+        if !key.starts_with(&prefix) || end.as_ref().is_some_and(|e| key.as_ref() >= e.as_slice()) {
             return Ok(page);
         }
-        scanned += 1;
+        *budget = budget.saturating_sub(1);
         if let Some(id) = id_of_index_key(&key) {
             if let Some(view) = get(reader, id)? {
                 if keep(&view) {
@@ -135,7 +148,7 @@ fn scan(
                 }
             }
         }
-        if page.customers.len() >= limit || scanned >= MAX_SCAN {
+        if page.customers.len() >= limit || *budget == 0 {
             page.next_cursor = Some(encode_cursor(&key));
             return Ok(page);
         }
@@ -240,7 +253,8 @@ pub fn list(reader: &Reader, filter: &Filter, cursor: Option<&str>, limit: usize
             Some(_) => b"x/created/".to_vec(),
             None => start.clone(),
         };
-        return scan(reader, &prefix, start, end, cursor, limit, |v| filter.matches(v));
+        let (keys, mut budget) = (Keys { prefix, start, end }, MAX_SCAN);
+        return scan(reader, keys, cursor, limit, &mut budget, |v| filter.matches(v));
     }
     let blocks = match filter.driving_field() {
         Some((field, value)) => {
@@ -271,10 +285,10 @@ pub enum SearchKind {
 ///
 /// A phone matches when its digits start with `text`'s digits, with the country code or,
 /// for +86, without it. Version 2 keeps one key per phone (a +86 number's national digits,
-/// any other number's digits with the country code), so digits that start with 86 are looked
-/// up twice: as typed, then without the 86 among +86 numbers (cursors of that second part
-/// start with `B.`). Country codes are prefix-free and 86 is China's, so no other number's
-/// key starts with 86.
+/// any other number's digits), so digits that could begin a +86 number's digits with the
+/// country code (86..., 8) are looked up twice: as typed, then without the 86 among +86
+/// numbers (cursors of that second part start with `B.`); both parts share one page's scan
+/// bound.
 pub fn search(reader: &Reader, kind: SearchKind, text: &str, cursor: Option<&str>, limit: usize) -> Result<Page> {
     let (field, value) = match kind {
         SearchKind::Name => ("name", search_name(text)),
@@ -283,34 +297,33 @@ pub fn search(reader: &Reader, kind: SearchKind, text: &str, cursor: Option<&str
     if value.is_empty() {
         return Ok(Page { customers: Vec::new(), next_cursor: None });
     }
-    let prefix = format!("x/{field}/{value}").into_bytes();
+    let keys = Keys::with_prefix(format!("x/{field}/{value}").into_bytes());
+    let mut budget = MAX_SCAN;
     if kind == SearchKind::Name {
-        return scan(reader, &prefix, prefix.clone(), None, cursor, limit, |_| true);
+        return scan(reader, keys, cursor, limit, &mut budget, |_| true);
     }
     if !has_blocks(reader)? {
         // Version 1 indexed a +86 phone twice (with and without the country code): each
         // customer is reported once per page.
         let mut seen = std::collections::HashSet::new();
-        return scan(reader, &prefix, prefix.clone(), None, cursor, limit, |v| seen.insert(v.id));
+        return scan(reader, keys, cursor, limit, &mut budget, |v| seen.insert(v.id));
     }
-    let national = value.strip_prefix("86");
-    let mut page = match cursor.and_then(|c| c.strip_prefix("B.")) {
+    // The national digits a +86 number's key starts with, when `value` can begin its digits
+    // with the country code ("8" and "86" begin every one).
+    let national = if "86".starts_with(value.as_str()) { Some("") } else { value.strip_prefix("86") };
+    let second_cursor = cursor.and_then(|c| c.strip_prefix("B."));
+    let mut page = match second_cursor {
         Some(_) => Page { customers: Vec::new(), next_cursor: None },
-        None => scan(reader, &prefix, prefix.clone(), None, cursor, limit, |_| true)?,
+        None => scan(reader, keys, cursor, limit, &mut budget, |_| true)?,
     };
     let Some(national) = national.filter(|_| page.next_cursor.is_none()) else { return Ok(page) };
     // +86 numbers whose national digits start with `national` and not with `value` (those
-    // were found as typed).
-    let second = format!("x/phone/{national}").into_bytes();
-    let rest = scan(
-        reader,
-        &second,
-        second.clone(),
-        None,
-        cursor.and_then(|c| c.strip_prefix("B.")),
-        limit - page.customers.len(),
-        |v| v.field("phone").is_some_and(|p| p.starts_with("+86") && !phone_key_form(p).starts_with(&value)),
-    )?;
+    // were found as typed). Numbers stored without a country code (a phone that did not
+    // parse) are never taken for +86 ones here.
+    let second = Keys::with_prefix(format!("x/phone/{national}").into_bytes());
+    let rest = scan(reader, second, second_cursor, limit - page.customers.len(), &mut budget, |v| {
+        v.field("phone").is_some_and(|p| p.starts_with("+86") && !phone_key_form(p).starts_with(&value))
+    })?;
     page.customers.extend(rest.customers);
     page.next_cursor = rest.next_cursor.map(|c| format!("B.{c}"));
     Ok(page)
@@ -414,7 +427,86 @@ mod tests {
         assert_eq!(found("861000"), [2]);
         assert_eq!(found("8686"), [2]);
         assert_eq!(found("86"), [2, 1, 4]);
+        assert_eq!(found("8"), [2, 1, 4]);
+        assert_eq!(found("+8"), [2, 1, 4]);
         assert_eq!(found("1202"), [3]);
         assert_eq!(found("202"), Vec::<u128>::new());
+    }
+
+    /// Stores `views` as version 2 does its creation blocks (no other index).
+    fn created_tree(views: &[CustomerView], extra_ids: &[(i64, Uuid)]) -> Reader {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("customers/2").unwrap();
+        let mut blocks: BTreeMap<Vec<u8>, Vec<(i64, Uuid)>> = BTreeMap::new();
+        for c in views {
+            blocks.entry(created_key(c.created_at_micros)).or_default().push((c.created_at_micros, c.id));
+            tree.insert(customer_key(&c.id), encode_value(&Value::Customer(Box::new(c.clone())))).unwrap();
+        }
+        for (at, id) in extra_ids {
+            blocks.entry(created_key(*at)).or_default().push((*at, *id));
+        }
+        for (key, mut entries) in blocks {
+            entries.sort();
+            tree.insert(key, encode_value(&Value::Created(entries))).unwrap();
+        }
+        Reader { tree, position: 1 }
+    }
+
+    fn list_all(reader: &Reader, filter: &Filter, limit: usize) -> Vec<u128> {
+        let (mut all, mut cursor) = (Vec::new(), None::<String>);
+        loop {
+            let page = list(reader, filter, cursor.as_deref(), limit).unwrap();
+            all.extend(ids(&page));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return all,
+            }
+        }
+    }
+
+    /// Creation-time lists page across block boundaries in time order, and a range's last
+    /// block is read up to its bound: against a filter over every record, for ranges that
+    /// start and end inside blocks and on their edges.
+    #[test]
+    fn creation_ranges_page_across_blocks() {
+        let block = 1i64 << 18;
+        // Three or four customers a block, times not in id order.
+        let views: Vec<CustomerView> = (0..40u128)
+            .map(|n| {
+                let mut c = view(1000 - n, Uuid::from_u128(99), "北京");
+                c.created_at_micros = (n as i64 * 7 % 40) * 80_000;
+                c
+            })
+            .collect();
+        let reader = created_tree(&views, &[]);
+        let bounds = [None, Some(0), Some(block - 1), Some(block), Some(2 * block + 5), Some(40 * 80_000)];
+        for from in bounds {
+            for to in bounds {
+                let filter = Filter { created_from_micros: from, created_to_micros: to, ..Filter::default() };
+                let mut expected: Vec<(i64, u128)> =
+                    views.iter().filter(|c| filter.matches(c)).map(|c| (c.created_at_micros, c.id.as_u128())).collect();
+                expected.sort();
+                let expected: Vec<u128> = expected.into_iter().map(|(_, id)| id).collect();
+                for limit in [1, 2, 3, 50] {
+                    assert_eq!(list_all(&reader, &filter, limit), expected, "{from:?}..{to:?}, pages of {limit}");
+                }
+            }
+        }
+    }
+
+    /// A page stops at the scan bound with a cursor even when it found nothing (here: ids
+    /// without records), and the next page goes on from there.
+    #[test]
+    fn a_page_stops_at_the_scan_bound_inside_a_block() {
+        let late = view(7, Uuid::from_u128(99), "北京");
+        let missing: Vec<(i64, Uuid)> = (0..MAX_SCAN as u128 + 10).map(|n| (1, Uuid::from_u128(1 << 64 | n))).collect();
+        let mut c = late.clone();
+        c.created_at_micros = 2;
+        let reader = created_tree(&[c], &missing);
+        let first = list(&reader, &Filter::default(), None, 10).unwrap();
+        assert!(first.customers.is_empty());
+        let cursor = first.next_cursor.expect("a cursor at the bound");
+        let second = list(&reader, &Filter::default(), Some(&cursor), 10).unwrap();
+        assert_eq!((ids(&second), second.next_cursor), (vec![7], None));
     }
 }
