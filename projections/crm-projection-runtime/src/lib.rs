@@ -8,8 +8,8 @@
 //! exactly after the last committed event, never applying one twice and never skipping one.
 //!
 //! Invariants this crate keeps:
-//! - projections never write to the event log; they live in their own sled database
-//!   (`<data-dir>/projections`), one tree per build (`<name>/<generation>`);
+//! - projections never write to the event log; each read model lives in a sled database of
+//!   its own (`<data-dir>/projections/<name>`), one tree per build (`<name>/<generation>`);
 //! - a build's state and its checkpoint change together, in one batch (a build that serves
 //!   nothing yet may write a large commit as single inserts between a `\0spill` marker and
 //!   the checkpoint; a tree found with the marker is emptied and built again);

@@ -28,37 +28,103 @@ const RETIRE_AFTER: Duration = Duration::from_secs(10);
 /// Most differences a verification reports one by one (all are counted).
 const MAX_REPORTED_DIFFERENCES: usize = 1000;
 
-/// The read models' default page cache: sled's own default, 1 GiB.
+/// The default page cache of each read model's database: sled's own default, 1 GiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 1024 * 1024 * 1024;
 
-/// The sled database holding every read model, apart from the event log.
+/// The read models' storage, apart from the event log: a directory holding one sled
+/// database per read model (`<path>/<name>`), each with its builds' trees (`<name>/<generation>`)
+/// and its catalog entry (`active/<name>`) in its default tree.
+///
+/// One database per read model, because sled applies a batch under its database's exclusive
+/// lock (patch 1 in vendor/sled/PATCHES.md; a lock per tree deadlocks): with every read model
+/// in one database, each one's commits and reads waited for the others' (docs/PERFORMANCE.md,
+/// ninth session: at 3,300 commands/s the seven read models spent 15 to 28 s of a 30 s run in
+/// their commits).
 #[derive(Clone)]
 pub struct ProjectionDb {
-    db: sled::Db,
+    inner: Arc<DbInner>,
+}
+
+struct DbInner {
+    /// The directory; `None` for a temporary store (each database removed when dropped).
+    root: Option<std::path::PathBuf>,
+    cache_bytes: u64,
+    dbs: Mutex<std::collections::BTreeMap<String, sled::Db>>,
+}
+
+fn storage(e: impl std::fmt::Display) -> Error {
+    Error::Storage(e.to_string())
 }
 
 impl ProjectionDb {
-    /// Opens (or creates) the database in `path` (the server uses `<data-dir>/projections`),
-    /// with sled's page cache at [`DEFAULT_CACHE_BYTES`].
+    /// Opens (or creates) the read models' directory `path` (the server uses
+    /// `<data-dir>/projections`), with sled's page cache at [`DEFAULT_CACHE_BYTES`] for each
+    /// read model's database.
     pub fn open(path: &Path) -> Result<Self> {
         Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
     }
 
-    /// [`Self::open`] with a page cache of `cache_bytes` (sled's `cache_capacity`): pages
-    /// beyond it are read back from the files and deserialised when used again.
+    /// [`Self::open`] with a page cache of `cache_bytes` per read model (sled's
+    /// `cache_capacity`): pages beyond it are read back from the files when used again.
+    ///
+    /// A directory that is itself one sled database holding every read model (the layout
+    /// before one database per read model) is converted first: each serving build is copied
+    /// into its read model's database, then the old database's files are removed. Copying
+    /// is idempotent (a conversion interrupted by a crash runs again whole at the next open),
+    /// and a build that was not serving is not copied (a rebuild starts again).
     pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Self> {
-        let config = sled::Config::new().path(path).mode(sled::Mode::HighThroughput).cache_capacity(cache_bytes);
-        Ok(ProjectionDb { db: config.open()? })
+        std::fs::create_dir_all(path).map_err(storage)?;
+        let db = ProjectionDb {
+            inner: Arc::new(DbInner { root: Some(path.to_owned()), cache_bytes, dbs: Mutex::default() }),
+        };
+        db.convert_single_database(path)?;
+        // Open the read models that exist now, so an open that races the previous opening's
+        // last handle fails here (and can be retried) rather than at the first spawn.
+        for entry in std::fs::read_dir(path).map_err(storage)? {
+            let entry = entry.map_err(storage)?;
+            if entry.file_type().map_err(storage)?.is_dir() {
+                if let Some(name) = entry.file_name().to_str().filter(|n| valid_name(n)) {
+                    db.db(name)?;
+                }
+            }
+        }
+        Ok(db)
     }
 
-    /// A temporary database, removed when dropped (tests).
+    /// A temporary store, removed when dropped (tests).
     pub fn temporary() -> Result<Self> {
-        Ok(ProjectionDb { db: sled::Config::new().temporary(true).open()? })
+        Ok(ProjectionDb {
+            inner: Arc::new(DbInner { root: None, cache_bytes: DEFAULT_CACHE_BYTES, dbs: Mutex::default() }),
+        })
     }
 
-    /// Flushes every buffered write.
+    /// The database of read model `name`, opened (and created) on first use.
+    pub(crate) fn db(&self, name: &str) -> Result<sled::Db> {
+        if !valid_name(name) {
+            return Err(Error::Storage(format!("`{name}` cannot name a read model's database")));
+        }
+        let mut dbs = self.inner.dbs.lock().expect("databases lock");
+        if let Some(db) = dbs.get(name) {
+            return Ok(db.clone());
+        }
+        let config = match &self.inner.root {
+            Some(root) => sled::Config::new()
+                .path(root.join(name))
+                .mode(sled::Mode::HighThroughput)
+                .cache_capacity(self.inner.cache_bytes),
+            None => sled::Config::new().temporary(true),
+        };
+        let db = config.open()?;
+        dbs.insert(name.to_owned(), db.clone());
+        Ok(db)
+    }
+
+    /// Flushes every buffered write of every read model.
     pub fn flush(&self) -> Result<()> {
-        self.db.flush()?;
+        let dbs: Vec<sled::Db> = self.inner.dbs.lock().expect("databases lock").values().cloned().collect();
+        for db in dbs {
+            db.flush()?;
+        }
         Ok(())
     }
 
@@ -76,7 +142,7 @@ impl ProjectionDb {
     }
 
     fn active_generation(&self, name: &str) -> Result<Option<u64>> {
-        Ok(self.db.get(Self::active_key(name))?.map(|v| {
+        Ok(self.db(name)?.get(Self::active_key(name))?.map(|v| {
             let mut b = [0u8; 8];
             b.copy_from_slice(&v[..8]);
             u64::from_be_bytes(b)
@@ -84,33 +150,101 @@ impl ProjectionDb {
     }
 
     fn set_active_generation(&self, name: &str, generation: u64) -> Result<()> {
-        self.db.insert(Self::active_key(name), &generation.to_be_bytes())?;
-        self.db.flush()?;
+        let db = self.db(name)?;
+        db.insert(Self::active_key(name), &generation.to_be_bytes())?;
+        db.flush()?;
         Ok(())
     }
 
     fn tree(&self, name: &str, generation: u64) -> Result<sled::Tree> {
-        Ok(self.db.open_tree(format!("{name}/{generation}"))?)
+        Ok(self.db(name)?.open_tree(format!("{name}/{generation}"))?)
+    }
+
+    /// An empty tree `tree_name` of read model `name` (dropped first if it exists).
+    fn fresh_tree(&self, name: &str, tree_name: &str) -> Result<sled::Tree> {
+        let db = self.db(name)?;
+        db.drop_tree(tree_name)?;
+        Ok(db.open_tree(tree_name)?)
+    }
+
+    /// Drops tree `tree_name` of read model `name`.
+    fn drop_tree(&self, name: &str, tree_name: &[u8]) -> Result<()> {
+        self.db(name)?.drop_tree(tree_name)?;
+        Ok(())
     }
 
     fn verify_tree(&self, name: &str) -> Result<sled::Tree> {
-        let tree_name = format!("{name}/verify");
-        self.db.drop_tree(&tree_name)?;
-        Ok(self.db.open_tree(tree_name)?)
+        self.fresh_tree(name, &format!("{name}/verify"))
     }
 
     /// Drops every tree of `name` but the generation `keep`.
     fn drop_other_trees(&self, name: &str, keep: u64) -> Result<()> {
         let keep = format!("{name}/{keep}");
         let prefix = format!("{name}/");
-        for tree_name in self.db.tree_names() {
+        let db = self.db(name)?;
+        for tree_name in db.tree_names() {
             let text = String::from_utf8_lossy(&tree_name);
             if text.starts_with(&prefix) && text != keep {
-                self.db.drop_tree(&tree_name)?;
+                db.drop_tree(&tree_name)?;
             }
         }
         Ok(())
     }
+
+    /// Converts a directory that is one sled database of every read model (see
+    /// [`Self::open_with_cache`]); nothing to do for any other directory.
+    fn convert_single_database(&self, path: &Path) -> Result<()> {
+        const FILES: [&str; 2] = ["conf", "db"];
+        if !FILES.iter().any(|f| path.join(f).is_file()) {
+            return Ok(());
+        }
+        tracing::info!(path = %path.display(), "converting the read models' single database to one database per read model");
+        let old = sled::Config::new().path(path).open()?;
+        let active: Vec<(String, u64)> = old
+            .scan_prefix(b"active/")
+            .map(|entry| {
+                let (key, value) = entry?;
+                let name = String::from_utf8_lossy(&key[b"active/".len()..]).into_owned();
+                let generation = value.get(..8).map_or(0, |b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
+                Ok((name, generation))
+            })
+            .collect::<Result<_>>()?;
+        for (name, generation) in active.into_iter().filter(|(name, _)| valid_name(name)) {
+            let tree_name = format!("{name}/{generation}");
+            let (from, to) = (old.open_tree(&tree_name)?, self.fresh_tree(&name, &tree_name)?);
+            let mut copied = 0u64;
+            let mut batch = sled::Batch::default();
+            for entry in from.iter() {
+                let (key, value) = entry?;
+                batch.insert(key, value);
+                copied += 1;
+                if copied.is_multiple_of(65_536) {
+                    to.apply_batch(std::mem::take(&mut batch))?;
+                    tracing::info!(projection = %name, keys = copied, "converting: copied");
+                }
+            }
+            to.apply_batch(batch)?;
+            self.set_active_generation(&name, generation)?;
+            tracing::info!(projection = %name, generation, keys = copied, "converted");
+        }
+        self.flush()?;
+        drop(old);
+        for entry in std::fs::read_dir(path).map_err(storage)? {
+            let entry = entry.map_err(storage)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if FILES.contains(&name.as_str()) || name.starts_with("snap.") {
+                std::fs::remove_file(entry.path()).map_err(storage)?;
+            } else if name == "blobs" {
+                std::fs::remove_dir_all(entry.path()).map_err(storage)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Read models' names as directory names: lower-case letters, digits, `-` and `_`.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 /// The rules in force at the log's committed head (the defaults when never changed).
@@ -572,7 +706,7 @@ impl<P: Projector> Runner<P> {
                 ShadowBuild::Idle(builder) | ShadowBuild::Stepped { builder, .. } => builder,
                 ShadowBuild::Stepping { task, .. } => task.await.expect("shadow step does not panic").0,
             };
-            let _ = self.db.db.drop_tree(builder.tree.name());
+            let _ = self.db.drop_tree(self.shared.name, &builder.tree.name());
         }
         self.drop_retired(true);
         let _ = self.db.flush();
@@ -610,11 +744,7 @@ impl<P: Projector> Runner<P> {
         let (tree, generation, rules, purpose) = match next {
             Pending::Rebuild { reason, reply } => {
                 let generation = self.generation + 1;
-                let tree = self
-                    .db
-                    .db
-                    .drop_tree(format!("{}/{generation}", self.shared.name))
-                    .and_then(|_| self.db.db.open_tree(format!("{}/{generation}", self.shared.name)));
+                let tree = self.db.fresh_tree(self.shared.name, &format!("{}/{generation}", self.shared.name));
                 let rules = current_rules(&self.store);
                 match (tree, rules) {
                     (Ok(tree), Ok(rules)) => {
@@ -745,7 +875,7 @@ impl<P: Projector> Runner<P> {
         match result {
             Err(failure) => {
                 tracing::error!(projection = self.shared.name, position = failure.position, detail = %failure.detail, "shadow build failed");
-                let _ = self.db.db.drop_tree(builder.tree.name());
+                let _ = self.db.drop_tree(self.shared.name, &builder.tree.name());
                 if self.frozen() {
                     self.fail_frozen(failure.clone());
                 }
@@ -809,7 +939,7 @@ impl<P: Projector> Runner<P> {
                 let report = tokio::task::spawn_blocking(move || compare::<P>(&verify_tree, &active_tree, position))
                     .await
                     .expect("compare does not panic");
-                let _ = self.db.db.drop_tree(builder.tree.name());
+                let _ = self.db.drop_tree(self.shared.name, &builder.tree.name());
                 if let Ok(report) = &report {
                     tracing::info!(
                         projection = self.shared.name,
@@ -823,7 +953,7 @@ impl<P: Projector> Runner<P> {
             Purpose::Rebuild { replies, reason } => {
                 let position = builder.meta.position;
                 if let Err(e) = self.db.set_active_generation(self.shared.name, shadow.generation) {
-                    let _ = self.db.db.drop_tree(builder.tree.name());
+                    let _ = self.db.drop_tree(self.shared.name, &builder.tree.name());
                     for reply in replies {
                         let _ = reply.send(Err(e.clone()));
                     }
@@ -927,10 +1057,10 @@ impl<P: Projector> Runner<P> {
     }
 
     fn drop_retired(&mut self, all: bool) {
-        let db = &self.db.db;
+        let (db, name) = (&self.db, self.shared.name);
         self.retired.retain(|(tree, since)| {
             if all || since.elapsed() >= RETIRE_AFTER {
-                let _ = db.drop_tree(tree.name());
+                let _ = db.drop_tree(name, &tree.name());
                 false
             } else {
                 true

@@ -568,3 +568,49 @@ async fn until_held(gate: &Gate) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// A directory that is one sled database of every read model (the layout before one
+/// database per read model) is converted at open: the serving build comes back from its own
+/// database with its checkpoint, so the runner resumes (no rebuild, nothing counted twice);
+/// a build that was not serving is not copied, and the old database's files are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_database_directory_is_converted_and_resumed() {
+    let log = TempLog::new();
+    append_all(&log.store, &commands(11, 200)).await;
+    let built = {
+        let db = ProjectionDb::temporary().unwrap();
+        let handle = spawn(&db, log.store.clone(), Counting::new("counting")).unwrap();
+        settle(&handle, &Counting::new("counting"), &log.store).await;
+        let tree = handle.reader().tree;
+        let all: Vec<(sled::IVec, sled::IVec)> = tree.iter().map(|e| e.unwrap()).collect();
+        handle.stop().await;
+        all
+    };
+    let path = log.dir.join("projections");
+    {
+        let old = sled::Config::new().path(&path).open().unwrap();
+        old.insert("active/counting", &3u64.to_be_bytes()).unwrap();
+        let tree = old.open_tree("counting/3").unwrap();
+        for (key, value) in &built {
+            tree.insert(key, value).unwrap();
+        }
+        old.open_tree("counting/4").unwrap().insert("a shadow", "not copied").unwrap();
+        old.flush().unwrap();
+    }
+    append_all(&log.store, &commands(12, 100)).await;
+    let db = ProjectionDb::open(&path).unwrap();
+    assert!(!path.join("db").exists() && !path.join("conf").exists(), "the old files are removed");
+    let serving = db.serving_tree("counting").unwrap().expect("a serving build");
+    assert_eq!(serving.name(), "counting/3");
+    let handle = spawn(&db, log.store.clone(), Counting::new("counting")).unwrap();
+    settle(&handle, &Counting::new("counting"), &log.store).await;
+    assert_eq!(handle.status().rebuilds_completed, 0, "the copied checkpoint is resumed");
+    assert_eq!(total(&handle), log.store.committed_head());
+    let rebuilt = fold_all(&Counting::new("counting"), &Default::default(), &all_events(&log.store));
+    assert_eq!(dump(&handle.reader().tree), rebuilt);
+    handle.stop().await;
+    drop((handle, serving, db));
+    let db = reopen(&path).await;
+    let trees = db.serving_tree("counting").unwrap().map(|t| t.name());
+    assert_eq!(trees.as_deref(), Some(&b"counting/3"[..]));
+}
