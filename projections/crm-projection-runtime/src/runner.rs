@@ -67,11 +67,16 @@ impl ProjectionDb {
     /// [`Self::open`] with a page cache of `cache_bytes` per read model (sled's
     /// `cache_capacity`): pages beyond it are read back from the files when used again.
     ///
+    /// Each read model's database has its own page cache bound of `cache_bytes`: seven read
+    /// models may hold up to seven times it (an upper bound, filled with pages read).
+    ///
     /// A directory that is itself one sled database holding every read model (the layout
     /// before one database per read model) is converted first: each serving build is copied
-    /// into its read model's database, then the old database's files are removed. Copying
-    /// is idempotent (a conversion interrupted by a crash runs again whole at the next open),
-    /// and a build that was not serving is not copied (a rebuild starts again).
+    /// into its read model's database, then the old database's files are removed. A
+    /// conversion interrupted while copying runs again whole at the next open (each copy
+    /// starts from an empty tree); one interrupted while removing the old files (a marker
+    /// file says the copies are complete) goes on removing them. A build that was not
+    /// serving is not copied (a rebuild starts again).
     pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Self> {
         std::fs::create_dir_all(path).map_err(storage)?;
         let db = ProjectionDb {
@@ -82,7 +87,7 @@ impl ProjectionDb {
         // last handle fails here (and can be retried) rather than at the first spawn.
         for entry in std::fs::read_dir(path).map_err(storage)? {
             let entry = entry.map_err(storage)?;
-            if entry.file_type().map_err(storage)?.is_dir() {
+            if entry.file_type().map_err(storage)?.is_dir() && entry.path().join("conf").is_file() {
                 if let Some(name) = entry.file_name().to_str().filter(|n| valid_name(n)) {
                     db.db(name)?;
                 }
@@ -119,6 +124,26 @@ impl ProjectionDb {
         Ok(db)
     }
 
+    /// The database of read model `name` if it has one (open, or on disk), without creating
+    /// one: a lookup of a name that never ran finds nothing.
+    fn existing_db(&self, name: &str) -> Result<Option<sled::Db>> {
+        let known = self.inner.dbs.lock().expect("databases lock").contains_key(name);
+        let on_disk = self.inner.root.as_ref().is_some_and(|root| root.join(name).join("conf").is_file());
+        if known || on_disk {
+            self.db(name).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Flushes every buffered write of read model `name`.
+    pub(crate) fn flush_one(&self, name: &str) -> Result<()> {
+        if let Some(db) = self.existing_db(name)? {
+            db.flush()?;
+        }
+        Ok(())
+    }
+
     /// Flushes every buffered write of every read model.
     pub fn flush(&self) -> Result<()> {
         let dbs: Vec<sled::Db> = self.inner.dbs.lock().expect("databases lock").values().cloned().collect();
@@ -142,7 +167,8 @@ impl ProjectionDb {
     }
 
     fn active_generation(&self, name: &str) -> Result<Option<u64>> {
-        Ok(self.db(name)?.get(Self::active_key(name))?.map(|v| {
+        let Some(db) = self.existing_db(name)? else { return Ok(None) };
+        Ok(db.get(Self::active_key(name))?.map(|v| {
             let mut b = [0u8; 8];
             b.copy_from_slice(&v[..8]);
             u64::from_be_bytes(b)
@@ -195,6 +221,11 @@ impl ProjectionDb {
     /// [`Self::open_with_cache`]); nothing to do for any other directory.
     fn convert_single_database(&self, path: &Path) -> Result<()> {
         const FILES: [&str; 2] = ["conf", "db"];
+        let marker = path.join(CONVERTED);
+        if marker.is_file() {
+            // Copied and flushed before: only the old files' removal was interrupted.
+            return remove_single_database(path, &marker);
+        }
         if !FILES.iter().any(|f| path.join(f).is_file()) {
             return Ok(());
         }
@@ -209,7 +240,11 @@ impl ProjectionDb {
                 Ok((name, generation))
             })
             .collect::<Result<_>>()?;
-        for (name, generation) in active.into_iter().filter(|(name, _)| valid_name(name)) {
+        for (name, generation) in active {
+            if !valid_name(&name) {
+                tracing::warn!(projection = %name, "not converted: the name cannot name a database (rebuilt if it runs)");
+                continue;
+            }
             let tree_name = format!("{name}/{generation}");
             let (from, to) = (old.open_tree(&tree_name)?, self.fresh_tree(&name, &tree_name)?);
             let mut copied = 0u64;
@@ -229,22 +264,40 @@ impl ProjectionDb {
         }
         self.flush()?;
         drop(old);
-        for entry in std::fs::read_dir(path).map_err(storage)? {
-            let entry = entry.map_err(storage)?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if FILES.contains(&name.as_str()) || name.starts_with("snap.") {
-                std::fs::remove_file(entry.path()).map_err(storage)?;
-            } else if name == "blobs" {
-                std::fs::remove_dir_all(entry.path()).map_err(storage)?;
-            }
-        }
-        Ok(())
+        // Past this marker the copies are complete: an interruption while the old files are
+        // removed (after which sled could not open what is left) resumes with the removal.
+        std::fs::File::create(&marker).and_then(|f| f.sync_all()).map_err(storage)?;
+        std::fs::File::open(path).and_then(|d| d.sync_all()).map_err(storage)?;
+        remove_single_database(path, &marker)
     }
 }
 
-/// Read models' names as directory names: lower-case letters, digits, `-` and `_`.
+/// Marks a converted single database whose files are being removed (see
+/// [`ProjectionDb::open_with_cache`]).
+const CONVERTED: &str = "single-database-converted";
+
+/// Removes the files of the single database in `path` (sled's `conf`, `db`, `snap.*` and
+/// `blobs/`), then `marker`.
+fn remove_single_database(path: &Path, marker: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(path).map_err(storage)? {
+        let entry = entry.map_err(storage)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == "conf" || name == "db" || name.starts_with("snap.") {
+            std::fs::remove_file(entry.path()).map_err(storage)?;
+        } else if name == "blobs" {
+            std::fs::remove_dir_all(entry.path()).map_err(storage)?;
+        }
+    }
+    std::fs::remove_file(marker).map_err(storage)?;
+    tracing::info!(path = %path.display(), "removed the read models' single database");
+    Ok(())
+}
+
+/// Read models' names as directory names: lower-case letters, digits, `-` and `_`, and not
+/// a name of sled's own files (a directory of a converted single database holds them).
 fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    let chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    chars && !name.is_empty() && !["blobs", "conf", "db"].contains(&name)
 }
 
 /// The rules in force at the log's committed head (the defaults when never changed).
@@ -709,7 +762,7 @@ impl<P: Projector> Runner<P> {
             let _ = self.db.drop_tree(self.shared.name, &builder.tree.name());
         }
         self.drop_retired(true);
-        let _ = self.db.flush();
+        let _ = self.db.flush_one(self.shared.name);
         tracing::info!(projection = self.shared.name, position = self.active_meta_position(), "projection stopped");
         let _ = done.send(());
     }

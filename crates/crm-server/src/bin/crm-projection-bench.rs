@@ -120,7 +120,7 @@ enum Cmd {
         /// sled page cache of the event log, in MiB.
         #[arg(long, default_value_t = 512)]
         log_cache_mb: u64,
-        /// sled page cache of the read models' database, in MiB.
+        /// sled page cache of each read model's database, in MiB.
         #[arg(long, default_value_t = 1024)]
         projection_cache_mb: u64,
     },
@@ -586,7 +586,7 @@ async fn lag(
 ) -> anyhow::Result<()> {
     let store = open_store(dir, Some(log_cache))?;
     let db = ProjectionDb::open_with_cache(&dir.join("projections"), projection_cache)?;
-    // Every read model the server runs, as the server runs them (one database, one process).
+    // Every read model the server runs, as the server runs them (a database each, one process).
     let duplicates = {
         let db = db.clone();
         tokio::task::spawn_blocking(move || DuplicatesProjector::open(&db)).await??

@@ -1,5 +1,5 @@
-//! The projection runner wiring: one sled database at `<data-dir>/projections` (never the
-//! log's), one runner per read model, and the shared helpers of the query services
+//! The projection runner wiring: one sled database per read model under
+//! `<data-dir>/projections` (never the log's), one runner per read model, and the shared helpers of the query services
 //! (freshness waits, the access hook).
 
 use std::path::Path;

@@ -598,10 +598,19 @@ async fn a_single_database_directory_is_converted_and_resumed() {
         old.flush().unwrap();
     }
     append_all(&log.store, &commands(12, 100)).await;
-    let db = ProjectionDb::open(&path).unwrap();
-    assert!(!path.join("db").exists() && !path.join("conf").exists(), "the old files are removed");
+    let db = reopen(&path).await;
+    let leftovers: Vec<_> = std::fs::read_dir(&path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n == "db" || n == "conf" || n == "blobs" || n.starts_with("snap.") || n.contains("converted"))
+        .collect();
+    assert!(leftovers.is_empty(), "the old files are removed: {leftovers:?}");
     let serving = db.serving_tree("counting").unwrap().expect("a serving build");
     assert_eq!(serving.name(), "counting/3");
+    let copied: Vec<(sled::IVec, sled::IVec)> = serving.iter().map(|e| e.unwrap()).collect();
+    assert_eq!(copied, built, "the build is copied whole, checkpoint included");
+    assert!(db.serving_tree("shadow").unwrap().is_none(), "a name that never ran has no build");
+    assert!(!path.join("shadow").exists(), "and gets no database");
     let handle = spawn(&db, log.store.clone(), Counting::new("counting")).unwrap();
     settle(&handle, &Counting::new("counting"), &log.store).await;
     assert_eq!(handle.status().rebuilds_completed, 0, "the copied checkpoint is resumed");
@@ -613,4 +622,30 @@ async fn a_single_database_directory_is_converted_and_resumed() {
     let db = reopen(&path).await;
     let trees = db.serving_tree("counting").unwrap().map(|t| t.name());
     assert_eq!(trees.as_deref(), Some(&b"counting/3"[..]));
+}
+
+/// A conversion interrupted while it removed the old files (its marker written: every copy
+/// is complete) goes on removing them at the next open, without opening what is left of the
+/// old database (which sled could not open).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_removal_of_the_single_database_goes_on_at_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("projections");
+    {
+        let db = ProjectionDb::open(&path).unwrap();
+        let log = TempLog::new();
+        append_all(&log.store, &commands(13, 50)).await;
+        let handle = spawn(&db, log.store.clone(), Counting::new("counting")).unwrap();
+        settle(&handle, &Counting::new("counting"), &log.store).await;
+        handle.stop().await;
+    }
+    // What a crash after the marker and the removal of `db` leaves.
+    std::fs::write(path.join("single-database-converted"), b"").unwrap();
+    std::fs::write(path.join("conf"), b"segment_size: 524288").unwrap();
+    std::fs::write(path.join("snap.00000000000A0000"), b"not a snapshot").unwrap();
+    std::fs::create_dir(path.join("blobs")).unwrap();
+    let db = reopen(&path).await;
+    let left: Vec<_> = std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("counting")], "only the read model's database is left");
+    assert!(db.serving_tree("counting").unwrap().is_some());
 }
