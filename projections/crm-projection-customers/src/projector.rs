@@ -31,6 +31,35 @@ pub struct CustomerView {
 }
 
 impl CustomerView {
+    /// A record as its creation makes it: no stage, no merges, counters at zero, created
+    /// and changed at `at_micros` by the event at `position`.
+    pub(crate) fn created(
+        id: Uuid,
+        fields: BTreeMap<String, String>,
+        owner: Option<Uuid>,
+        from_lead: Option<Uuid>,
+        at_micros: i64,
+        position: u64,
+    ) -> Self {
+        CustomerView {
+            id,
+            tags: tags_of(&fields),
+            fields,
+            owner,
+            stage: None,
+            created_at_micros: at_micros,
+            updated_at_micros: at_micros,
+            updated_position: position,
+            from_lead,
+            absorbed_into: None,
+            merged: Vec::new(),
+            contacts: 0,
+            activities: 0,
+            last_activity_micros: None,
+            won_deals: 0,
+        }
+    }
+
     pub fn field(&self, name: &str) -> Option<&str> {
         self.fields.get(name).map(String::as_str)
     }
@@ -382,23 +411,15 @@ type Result<T = ()> = std::result::Result<T, String>;
 
 /// The record a [`crm_domain::CustomerCreated`] makes.
 fn created_view(e: &crm_domain::CustomerCreated, recorded: &RecordedEvent) -> CustomerView {
-    CustomerView {
-        id: e.customer_id.0,
-        fields: e.fields.clone(),
-        owner: e.owner.map(|o| o.0),
-        stage: None,
-        tags: tags_of(&e.fields),
-        created_at_micros: recorded.recorded_at_micros,
-        updated_at_micros: recorded.recorded_at_micros,
-        updated_position: recorded.position,
-        from_lead: e.from_lead.map(|l| l.0),
-        absorbed_into: None,
-        merged: Vec::new(),
-        contacts: 0,
-        activities: 0,
-        last_activity_micros: None,
-        won_deals: 0,
-    }
+    let (owner, from_lead) = (e.owner.map(|o| o.0), e.from_lead.map(|l| l.0));
+    CustomerView::created(
+        e.customer_id.0,
+        e.fields.clone(),
+        owner,
+        from_lead,
+        recorded.recorded_at_micros,
+        recorded.position,
+    )
 }
 
 /// A change of a customer that can move its index entries.

@@ -339,23 +339,8 @@ mod tests {
     use crate::projector::{created_key, index_key};
 
     fn view(n: u128, owner: Uuid, region: &str) -> CustomerView {
-        CustomerView {
-            id: Uuid::from_u128(n),
-            fields: BTreeMap::from([("region".to_owned(), region.to_owned())]),
-            owner: Some(owner),
-            stage: None,
-            tags: Vec::new(),
-            created_at_micros: n as i64,
-            updated_at_micros: n as i64,
-            updated_position: 1,
-            from_lead: None,
-            absorbed_into: None,
-            merged: Vec::new(),
-            contacts: 0,
-            activities: 0,
-            last_activity_micros: None,
-            won_deals: 0,
-        }
+        let fields = BTreeMap::from([("region".to_owned(), region.to_owned())]);
+        CustomerView::created(Uuid::from_u128(n), fields, Some(owner), None, n as i64, 1)
     }
 
     fn ids(page: &Page) -> Vec<u128> {
