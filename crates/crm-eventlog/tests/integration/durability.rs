@@ -66,3 +66,42 @@ async fn ids_beyond_a_full_bucket_deduplicate_across_a_reopen() {
     assert!(matches!(err, Error::IdempotencyConflict { .. }), "{err}");
     assert_eq!(store.head().await.unwrap(), head);
 }
+
+/// After a reopen (no stream's version in memory), one group appending to many existing
+/// streams reads their versions ahead on several threads: the expected versions are checked
+/// against what is stored, exactly as when the writer reads them one by one.
+#[tokio::test]
+async fn a_group_over_many_streams_after_a_reopen_checks_every_expected_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let streams: Vec<String> = (0..40).map(|i| format!("customer-{i}")).collect();
+    let appends = |expected: &dyn Fn(usize) -> ExpectedVersion| {
+        streams
+            .iter()
+            .enumerate()
+            .map(|(i, s)| StreamAppend { stream: s.clone(), expected: expected(i), events: vec![event("x")] })
+            .collect::<Vec<_>>()
+    };
+    {
+        let store = open(dir.path());
+        // Streams 0..20 get one event, 20..40 two.
+        store.append_many(appends(&|_| ExpectedVersion::NoStream), Durability::Durable).await.unwrap();
+        let more: Vec<_> = appends(&|_| ExpectedVersion::Exact(0)).into_iter().skip(20).collect();
+        store.append_many(more, Durability::Durable).await.unwrap();
+        store.close();
+    }
+    let store = open(dir.path());
+    // One stream expected one version too low: the whole request is refused, nothing written.
+    let head = store.committed_head();
+    let wrong = appends(&|i| ExpectedVersion::Exact(if i < 20 || i == 33 { 0 } else { 1 }));
+    match store.append_many(wrong, Durability::Durable).await {
+        Err(Error::WrongExpectedVersion { stream, current, .. }) => {
+            assert_eq!((stream.as_str(), current), ("customer-33", Some(1)));
+        }
+        other => panic!("expected a version conflict, got {other:?}"),
+    }
+    assert_eq!(store.committed_head(), head);
+    let right = appends(&|i| ExpectedVersion::Exact(if i < 20 { 0 } else { 1 }));
+    let results = store.append_many(right, Durability::Durable).await.unwrap();
+    assert!(results.iter().enumerate().all(|(i, r)| r.last_version == if i < 20 { 1 } else { 2 }));
+    store.close();
+}

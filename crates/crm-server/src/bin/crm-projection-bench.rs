@@ -642,6 +642,7 @@ async fn lag(
         }));
     }
     let started = Instant::now();
+    let log_before = store.stats();
     // (read model, lag in seconds, events behind, seconds into the run)
     let mut samples: Vec<(String, f64, u64, f64)> = Vec::new();
     let mut rules_change_at = rules_change_at.map(Duration::from_secs);
@@ -675,6 +676,20 @@ async fn lag(
         "sustained {:.0} commands/s ({commands} in {elapsed:.1} s), head {}",
         commands as f64 / elapsed,
         store.committed_head()
+    );
+    // Where the writers' appends went: the log's group commits over the run.
+    let log = store.stats();
+    let (groups, barriers, syncs) =
+        (log.groups - log_before.groups, log.barriers - log_before.barriers, log.fdatasyncs - log_before.fdatasyncs);
+    let share = |micros: u64| (micros as f64 / 1e6) / elapsed;
+    println!(
+        "log: {groups} groups ({:.1} commands each), {barriers} barriers, {syncs} fdatasyncs ({:.0} us each), \
+         writer busy {:.0}%, sync thread idle {:.0}%, {} checkpoints",
+        commands as f64 / groups.max(1) as f64,
+        (log.fdatasync_micros - log_before.fdatasync_micros) as f64 / syncs.max(1) as f64,
+        100.0 * share(log.writer_busy_micros - log_before.writer_busy_micros),
+        100.0 * share(log.sync_idle_micros - log_before.sync_idle_micros),
+        log.checkpoints - log_before.checkpoints
     );
     for h in &handles {
         let mut lags: Vec<f64> = samples.iter().filter(|s| s.0 == h.name()).map(|s| s.1).collect();
