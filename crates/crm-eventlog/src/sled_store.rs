@@ -869,6 +869,7 @@ fn start_engine(config: &Config, shared: &Arc<Shared>) -> Result<Engine> {
         head,
         chain,
         versions: HashMap::new(),
+        new_streams: std::collections::HashSet::new(),
         ids: IdIndex::open(&db)?,
         max_group_events: config.max_group_events.max(1),
     };
@@ -1054,6 +1055,9 @@ struct Writer {
     chain: [u8; HASH_LEN],
     /// Last version of streams the writer has touched or looked up.
     versions: HashMap<String, u64>,
+    /// Streams of the group being processed that the read-ahead found to hold no event
+    /// (a capture's new stream, say), so planning does not read them again.
+    new_streams: std::collections::HashSet<String>,
     ids: IdIndex,
     max_group_events: usize,
 }
@@ -1297,6 +1301,9 @@ impl Writer {
         if let Some(v) = self.versions.get(stream) {
             return Ok(Some(*v));
         }
+        if self.new_streams.contains(stream) {
+            return Ok(None);
+        }
         let version = stored_version(&self.tree, stream)?;
         if let Some(version) = version {
             self.versions.insert(stream.to_owned(), version);
@@ -1312,6 +1319,7 @@ impl Writer {
     /// session). Only the writer writes, so what is read is what planning would read; a
     /// read that fails is left to planning, which reports it.
     fn read_versions_ahead(&mut self, group: &[Request]) {
+        self.new_streams.clear();
         let mut streams: Vec<&str> = group
             .iter()
             .flat_map(|r| r.appends.iter().map(|a| a.stream.as_str()))
@@ -1324,20 +1332,25 @@ impl Writer {
         }
         let tree = &self.tree;
         let per_thread = streams.len().div_ceil(READ_AHEAD_THREADS);
-        let found: Vec<(String, u64)> = std::thread::scope(|scope| {
+        // (stream, its stored version or `None` for a new stream); a failed read is left out.
+        let found: Vec<(&str, Option<u64>)> = std::thread::scope(|scope| {
             let readers: Vec<_> = streams
                 .chunks(per_thread)
                 .map(|part| {
                     scope.spawn(move || {
-                        part.iter()
-                            .filter_map(|s| stored_version(tree, s).ok().flatten().map(|v| ((*s).to_owned(), v)))
-                            .collect::<Vec<_>>()
+                        part.iter().filter_map(|s| stored_version(tree, s).ok().map(|v| (*s, v))).collect::<Vec<_>>()
                     })
                 })
                 .collect();
             readers.into_iter().flat_map(|r| r.join().unwrap_or_default()).collect()
         });
-        self.versions.extend(found);
+        for (stream, version) in found {
+            if let Some(version) = version {
+                self.versions.insert(stream.to_owned(), version);
+            } else {
+                self.new_streams.insert(stream.to_owned());
+            }
+        }
     }
 }
 

@@ -217,8 +217,9 @@ fn scan_blocks(
         };
         let after = resume.as_ref().filter(|(block, _)| block.as_slice() == key.as_ref()).map(|(_, entry)| entry);
         for (at, id) in entries {
-            let sort = sort_bytes(at, &id);
-            if after.is_some_and(|after| sort <= *after) {
+            // Sort bytes are built only where they are compared (the cursor's block) or
+            // returned (the page's last entry), not for every entry a page scans.
+            if after.is_some_and(|after| sort_bytes(at, &id) <= *after) {
                 continue;
             }
             scanned += 1;
@@ -228,7 +229,7 @@ fn scan_blocks(
                 }
             }
             if page.customers.len() >= limit || scanned >= MAX_SCAN {
-                page.next_cursor = Some(encode_block_cursor(&key, &sort));
+                page.next_cursor = Some(encode_block_cursor(&key, &sort_bytes(at, &id)));
                 return Ok(page);
             }
         }
