@@ -115,6 +115,8 @@ async fn main() -> anyhow::Result<()> {
         "checkpoints": stats.checkpoints,
         "groups": stats.groups,
         "writer_busy_share": (stats.writer_busy_micros as f64 / elapsed.as_micros() as f64 * 1000.0).round() / 1000.0,
+        "writer_read_ahead_share": (stats.writer_read_ahead_micros as f64 / elapsed.as_micros() as f64 * 1000.0).round() / 1000.0,
+        "writer_apply_share": (stats.writer_apply_micros as f64 / elapsed.as_micros() as f64 * 1000.0).round() / 1000.0,
         "sync_idle_share": (stats.sync_idle_micros as f64 / elapsed.as_micros() as f64 * 1000.0).round() / 1000.0,
         "fdatasync_per_sec": fsync_per_sec.round(),
         "fdatasync_p50_us": raw_hist.value_at_quantile(0.50),

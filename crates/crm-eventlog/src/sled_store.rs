@@ -92,6 +92,10 @@ pub struct Stats {
     pub writer_busy_micros: u64,
     /// Time the sync thread waited for the writer's next group, summed.
     pub sync_idle_micros: u64,
+    /// Of the writer's busy time: reading the stored versions of a group's streams ahead.
+    pub writer_read_ahead_micros: u64,
+    /// Of the writer's busy time: applying groups to sled (`apply_batch`).
+    pub writer_apply_micros: u64,
 }
 
 type Reply = oneshot::Sender<Result<Vec<AppendResult>>>;
@@ -175,6 +179,8 @@ struct Shared {
     checkpoints: AtomicU64,
     writer_busy_micros: AtomicU64,
     sync_idle_micros: AtomicU64,
+    writer_read_ahead_micros: AtomicU64,
+    writer_apply_micros: AtomicU64,
     /// The last position the writers applied per event type, since open.
     by_type: Mutex<ByType>,
 }
@@ -230,6 +236,8 @@ impl SledEventStore {
             checkpoints: AtomicU64::new(0),
             writer_busy_micros: AtomicU64::new(0),
             sync_idle_micros: AtomicU64::new(0),
+            writer_read_ahead_micros: AtomicU64::new(0),
+            writer_apply_micros: AtomicU64::new(0),
             by_type: Mutex::new(ByType::default()),
         });
         let engine = start_engine(&config, &shared)?;
@@ -289,6 +297,8 @@ impl SledEventStore {
             checkpoints: self.inner.checkpoints.load(Ordering::Relaxed),
             writer_busy_micros: self.inner.writer_busy_micros.load(Ordering::Relaxed),
             sync_idle_micros: self.inner.sync_idle_micros.load(Ordering::Relaxed),
+            writer_read_ahead_micros: self.inner.writer_read_ahead_micros.load(Ordering::Relaxed),
+            writer_apply_micros: self.inner.writer_apply_micros.load(Ordering::Relaxed),
         }
     }
 
@@ -1111,7 +1121,9 @@ impl Writer {
         if let Some(reason) = self.failed() {
             return self.refuse(group.into_iter().map(|r| r.reply), &reason);
         }
+        let started = std::time::Instant::now();
         self.read_versions_ahead(&group);
+        self.shared.writer_read_ahead_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         let mut writes: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut next = self.head + 1;
         let mut chain = self.chain;
@@ -1185,7 +1197,10 @@ impl Writer {
             for (k, v) in writes {
                 batch.insert(k, v);
             }
-            if let Err(e) = self.tree.apply_batch(batch) {
+            let applying = std::time::Instant::now();
+            let applied = self.tree.apply_batch(batch);
+            self.shared.writer_apply_micros.fetch_add(applying.elapsed().as_micros() as u64, Ordering::Relaxed);
+            if let Err(e) = applied {
                 // sled keeps failing once its I/O failed (a full disk, say): stop accepting
                 // writes until the recovery thread has reopened the log. Nothing of the group
                 // was written.

@@ -76,5 +76,9 @@ async fn concurrent_appends_get_gapless_positions_matching_their_acknowledgement
         assert!(events.iter().enumerate().all(|(i, e)| e.version == i as u64), "stream versions gapless");
         assert!(events.windows(2).all(|w| w[0].position < w[1].position));
     }
-    assert!(store.stats().barriers < head, "appends were grouped: {:?} for {head} events", store.stats());
+    let stats = store.stats();
+    assert!(stats.barriers < head, "appends were grouped: {stats:?} for {head} events");
+    // The writer's phases are measured inside its busy time.
+    assert!(stats.writer_apply_micros > 0, "{stats:?}");
+    assert!(stats.writer_apply_micros + stats.writer_read_ahead_micros <= stats.writer_busy_micros, "{stats:?}");
 }

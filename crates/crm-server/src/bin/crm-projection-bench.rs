@@ -643,6 +643,8 @@ async fn lag(
     }
     let started = Instant::now();
     let log_before = store.stats();
+    let log_file = dir.join("eventlog").join("db");
+    let log_bytes_before = std::fs::metadata(&log_file).map_or(0, |m| m.len());
     // (read model, lag in seconds, events behind, seconds into the run)
     let mut samples: Vec<(String, f64, u64, f64)> = Vec::new();
     let mut rules_change_at = rules_change_at.map(Duration::from_secs);
@@ -684,12 +686,21 @@ async fn lag(
     let share = |micros: u64| (micros as f64 / 1e6) / elapsed;
     println!(
         "log: {groups} groups ({:.1} commands each), {barriers} barriers, {syncs} fdatasyncs ({:.0} us each), \
-         writer busy {:.0}%, sync thread idle {:.0}%, {} checkpoints",
+         writer busy {:.0}% (reading versions ahead {:.0}%, applying to sled {:.0}%), sync thread idle {:.0}%, \
+         {} checkpoints",
         commands as f64 / groups.max(1) as f64,
         (log.fdatasync_micros - log_before.fdatasync_micros) as f64 / syncs.max(1) as f64,
         100.0 * share(log.writer_busy_micros - log_before.writer_busy_micros),
+        100.0 * share(log.writer_read_ahead_micros - log_before.writer_read_ahead_micros),
+        100.0 * share(log.writer_apply_micros - log_before.writer_apply_micros),
         100.0 * share(log.sync_idle_micros - log_before.sync_idle_micros),
         log.checkpoints - log_before.checkpoints
+    );
+    let log_bytes = std::fs::metadata(&log_file).map_or(0, |m| m.len());
+    println!(
+        "log file: {:.2} GB, {:+.1} MB over the run",
+        log_bytes as f64 / 1e9,
+        (log_bytes as f64 - log_bytes_before as f64) / 1e6
     );
     for h in &handles {
         let mut lags: Vec<f64> = samples.iter().filter(|s| s.0 == h.name()).map(|s| s.1).collect();
