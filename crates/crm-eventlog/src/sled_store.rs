@@ -88,13 +88,17 @@ pub struct Stats {
     pub fdatasync_micros: u64,
     /// Checkpoints run (sled flush plus a sync of sled's files, in the background).
     pub checkpoints: u64,
-    /// Time the writer spent on groups (planning, encoding, applying to sled), summed.
+    /// Time the writer spent on groups (reading versions ahead, planning, encoding, applying
+    /// to sled), in microseconds, summed.
     pub writer_busy_micros: u64,
     /// Time the sync thread waited for the writer's next group, summed.
     pub sync_idle_micros: u64,
-    /// Of the writer's busy time: reading the stored versions of a group's streams ahead.
+    /// Of the writer's busy time: reading the stored versions of a group's streams ahead
+    /// (groups with `READ_AHEAD_FROM` or more uncached streams; a smaller group's reads are
+    /// made while planning and count here not at all), in microseconds, summed.
     pub writer_read_ahead_micros: u64,
-    /// Of the writer's busy time: applying groups to sled (`apply_batch`).
+    /// Of the writer's busy time: applying groups to sled (`apply_batch`), in microseconds,
+    /// summed.
     pub writer_apply_micros: u64,
 }
 
