@@ -220,13 +220,12 @@ impl ProjectionDb {
     /// Converts a directory that is one sled database of every read model (see
     /// [`Self::open_with_cache`]); nothing to do for any other directory.
     fn convert_single_database(&self, path: &Path) -> Result<()> {
-        const FILES: [&str; 2] = ["conf", "db"];
         let marker = path.join(CONVERTED);
         if marker.is_file() {
             // Copied and flushed before: only the old files' removal was interrupted.
             return remove_single_database(path, &marker);
         }
-        if !FILES.iter().any(|f| path.join(f).is_file()) {
+        if !SLED_FILES.iter().any(|f| path.join(f).is_file()) {
             return Ok(());
         }
         tracing::info!(path = %path.display(), "converting the read models' single database to one database per read model");
@@ -272,6 +271,12 @@ impl ProjectionDb {
     }
 }
 
+/// The files sled keeps at the top of a database's directory (besides `snap.*`), and its
+/// directory of blobs: what a single database of every read model leaves in the read models'
+/// directory, and names no read model may take.
+const SLED_FILES: [&str; 2] = ["conf", "db"];
+const SLED_BLOBS: &str = "blobs";
+
 /// Marks a converted single database whose files are being removed (see
 /// [`ProjectionDb::open_with_cache`]).
 const CONVERTED: &str = "single-database-converted";
@@ -282,9 +287,9 @@ fn remove_single_database(path: &Path, marker: &Path) -> Result<()> {
     for entry in std::fs::read_dir(path).map_err(storage)? {
         let entry = entry.map_err(storage)?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name == "conf" || name == "db" || name.starts_with("snap.") {
+        if SLED_FILES.contains(&name.as_str()) || name.starts_with("snap.") {
             std::fs::remove_file(entry.path()).map_err(storage)?;
-        } else if name == "blobs" {
+        } else if name == SLED_BLOBS {
             std::fs::remove_dir_all(entry.path()).map_err(storage)?;
         }
     }
@@ -297,7 +302,7 @@ fn remove_single_database(path: &Path, marker: &Path) -> Result<()> {
 /// a name of sled's own files (a directory of a converted single database holds them).
 fn valid_name(name: &str) -> bool {
     let chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    chars && !name.is_empty() && !["blobs", "conf", "db"].contains(&name)
+    chars && !name.is_empty() && !SLED_FILES.contains(&name) && name != SLED_BLOBS
 }
 
 /// The rules in force at the log's committed head (the defaults when never changed).

@@ -1,6 +1,6 @@
 //! The projection runner wiring: one sled database per read model under
-//! `<data-dir>/projections` (never the log's), one runner per read model, and the shared helpers of the query services
-//! (freshness waits, the access hook).
+//! `<data-dir>/projections` (never the log's), one runner per read model, and the shared
+//! helpers of the query services (freshness waits, the access hook).
 
 use std::path::Path;
 use std::time::Duration;
