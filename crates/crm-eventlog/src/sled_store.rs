@@ -102,6 +102,53 @@ pub struct Stats {
     pub writer_apply_micros: u64,
 }
 
+/// What [`SledEventStore::warm_stream_index`] read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Warmed {
+    /// Stream index entries read.
+    pub entries: u64,
+    /// Their keys' and values' bytes.
+    pub bytes: u64,
+}
+
+/// Threads reading the stream index in [`SledEventStore::warm_stream_index`]: its pages are
+/// scattered over the log's file, so it is many small reads, and the disk serves more of them
+/// at once than one at a time.
+pub const WARM_THREADS: usize = 16;
+
+/// Times the stream index's key range is halved (at most 2^this ranges) before it is read.
+const WARM_SPLIT_DEPTH: u32 = 8;
+
+/// The first 16 bytes of `key` (zero-padded) as a number, for halving key ranges.
+fn key_number(key: &[u8]) -> u128 {
+    let mut bytes = [0u8; 16];
+    let n = key.len().min(16);
+    bytes[..n].copy_from_slice(&key[..n]);
+    u128::from_be_bytes(bytes)
+}
+
+/// Splits `[low, high)` of `tree` into at most 2^`depth` ranges holding keys, each halved at
+/// the midpoint of its first and last key (so the empty space between groups of stream names
+/// collapses and each group of names is split evenly).
+fn split_key_range(
+    tree: &sled::Tree,
+    low: Vec<u8>,
+    high: Vec<u8>,
+    depth: u32,
+    out: &mut Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<()> {
+    let Some(first) = tree.range(low.clone()..high.clone()).next().transpose()? else { return Ok(()) };
+    let Some(last) = tree.range(low.clone()..high.clone()).next_back().transpose()? else { return Ok(()) };
+    let (a, b) = (key_number(&first.0), key_number(&last.0));
+    let middle = (a / 2 + b / 2 + (a & b & 1)).to_be_bytes().to_vec();
+    if depth == 0 || a == b || middle.as_slice() <= first.0.as_ref() || middle.as_slice() >= high.as_slice() {
+        out.push((low, high));
+        return Ok(());
+    }
+    split_key_range(tree, low, middle.clone(), depth - 1, out)?;
+    split_key_range(tree, middle, high, depth - 1, out)
+}
+
 type Reply = oneshot::Sender<Result<Vec<AppendResult>>>;
 
 struct Request {
@@ -288,6 +335,50 @@ impl SledEventStore {
         let by_type = self.inner.by_type.lock().expect("by-type lock");
         let last = types.iter().filter_map(|t| by_type.last.get(*t)).copied().max().unwrap_or(0);
         last.max(by_type.opened_at).min(head)
+    }
+
+    /// Reads the whole stream index once, on [`WARM_THREADS`] threads over disjoint key
+    /// ranges, so that its pages are in memory (sled's page cache, and the OS page cache
+    /// under it) when appends look up stream versions. A stream's first append looks up a
+    /// random leaf of the index (stream names carry random ids), and after a start with cold
+    /// caches each of those was a disk read, which held the writer back (docs/PERFORMANCE.md,
+    /// eleventh session). The server calls this in the background after it starts.
+    /// `progress` is called with the entries read so far, every 65,536 entries of a thread.
+    /// Setting `stop` ends it early (within 4,096 entries of each thread), with what it read.
+    pub fn warm_stream_index(&self, progress: &(dyn Fn(u64) + Sync), stop: &AtomicBool) -> Result<Warmed> {
+        let db = self.inner.db()?;
+        let tree: &sled::Tree = &db;
+        let mut ranges = Vec::new();
+        split_key_range(tree, vec![keys::STREAM], vec![keys::STREAM + 1], WARM_SPLIT_DEPTH, &mut ranges)?;
+        let next = AtomicU64::new(0);
+        let (entries, bytes) = (AtomicU64::new(0), AtomicU64::new(0));
+        std::thread::scope(|scope| {
+            let readers: Vec<_> = (0..WARM_THREADS)
+                .map(|_| {
+                    scope.spawn(|| -> Result<()> {
+                        while let Some((low, high)) = ranges.get(next.fetch_add(1, Ordering::Relaxed) as usize) {
+                            let (mut n, mut size) = (0u64, 0u64);
+                            for item in tree.range(low.as_slice()..high.as_slice()) {
+                                if n % 4096 == 0 && stop.load(Ordering::Relaxed) {
+                                    break;
+                                }
+                                let (k, v) = item?;
+                                n += 1;
+                                size += (k.len() + v.len()) as u64;
+                                if n % 65_536 == 0 {
+                                    progress(entries.fetch_add(65_536, Ordering::Relaxed) + 65_536);
+                                }
+                            }
+                            entries.fetch_add(n % 65_536, Ordering::Relaxed);
+                            bytes.fetch_add(size, Ordering::Relaxed);
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            readers.into_iter().try_for_each(|r| r.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        })?;
+        Ok(Warmed { entries: entries.into_inner(), bytes: bytes.into_inner() })
     }
 
     /// Group-commit counters since open.

@@ -34,6 +34,10 @@ pub struct Config {
     /// a read model's lag, and what lets it commit many events in one sled batch under load.
     /// See docs/ARCHITECTURE.md, "Projections".
     pub projection_live_interval: std::time::Duration,
+    /// Read the event log's stream index and the read models' files once after starting, in
+    /// the background, so that the first minutes after a start do not wait for a disk read per
+    /// new stream or read-model page ([`crate::warm`]). On by default.
+    pub warm_on_start: bool,
 }
 
 /// Default of [`Config::projection_live_interval`].
@@ -59,6 +63,7 @@ impl Default for Config {
             tls: None,
             escalation_after_days: DEFAULT_ESCALATION_AFTER_DAYS,
             projection_live_interval: std::time::Duration::from_millis(DEFAULT_PROJECTION_LIVE_INTERVAL_MS),
+            warm_on_start: true,
         }
     }
 }
@@ -82,6 +87,8 @@ pub struct FileConfig {
     pub escalation_after_days: Option<u32>,
     /// Milliseconds between two live steps of a read model (0: step at every head change).
     pub projection_live_interval_ms: Option<u64>,
+    /// Warm the caches after starting (default true).
+    pub warm_on_start: Option<bool>,
 }
 
 impl FileConfig {
@@ -127,6 +134,7 @@ impl Config {
             listen: listen.or(file.listen).unwrap_or(d.listen),
             data_dir: data_dir.or(file.data_dir).unwrap_or(d.data_dir),
             max_request_bytes: file.max_request_bytes.unwrap_or(d.max_request_bytes),
+            warm_on_start: file.warm_on_start.unwrap_or(d.warm_on_start),
             limits,
             tls,
         })
@@ -163,6 +171,13 @@ mod tests {
         let long: FileConfig = toml::from_str("projection_live_interval_ms = 5000").unwrap();
         let err = Config::resolve_with_tls(long, None, None, None, None).unwrap_err();
         assert!(err.to_string().contains("projection_live_interval_ms"), "{err}");
+    }
+
+    #[test]
+    fn warming_is_on_unless_the_file_turns_it_off() {
+        assert!(Config::default().warm_on_start);
+        let off: FileConfig = toml::from_str("warm_on_start = false").unwrap();
+        assert!(!Config::resolve(off, None, None).warm_on_start);
     }
 
     #[test]

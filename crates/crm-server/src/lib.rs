@@ -13,6 +13,7 @@ pub mod intake;
 pub mod services;
 pub mod status;
 pub mod subscriptions;
+pub mod warm;
 
 use std::future::Future;
 
@@ -106,6 +107,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         subscriptions::SubscriptionService::new(subscriptions.clone()),
     )
     .max_decoding_message_size(max);
+    let stop_warming = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let warming = if config.warm_on_start {
+        let (store, db, stop) = (store.clone(), projections.db.clone(), stop_warming.clone());
+        let budget = warm::read_model_budget();
+        Some(std::thread::Builder::new().name("crm-warm".into()).spawn(move || {
+            if let Err(e) = warm::warm_caches(&store, &db, budget, &stop) {
+                tracing::warn!(error = %e, "warming the caches failed (the server serves on, with cold caches)");
+            }
+        })?)
+    } else {
+        None
+    };
     let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
     let closing = {
         let store = store.clone();
@@ -114,6 +127,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             shutdown.await;
             tracing::info!("shutdown requested");
             reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            stop_warming.store(true, std::sync::atomic::Ordering::Relaxed);
+            if let Some(warming) = warming {
+                let _ = tokio::task::spawn_blocking(move || warming.join()).await;
+            }
             projections.stop().await;
             let _ = tokio::task::spawn_blocking(move || store.close()).await;
             subscriptions.flush();

@@ -12,3 +12,4 @@ mod sled_isolation;
 mod stream_positions;
 mod subscription;
 mod support;
+mod warm;

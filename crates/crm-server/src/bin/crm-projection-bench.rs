@@ -123,6 +123,10 @@ enum Cmd {
         /// sled page cache of each read model's database, in MiB.
         #[arg(long, default_value_t = 1024)]
         projection_cache_mb: u64,
+        /// Warm the caches first as the server does after it starts (the log's stream index,
+        /// the read models' files), and start the writers once that is done.
+        #[arg(long)]
+        warm: bool,
     },
 }
 
@@ -143,8 +147,8 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Query { dir, clients, seconds, server_bin, rate, write_rate } => {
             query(&dir, clients, seconds, server_bin.as_deref(), rate, write_rate).await
         }
-        Cmd::Lag { dir, rate, seconds, rules_change_at, log_cache_mb, projection_cache_mb } => {
-            lag(&dir, rate, seconds, rules_change_at, (log_cache_mb << 20, projection_cache_mb << 20)).await
+        Cmd::Lag { dir, rate, seconds, rules_change_at, log_cache_mb, projection_cache_mb, warm } => {
+            lag(&dir, rate, seconds, rules_change_at, (log_cache_mb << 20, projection_cache_mb << 20), warm).await
         }
     }
 }
@@ -583,9 +587,25 @@ async fn lag(
     seconds: u64,
     rules_change_at: Option<u64>,
     (log_cache, projection_cache): (u64, u64),
+    warm: bool,
 ) -> anyhow::Result<()> {
     let store = open_store(dir, Some(log_cache))?;
     let db = ProjectionDb::open_with_cache(&dir.join("projections"), projection_cache)?;
+    if warm {
+        let (store, db) = (store.clone(), db.clone());
+        let w = tokio::task::spawn_blocking(move || {
+            crm_server::warm::warm_caches(&store, &db, crm_server::warm::read_model_budget(), &AtomicBool::new(false))
+        })
+        .await??;
+        eprintln!(
+            "warmed: stream index {} entries ({} MB) in {:.1} s; read models' files {} MB in {:.1} s",
+            w.index_entries,
+            w.index_bytes >> 20,
+            w.index_seconds,
+            w.read_model_bytes >> 20,
+            w.read_model_seconds
+        );
+    }
     // Every read model the server runs, as the server runs them (a database each, one process).
     let duplicates = {
         let db = db.clone();

@@ -649,3 +649,33 @@ async fn an_interrupted_removal_of_the_single_database_goes_on_at_the_next_open(
     assert_eq!(left, vec![std::ffi::OsString::from("counting")], "only the read model's database is left");
     assert!(db.serving_tree("counting").unwrap().is_some());
 }
+
+/// Warming reads each read model's data file whole, smallest first, within the budget, and
+/// stops when asked; a temporary store has no files to read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warming_reads_the_read_models_files_within_the_budget() {
+    use std::sync::atomic::AtomicBool;
+    let log = TempLog::new();
+    let db_dir = log.dir.join("projections");
+    append_all(&log.store, &commands(4, 200)).await;
+    let db = ProjectionDb::open(&db_dir).unwrap();
+    for name in ["small", "large"] {
+        let handle = spawn(&db, log.store.clone(), Counting::new(name)).unwrap();
+        settle(&handle, &Counting::new(name), &log.store).await;
+        handle.stop().await;
+    }
+    // Make one file clearly larger than the other.
+    let large = db.serving_tree("large").unwrap().unwrap();
+    for i in 0..2_000u32 {
+        large.insert(format!("pad/{i}"), vec![7u8; 512]).unwrap();
+    }
+    db.flush().unwrap();
+    let size = |name: &str| std::fs::metadata(db_dir.join(name).join("db")).unwrap().len();
+    let (small, large) = (size("small"), size("large"));
+    assert!(small < large, "{small} < {large}");
+    let go = AtomicBool::new(false);
+    assert_eq!(db.warm_files(u64::MAX, &|_| {}, &go).unwrap(), small + large);
+    assert_eq!(db.warm_files(small + large - 1, &|_| {}, &go).unwrap(), small, "the larger file would pass the budget");
+    assert_eq!(db.warm_files(u64::MAX, &|_| {}, &AtomicBool::new(true)).unwrap(), 0);
+    assert_eq!(ProjectionDb::temporary().unwrap().warm_files(u64::MAX, &|_| {}, &go).unwrap(), 0);
+}

@@ -1,0 +1,78 @@
+//! Warming the caches after a start: the event log's stream index and the read models' files
+//! are read once, so that appends and live read models do not wait for a random disk read per
+//! stream or page they touch while the caches are cold (docs/PERFORMANCE.md, eleventh session).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use crm_eventlog::SledEventStore;
+use crm_projection_runtime::ProjectionDb;
+
+/// What [`warm_caches`] read, and how long it took.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Warmed {
+    /// Entries of the log's stream index read.
+    pub index_entries: u64,
+    /// Their bytes (keys and values).
+    pub index_bytes: u64,
+    pub index_seconds: f64,
+    /// Bytes of the read models' files read.
+    pub read_model_bytes: u64,
+    pub read_model_seconds: f64,
+}
+
+/// Half of the memory the kernel says is available (`MemAvailable` in `/proc/meminfo`), the
+/// most of the read models' files [`warm_caches`] reads: more would only push other pages out.
+/// Without `/proc/meminfo`, 4 GiB.
+pub fn read_model_budget() -> u64 {
+    let available = std::fs::read_to_string("/proc/meminfo").ok().and_then(|info| {
+        let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
+    });
+    available.map_or(4 << 30, |bytes| bytes / 2)
+}
+
+/// Reads the log's stream index (on [`crm_eventlog::WARM_THREADS`] threads) and, beside it,
+/// the read models' files up to `read_model_budget` bytes, smallest first. Blocking: the server
+/// runs it on a thread of its own as it starts serving, and sets `stop` when it shuts down;
+/// progress goes to the log (`info`).
+pub fn warm_caches(
+    store: &SledEventStore,
+    db: &ProjectionDb,
+    read_model_budget: u64,
+    stop: &AtomicBool,
+) -> anyhow::Result<Warmed> {
+    let mut warmed = Warmed::default();
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let index = scope.spawn(|| {
+            let started = Instant::now();
+            let progress = |entries: u64| {
+                if entries.is_multiple_of(1 << 20) {
+                    tracing::info!(entries, "warming the stream index");
+                }
+            };
+            store.warm_stream_index(&progress, stop).map(|w| (w, started.elapsed().as_secs_f64()))
+        });
+        let started = Instant::now();
+        let progress = |bytes: u64| {
+            if bytes % (1 << 30) < 64 << 20 {
+                tracing::info!(megabytes = bytes >> 20, "warming the read models' files");
+            }
+        };
+        warmed.read_model_bytes = db.warm_files(read_model_budget, &progress, stop)?;
+        warmed.read_model_seconds = started.elapsed().as_secs_f64();
+        let (index, seconds) = index.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        (warmed.index_entries, warmed.index_bytes, warmed.index_seconds) = (index.entries, index.bytes, seconds);
+        Ok(())
+    })?;
+    let what = if stop.load(Ordering::Relaxed) { "warming stopped early (shutdown)" } else { "caches warmed" };
+    tracing::info!(
+        index_entries = warmed.index_entries,
+        index_megabytes = warmed.index_bytes >> 20,
+        index_seconds = warmed.index_seconds,
+        read_model_megabytes = warmed.read_model_bytes >> 20,
+        read_model_seconds = warmed.read_model_seconds,
+        "{what}"
+    );
+    Ok(warmed)
+}
