@@ -21,19 +21,29 @@ pub struct Warmed {
     pub read_model_seconds: f64,
 }
 
-/// Half of the memory the kernel says is available (`MemAvailable` in `/proc/meminfo`), the
-/// most of the read models' files [`warm_caches`] reads: more would only push other pages out.
-/// Without `/proc/meminfo`, 4 GiB.
+/// The most of the read models' files [`warm_caches`] reads: the memory the kernel says is
+/// available (`MemAvailable` in `/proc/meminfo`) less a quarter of all memory (`MemTotal`),
+/// left for the process's own caches and allocations; more would only push out pages read
+/// before. Without `/proc/meminfo`, 4 GiB.
 pub fn read_model_budget() -> u64 {
-    let available = std::fs::read_to_string("/proc/meminfo").ok().and_then(|info| {
-        let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |name: &str| {
+        let line = info.lines().find(|l| l.starts_with(name))?;
         line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
-    });
-    available.map_or(4 << 30, |bytes| bytes / 2)
+    };
+    match (field("MemAvailable:"), field("MemTotal:")) {
+        (Some(available), Some(total)) => available.saturating_sub(total / 4),
+        _ => 4 << 30,
+    }
 }
 
+/// The read models warmed first: the ones interactive queries read at random (a customer
+/// list's records, a funnel's buckets) and whose live steps read the most per event.
+pub const WARM_FIRST: &[&str] = &["customers", "funnel"];
+
 /// Reads the log's stream index (on [`crm_eventlog::WARM_THREADS`] threads) and, beside it,
-/// the read models' files up to `read_model_budget` bytes, smallest first. Blocking: the server
+/// the read models' files up to `read_model_budget` bytes, [`WARM_FIRST`] first, then the
+/// others smallest first. Blocking: the server
 /// runs it on a thread of its own as it starts serving, and sets `stop` when it shuts down;
 /// progress goes to the log (`info`).
 pub fn warm_caches(
@@ -59,7 +69,7 @@ pub fn warm_caches(
                 tracing::info!(megabytes = bytes >> 20, "warming the read models' files");
             }
         };
-        warmed.read_model_bytes = db.warm_files(read_model_budget, &progress, stop)?;
+        warmed.read_model_bytes = db.warm_files(WARM_FIRST, read_model_budget, &progress, stop)?;
         warmed.read_model_seconds = started.elapsed().as_secs_f64();
         let (index, seconds) = index.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
         (warmed.index_entries, warmed.index_bytes, warmed.index_seconds) = (index.entries, index.bytes, seconds);

@@ -14,12 +14,14 @@
 //!   takes them as input, so this crate does not repeat its logic.
 //!
 //! Every count is kept in three scopes (all `*`, region `r:<region>`, owner `o:<owner>`),
-//! so an answer reads a few dozen keys whatever the size of the base, and a regional
+//! so an answer reads one key (and the duplicate pairs' customers) whatever the size of the base, and a regional
 //! manager or a salesperson can be answered about their own records only. Leads are
 //! counted in the `*` and region (at capture) scopes.
 //!
-//! Keys: `c/<customer>` the [`CustomerHealth`]; `k/<scope>/<counter>` a count, where the
-//! counter is `live`, `field:<name>`, `flag:<name>`, `leads` or `lead_flag:<name>`.
+//! Keys: `c/<customer>` the [`CustomerHealth`]; `s/<scope>` the non-zero counts of one
+//! scope by counter, where the counter is `live`, `field:<name>`, `flag:<name>`, `leads` or
+//! `lead_flag:<name>` (version 2; version 1 kept a key per count, `k/<scope>/<counter>`, and
+//! its tree is read that way while it serves during the rebuild).
 //!
 //! ```
 //! use crm_projection_health::{flags_of, HealthProjector};

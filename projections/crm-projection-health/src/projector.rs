@@ -73,18 +73,32 @@ pub fn flags_of(fields: &BTreeMap<String, String>) -> Vec<&'static str> {
     out
 }
 
+/// What the health tree stores. Variants keep their positions (the encoding's tag), so a tree
+/// of version 1 decodes while it serves during the rebuild that replaces it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Value {
     Customer(CustomerHealth),
+    /// Version 1: one counter, `k/<scope>/<counter>`.
     Count(u64),
+    /// `s/<scope>`: every non-zero counter of one scope.
+    Counts(BTreeMap<String, u64>),
 }
 
 pub(crate) fn customer_key(id: &Uuid) -> Vec<u8> {
     format!("c/{id}").into_bytes()
 }
 
-pub(crate) fn counter_key(scope: &str, counter: &str) -> Vec<u8> {
-    format!("k/{scope}/{counter}").into_bytes()
+/// `s/<scope>`: the counters of one scope, in one value (version 2). A live step that counts
+/// a few new customers writes their scopes' keys, a few dozen, instead of a key per
+/// counter, a few hundred (version 1's `k/<scope>/<counter>`, still read from a version 1
+/// tree while it serves).
+pub(crate) fn scope_key(scope: &str) -> Vec<u8> {
+    format!("s/{scope}").into_bytes()
+}
+
+/// `k/<scope>/`: where version 1 kept the counters of a scope, one key each.
+pub(crate) fn version_1_prefix(scope: &str) -> String {
+    format!("k/{scope}/")
 }
 
 type Result<T = ()> = std::result::Result<T, String>;
@@ -106,14 +120,27 @@ pub(crate) const DECODED: &[&str] = &[
 pub struct HealthProjector;
 
 impl HealthProjector {
+    /// Adds `delta` to `counter` of `scope`; a counter at zero is dropped, and a scope
+    /// without counters.
     fn bump(state: &mut State<'_, Value>, scope: &str, counter: &str, delta: i64) -> Result {
-        state.update(&counter_key(scope, counter), |old| {
-            let n = match old {
-                Some(Value::Count(n)) => n,
-                _ => 0,
+        state.update(&scope_key(scope), |old| {
+            let mut counts = match old {
+                Some(Value::Counts(counts)) => counts,
+                _ => BTreeMap::new(),
             };
-            let n = n.saturating_add_signed(delta);
-            (n > 0).then_some(Value::Count(n))
+            match counts.get_mut(counter) {
+                Some(n) => {
+                    *n = n.saturating_add_signed(delta);
+                    if *n == 0 {
+                        counts.remove(counter);
+                    }
+                }
+                None if delta > 0 => {
+                    counts.insert(counter.to_owned(), delta.unsigned_abs());
+                }
+                None => {}
+            }
+            (!counts.is_empty()).then_some(Value::Counts(counts))
         })
     }
 
@@ -221,8 +248,9 @@ impl Projector for HealthProjector {
         "health"
     }
 
+    /// Version 2: the counters of a scope in one value (version 1: a key per counter).
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn fingerprint(&self, _rules: &Rules) -> u64 {
@@ -234,8 +262,8 @@ impl Projector for HealthProjector {
     }
 
     /// The customer record an event changes and, once that is in memory (the runner's
-    /// second round), the counters it leaves or joins ([`moved`], as `change` computes
-    /// them); a new customer's and a lead's counters. After a restart the counters are not in
+    /// second round), the scopes of the counters it leaves or joins ([`moved`], as `change`
+    /// computes them); a new customer's and a lead's scopes. After a restart the counters are not in
     /// memory, and reading them one by one inside the fold held the live build seconds
     /// behind (docs/PERFORMANCE.md).
     fn prefetch(
@@ -249,11 +277,10 @@ impl Projector for HealthProjector {
         let Some(event) = event else { return };
         match event {
             Event::CustomerCreated(e) => {
-                keys.extend(created(e).counted().iter().map(|(scope, counter)| counter_key(scope, counter)));
+                keys.extend(created(e).scopes().iter().map(|scope| scope_key(scope)));
             }
             Event::LeadCaptured(e) => {
-                let (scopes, counters) = lead_counts(e);
-                keys.extend(scopes.iter().flat_map(|s| counters.iter().map(move |c| counter_key(s, c))));
+                keys.extend(lead_counts(e).0.iter().map(|scope| scope_key(scope)));
             }
             _ => {
                 let Some((id, change)) = customer_change(event) else { return };
@@ -261,7 +288,7 @@ impl Projector for HealthProjector {
                 if let Some(Value::Customer(c)) = cached.get(&key) {
                     let mut after = c.clone();
                     change.apply(&mut after);
-                    keys.extend(moved(c.counted(), after.counted()).map(|((s, counter), _)| counter_key(&s, &counter)));
+                    keys.extend(moved(c.counted(), after.counted()).map(|((scope, _), _)| scope_key(&scope)));
                 }
                 keys.push(key);
             }

@@ -154,26 +154,31 @@ impl ProjectionDb {
         Ok(())
     }
 
-    /// Reads every read model's data file once from start to end, smallest first, so that the
-    /// OS page cache holds them: after a start with cold caches, each page a live step or a
-    /// query needs was otherwise a random disk read (docs/PERFORMANCE.md, eleventh session).
-    /// Stops before a file that would take the bytes read past `budget` (the server passes
-    /// half of the memory available). `progress` is called with the bytes read so far, about
-    /// every 64 MiB. Setting `stop` ends it early (within a MiB). Returns the bytes read; a
+    /// Reads every read model's data file once from start to end so that the OS page cache
+    /// holds them: after a start with cold caches, each page a live step or a query needs was
+    /// otherwise a random disk read (docs/PERFORMANCE.md, eleventh session). The read models
+    /// named in `first` go first, in that order, then the others smallest first. Stops before
+    /// a file that would take the bytes read past `budget` (see the server's
+    /// `warm::read_model_budget`): reading more than the page cache can hold only pushes out
+    /// what was read before. `progress` is called with the bytes read so far, about every
+    /// 64 MiB. Setting `stop` ends it early (within a MiB). Returns the bytes read; a
     /// temporary store reads nothing.
-    pub fn warm_files(&self, budget: u64, progress: &dyn Fn(u64), stop: &AtomicBool) -> Result<u64> {
+    pub fn warm_files(&self, first: &[&str], budget: u64, progress: &dyn Fn(u64), stop: &AtomicBool) -> Result<u64> {
         use std::io::Read;
         let Some(root) = &self.inner.root else { return Ok(0) };
         let mut files = Vec::new();
         for entry in std::fs::read_dir(root).map_err(storage)? {
-            let file = entry.map_err(storage)?.path().join(SLED_DATA);
+            let dir = entry.map_err(storage)?.path();
+            let file = dir.join(SLED_DATA);
             if let Ok(meta) = std::fs::metadata(&file) {
-                files.push((meta.len(), file));
+                let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let rank = first.iter().position(|f| *f == name).unwrap_or(first.len());
+                files.push((rank, meta.len(), file));
             }
         }
         files.sort();
         let (mut read, mut buffer) = (0u64, vec![0u8; 1 << 20]);
-        for (len, file) in files {
+        for (_, len, file) in files {
             if read + len > budget {
                 break;
             }

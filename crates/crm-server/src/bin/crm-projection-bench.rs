@@ -101,6 +101,9 @@ enum Cmd {
         /// writes, so every read model's position moves and cached answers are recomputed).
         #[arg(long, default_value_t = 0)]
         write_rate: u64,
+        /// Start the server with `warm_on_start = false` (a separate server process only).
+        #[arg(long)]
+        no_warm: bool,
     },
     /// Appends generated commands at a fixed rate (durable, one atomic append per command)
     /// while all seven read models follow (as in the server); samples their lag.
@@ -144,8 +147,8 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Rebuild { dir, only, shadow, log_cache_mb, projection_cache_mb } => {
             rebuild(&dir, only.as_deref(), shadow, (log_cache_mb << 20, projection_cache_mb << 20)).await
         }
-        Cmd::Query { dir, clients, seconds, server_bin, rate, write_rate } => {
-            query(&dir, clients, seconds, server_bin.as_deref(), rate, write_rate).await
+        Cmd::Query { dir, clients, seconds, server_bin, rate, write_rate, no_warm } => {
+            query(&dir, clients, seconds, server_bin.as_deref(), rate, write_rate, !no_warm).await
         }
         Cmd::Lag { dir, rate, seconds, rules_change_at, log_cache_mb, projection_cache_mb, warm } => {
             lag(&dir, rate, seconds, rules_change_at, (log_cache_mb << 20, projection_cache_mb << 20), warm).await
@@ -359,6 +362,7 @@ async fn query(
     server_bin: Option<&Path>,
     rate: u64,
     write_rate: u64,
+    warm: bool,
 ) -> anyhow::Result<()> {
     // The server on a free port.
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -370,7 +374,9 @@ async fn query(
             let config = dir.join("bench-server.toml");
             std::fs::write(
                 &config,
-                "rate_limit_per_sec = 1e9\nrate_limit_burst = 1e9\nmax_concurrent_per_token = 10000\n",
+                format!(
+                    "rate_limit_per_sec = 1e9\nrate_limit_burst = 1e9\nmax_concurrent_per_token = 10000\nwarm_on_start = {warm}\n"
+                ),
             )?;
             let child = std::process::Command::new(bin)
                 .arg("--listen")

@@ -650,8 +650,8 @@ async fn an_interrupted_removal_of_the_single_database_goes_on_at_the_next_open(
     assert!(db.serving_tree("counting").unwrap().is_some());
 }
 
-/// Warming reads each read model's data file whole, smallest first, within the budget, and
-/// stops when asked; a temporary store has no files to read.
+/// Warming reads each read model's data file whole, the named ones first and the others
+/// smallest first, within the budget, and stops when asked; a temporary store has no files.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warming_reads_the_read_models_files_within_the_budget() {
     use std::sync::atomic::AtomicBool;
@@ -673,9 +673,11 @@ async fn warming_reads_the_read_models_files_within_the_budget() {
     let size = |name: &str| std::fs::metadata(db_dir.join(name).join("db")).unwrap().len();
     let (small, large) = (size("small"), size("large"));
     assert!(small < large, "{small} < {large}");
-    let go = AtomicBool::new(false);
-    assert_eq!(db.warm_files(u64::MAX, &|_| {}, &go).unwrap(), small + large);
-    assert_eq!(db.warm_files(small + large - 1, &|_| {}, &go).unwrap(), small, "the larger file would pass the budget");
-    assert_eq!(db.warm_files(u64::MAX, &|_| {}, &AtomicBool::new(true)).unwrap(), 0);
-    assert_eq!(ProjectionDb::temporary().unwrap().warm_files(u64::MAX, &|_| {}, &go).unwrap(), 0);
+    let (go, none) = (AtomicBool::new(false), &[] as &[&str]);
+    assert_eq!(db.warm_files(none, u64::MAX, &|_| {}, &go).unwrap(), small + large);
+    let budget = small + large - 1;
+    assert_eq!(db.warm_files(none, budget, &|_| {}, &go).unwrap(), small, "the larger file would pass the budget");
+    assert_eq!(db.warm_files(&["large"], budget, &|_| {}, &go).unwrap(), large, "named first, then out of budget");
+    assert_eq!(db.warm_files(none, u64::MAX, &|_| {}, &AtomicBool::new(true)).unwrap(), 0);
+    assert_eq!(ProjectionDb::temporary().unwrap().warm_files(none, u64::MAX, &|_| {}, &go).unwrap(), 0);
 }
