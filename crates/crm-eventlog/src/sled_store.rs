@@ -129,24 +129,71 @@ fn key_number(key: &[u8]) -> u128 {
 
 /// Splits `[low, high)` of `tree` into at most 2^`depth` ranges holding keys, each halved at
 /// the midpoint of its first and last key (so the empty space between groups of stream names
-/// collapses and each group of names is split evenly).
+/// collapses and each group of names is split evenly). Ranges are pushed in key order; a
+/// range whose first and last keys share their first 16 bytes (or differ by one there) is
+/// kept whole. Stops splitting when `stop` is set.
 fn split_key_range(
     tree: &sled::Tree,
     low: Vec<u8>,
     high: Vec<u8>,
     depth: u32,
+    stop: &AtomicBool,
     out: &mut Vec<(Vec<u8>, Vec<u8>)>,
 ) -> Result<()> {
     let Some(first) = tree.range(low.clone()..high.clone()).next().transpose()? else { return Ok(()) };
     let Some(last) = tree.range(low.clone()..high.clone()).next_back().transpose()? else { return Ok(()) };
     let (a, b) = (key_number(&first.0), key_number(&last.0));
+    // Below `last` (a < b), so both halves hold a key when it is above `first`.
     let middle = (a / 2 + b / 2 + (a & b & 1)).to_be_bytes().to_vec();
-    if depth == 0 || a == b || middle.as_slice() <= first.0.as_ref() || middle.as_slice() >= high.as_slice() {
+    if depth == 0 || a == b || middle.as_slice() <= first.0.as_ref() || stop.load(Ordering::Relaxed) {
         out.push((low, high));
         return Ok(());
     }
-    split_key_range(tree, low, middle.clone(), depth - 1, out)?;
-    split_key_range(tree, middle, high, depth - 1, out)
+    split_key_range(tree, low, middle.clone(), depth - 1, stop, out)?;
+    split_key_range(tree, middle, high, depth - 1, stop, out)
+}
+
+#[cfg(test)]
+mod warm_tests {
+    use super::*;
+
+    fn ranges(keys: &[Vec<u8>]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        for key in keys {
+            db.insert(key, &[1u8]).unwrap();
+        }
+        let mut out = Vec::new();
+        split_key_range(&db, b"s".to_vec(), b"t".to_vec(), WARM_SPLIT_DEPTH, &AtomicBool::new(false), &mut out)
+            .unwrap();
+        out
+    }
+
+    /// The ranges are contiguous from `s` to `t`, in order, so every key falls in exactly one.
+    fn assert_contiguous(ranges: &[(Vec<u8>, Vec<u8>)]) {
+        assert_eq!(ranges.first().unwrap().0, b"s".to_vec());
+        assert_eq!(ranges.last().unwrap().1, b"t".to_vec());
+        for pair in ranges.windows(2) {
+            assert_eq!(pair[0].1, pair[1].0);
+            assert!(pair[0].0 < pair[0].1);
+        }
+    }
+
+    #[test]
+    fn the_stream_index_is_split_into_contiguous_ranges_where_its_keys_are() {
+        let keys: Vec<Vec<u8>> = (0..2_000)
+            .map(|i| {
+                let kind = ["lead", "customer", "task"][i % 3];
+                keys::stream_key(&format!("{kind}-{}", uuid::Uuid::new_v4()), 0)
+            })
+            .collect();
+        let split = ranges(&keys);
+        assert!(split.len() > 64, "split into {} ranges", split.len());
+        assert_contiguous(&split);
+        // Keys sharing their first 16 bytes cannot be told apart by the midpoint: one range.
+        let alike: Vec<Vec<u8>> = (0..50).map(|i| keys::stream_key(&format!("customer-00000{i:03}"), 0)).collect();
+        let one = ranges(&alike);
+        assert_eq!(one, vec![(b"s".to_vec(), b"t".to_vec())]);
+    }
 }
 
 type Reply = oneshot::Sender<Result<Vec<AppendResult>>>;
@@ -343,34 +390,52 @@ impl SledEventStore {
     /// random leaf of the index (stream names carry random ids), and after a start with cold
     /// caches each of those was a disk read, which held the writer back (docs/PERFORMANCE.md,
     /// eleventh session). The server calls this in the background after it starts.
-    /// `progress` is called with the entries read so far, every 65,536 entries of a thread.
-    /// Setting `stop` ends it early (within 4,096 entries of each thread), with what it read.
+    /// `progress` is called with the entries read so far each time they pass a multiple of
+    /// 2^20. Setting `stop` ends it early (within 4,096 entries of each thread), with what it
+    /// read; so does the store closing. Each range holds the database only while it is read,
+    /// so a store that closes or recovers meanwhile is not kept from its files for long.
     pub fn warm_stream_index(&self, progress: &(dyn Fn(u64) + Sync), stop: &AtomicBool) -> Result<Warmed> {
-        let db = self.inner.db()?;
-        let tree: &sled::Tree = &db;
+        const STEP: u64 = 4096;
         let mut ranges = Vec::new();
-        split_key_range(tree, vec![keys::STREAM], vec![keys::STREAM + 1], WARM_SPLIT_DEPTH, &mut ranges)?;
-        let next = AtomicU64::new(0);
+        let db = self.inner.db()?;
+        split_key_range(&db, vec![keys::STREAM], vec![keys::STREAM + 1], WARM_SPLIT_DEPTH, stop, &mut ranges)?;
+        drop(db);
+        let (next, failed) = (AtomicU64::new(0), AtomicBool::new(false));
         let (entries, bytes) = (AtomicU64::new(0), AtomicU64::new(0));
+        let halted = || stop.load(Ordering::Relaxed) || failed.load(Ordering::Relaxed);
+        let read = |low: &[u8], high: &[u8]| -> Result<()> {
+            let db = self.inner.db()?;
+            let (mut n, mut size) = (0u64, 0u64);
+            for item in db.range(low..high) {
+                if n % STEP == 0 && halted() {
+                    break;
+                }
+                let (k, v) = item?;
+                n += 1;
+                size += (k.len() + v.len()) as u64;
+                if n % STEP == 0 {
+                    let total = entries.fetch_add(STEP, Ordering::Relaxed) + STEP;
+                    if total % (1 << 20) < STEP {
+                        progress(total);
+                    }
+                }
+            }
+            entries.fetch_add(n % STEP, Ordering::Relaxed);
+            bytes.fetch_add(size, Ordering::Relaxed);
+            Ok(())
+        };
         std::thread::scope(|scope| {
             let readers: Vec<_> = (0..WARM_THREADS)
                 .map(|_| {
                     scope.spawn(|| -> Result<()> {
-                        while let Some((low, high)) = ranges.get(next.fetch_add(1, Ordering::Relaxed) as usize) {
-                            let (mut n, mut size) = (0u64, 0u64);
-                            for item in tree.range(low.as_slice()..high.as_slice()) {
-                                if n % 4096 == 0 && stop.load(Ordering::Relaxed) {
-                                    break;
-                                }
-                                let (k, v) = item?;
-                                n += 1;
-                                size += (k.len() + v.len()) as u64;
-                                if n % 65_536 == 0 {
-                                    progress(entries.fetch_add(65_536, Ordering::Relaxed) + 65_536);
-                                }
+                        while !halted() {
+                            let Some((low, high)) = ranges.get(next.fetch_add(1, Ordering::Relaxed) as usize) else {
+                                break;
+                            };
+                            if let Err(e) = read(low, high) {
+                                failed.store(true, Ordering::Relaxed);
+                                return Err(e);
                             }
-                            entries.fetch_add(n % 65_536, Ordering::Relaxed);
-                            bytes.fetch_add(size, Ordering::Relaxed);
                         }
                         Ok(())
                     })

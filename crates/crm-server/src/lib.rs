@@ -107,6 +107,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         subscriptions::SubscriptionService::new(subscriptions.clone()),
     )
     .max_decoding_message_size(max);
+    // TLS is set up before the warm-up starts: a failure here returns before anything
+    // needs stopping.
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        let cert =
+            std::fs::read(&tls.cert).with_context(|| format!("reading TLS certificate {}", tls.cert.display()))?;
+        let key = std::fs::read(&tls.key).with_context(|| format!("reading TLS key {}", tls.key.display()))?;
+        builder = builder
+            .tls_config(
+                tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(cert, key)),
+            )
+            .context("configuring TLS")?;
+    }
     let stop_warming = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let warming = if config.warm_on_start {
         let (store, db, stop) = (store.clone(), projections.db.clone(), stop_warming.clone());
@@ -142,17 +155,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     tracing::info!(%addr, data_dir = %config.data_dir.display(), head = store.committed_head(), "serving");
     let tokens_service = pb::tokens_server::TokensServer::new(services::tokens::TokensService::new(tokens.clone()))
         .max_decoding_message_size(max);
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = &config.tls {
-        let cert =
-            std::fs::read(&tls.cert).with_context(|| format!("reading TLS certificate {}", tls.cert.display()))?;
-        let key = std::fs::read(&tls.key).with_context(|| format!("reading TLS key {}", tls.key.display()))?;
-        builder = builder
-            .tls_config(
-                tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(cert, key)),
-            )
-            .context("configuring TLS")?;
-    }
     let serve = builder
         .layer(auth::AuthLayer::new(tokens.clone(), store.clone(), config.limits))
         .add_service(tokens_service)

@@ -10,7 +10,7 @@ use crm_projection_runtime::ProjectionDb;
 
 /// What [`warm_caches`] read, and how long it took.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Warmed {
+pub struct WarmReport {
     /// Entries of the log's stream index read.
     pub index_entries: u64,
     /// Their bytes (keys and values).
@@ -45,21 +45,20 @@ pub const WARM_FIRST: &[&str] = &["customers", "funnel"];
 /// the read models' files up to `read_model_budget` bytes, [`WARM_FIRST`] first, then the
 /// others smallest first. Blocking: the server
 /// runs it on a thread of its own as it starts serving, and sets `stop` when it shuts down;
-/// progress goes to the log (`info`).
+/// progress goes to the log (`info`). Nothing waits for it, but it competes for the disk and
+/// the CPU while it runs (about a minute at 10 M events, docs/PERFORMANCE.md).
 pub fn warm_caches(
     store: &SledEventStore,
     db: &ProjectionDb,
     read_model_budget: u64,
     stop: &AtomicBool,
-) -> anyhow::Result<Warmed> {
-    let mut warmed = Warmed::default();
+) -> anyhow::Result<WarmReport> {
+    let mut warmed = WarmReport::default();
     std::thread::scope(|scope| -> anyhow::Result<()> {
         let index = scope.spawn(|| {
             let started = Instant::now();
             let progress = |entries: u64| {
-                if entries.is_multiple_of(1 << 20) {
-                    tracing::info!(entries, "warming the stream index");
-                }
+                tracing::info!(entries, "warming the stream index");
             };
             store.warm_stream_index(&progress, stop).map(|w| (w, started.elapsed().as_secs_f64()))
         });

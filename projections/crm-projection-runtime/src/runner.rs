@@ -157,8 +157,8 @@ impl ProjectionDb {
     /// Reads every read model's data file once from start to end so that the OS page cache
     /// holds them: after a start with cold caches, each page a live step or a query needs was
     /// otherwise a random disk read (docs/PERFORMANCE.md, eleventh session). The read models
-    /// named in `first` go first, in that order, then the others smallest first. Stops before
-    /// a file that would take the bytes read past `budget` (see the server's
+    /// named in `first` go first, in that order, then the others smallest first. Skips a file
+    /// that would take the bytes read past `budget` (see the server's
     /// `warm::read_model_budget`): reading more than the page cache can hold only pushes out
     /// what was read before. `progress` is called with the bytes read so far, about every
     /// 64 MiB. Setting `stop` ends it early (within a MiB). Returns the bytes read; a
@@ -169,9 +169,12 @@ impl ProjectionDb {
         let mut files = Vec::new();
         for entry in std::fs::read_dir(root).map_err(storage)? {
             let dir = entry.map_err(storage)?.path();
+            let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let file = dir.join(SLED_DATA);
+            if !valid_name(&name) {
+                continue;
+            }
             if let Ok(meta) = std::fs::metadata(&file) {
-                let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 let rank = first.iter().position(|f| *f == name).unwrap_or(first.len());
                 files.push((rank, meta.len(), file));
             }
@@ -180,7 +183,7 @@ impl ProjectionDb {
         let (mut read, mut buffer) = (0u64, vec![0u8; 1 << 20]);
         for (_, len, file) in files {
             if read + len > budget {
-                break;
+                continue;
             }
             let mut file = std::fs::File::open(&file).map_err(storage)?;
             loop {

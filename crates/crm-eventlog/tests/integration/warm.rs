@@ -42,4 +42,7 @@ async fn warming_reads_every_stream_index_entry_once_and_stops_when_asked() {
 
     let stopped = store.warm_stream_index(&|_| {}, &AtomicBool::new(true)).unwrap();
     assert_eq!(stopped.entries, 0);
+    // A closed store has nothing to warm, and says so.
+    store.close();
+    assert!(store.warm_stream_index(&|_| {}, &AtomicBool::new(false)).is_err());
 }

@@ -101,7 +101,7 @@ enum Cmd {
         /// writes, so every read model's position moves and cached answers are recomputed).
         #[arg(long, default_value_t = 0)]
         write_rate: u64,
-        /// Start the server with `warm_on_start = false` (a separate server process only).
+        /// Start the server with `warm_on_start = false`.
         #[arg(long)]
         no_warm: bool,
     },
@@ -395,7 +395,13 @@ async fn query(
         None => {
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
             let limits = crm_server::auth::Limits { rate_per_sec: 1e9, burst: 1e9, max_concurrent: 10_000 };
-            let config = crm_server::Config { listen: addr, data_dir: dir.to_path_buf(), limits, ..Default::default() };
+            let config = crm_server::Config {
+                listen: addr,
+                data_dir: dir.to_path_buf(),
+                limits,
+                warm_on_start: warm,
+                ..Default::default()
+            };
             let task = tokio::spawn(crm_server::run(config, async move {
                 let _ = stop_rx.await;
             }));

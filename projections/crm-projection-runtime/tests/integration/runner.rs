@@ -677,7 +677,8 @@ async fn warming_reads_the_read_models_files_within_the_budget() {
     assert_eq!(db.warm_files(none, u64::MAX, &|_| {}, &go).unwrap(), small + large);
     let budget = small + large - 1;
     assert_eq!(db.warm_files(none, budget, &|_| {}, &go).unwrap(), small, "the larger file would pass the budget");
-    assert_eq!(db.warm_files(&["large"], budget, &|_| {}, &go).unwrap(), large, "named first, then out of budget");
+    assert_eq!(db.warm_files(&["large"], budget, &|_| {}, &go).unwrap(), large, "named first, the other skipped");
+    assert_eq!(db.warm_files(none, large, &|_| {}, &go).unwrap(), small, "the large one skipped, the small one read");
     assert_eq!(db.warm_files(none, u64::MAX, &|_| {}, &AtomicBool::new(true)).unwrap(), 0);
     assert_eq!(ProjectionDb::temporary().unwrap().warm_files(none, u64::MAX, &|_| {}, &go).unwrap(), 0);
 }
