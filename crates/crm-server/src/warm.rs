@@ -63,11 +63,7 @@ pub fn warm_caches(
             store.warm_stream_index(&progress, stop).map(|w| (w, started.elapsed().as_secs_f64()))
         });
         let started = Instant::now();
-        let progress = |bytes: u64| {
-            if bytes % (1 << 30) < 64 << 20 {
-                tracing::info!(megabytes = bytes >> 20, "warming the read models' files");
-            }
-        };
+        let progress = |bytes: u64| tracing::info!(megabytes = bytes >> 20, "warming the read models' files");
         warmed.read_model_bytes = db.warm_files(WARM_FIRST, read_model_budget, &progress, stop)?;
         warmed.read_model_seconds = started.elapsed().as_secs_f64();
         let (index, seconds) = index.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;

@@ -120,25 +120,32 @@ pub(crate) const DECODED: &[&str] = &[
 pub struct HealthProjector;
 
 impl HealthProjector {
-    /// Adds `delta` to `counter` of `scope`; a counter at zero is dropped, and a scope
-    /// without counters.
-    fn bump(state: &mut State<'_, Value>, scope: &str, counter: &str, delta: i64) -> Result {
+    /// Adds `delta` to each of `counters` of `scope` (one update of the scope's value); a
+    /// counter at zero is dropped, and a scope without counters.
+    fn bump<'c>(
+        state: &mut State<'_, Value>,
+        scope: &str,
+        counters: impl IntoIterator<Item = &'c str>,
+        delta: i64,
+    ) -> Result {
         state.update(&scope_key(scope), |old| {
             let mut counts = match old {
                 Some(Value::Counts(counts)) => counts,
                 _ => BTreeMap::new(),
             };
-            match counts.get_mut(counter) {
-                Some(n) => {
-                    *n = n.saturating_add_signed(delta);
-                    if *n == 0 {
-                        counts.remove(counter);
+            for counter in counters {
+                match counts.get_mut(counter) {
+                    Some(n) => {
+                        *n = n.saturating_add_signed(delta);
+                        if *n == 0 {
+                            counts.remove(counter);
+                        }
                     }
+                    None if delta > 0 => {
+                        counts.insert(counter.to_owned(), delta.unsigned_abs());
+                    }
+                    None => {}
                 }
-                None if delta > 0 => {
-                    counts.insert(counter.to_owned(), delta.unsigned_abs());
-                }
-                None => {}
             }
             (!counts.is_empty()).then_some(Value::Counts(counts))
         })
@@ -147,9 +154,7 @@ impl HealthProjector {
     fn count(state: &mut State<'_, Value>, c: &CustomerHealth, delta: i64) -> Result {
         let counters = c.counters();
         for scope in c.scopes() {
-            for counter in &counters {
-                Self::bump(state, &scope, counter, delta)?;
-            }
+            Self::bump(state, &scope, counters.iter().map(String::as_str), delta)?;
         }
         Ok(())
     }
@@ -162,7 +167,7 @@ impl HealthProjector {
         let before = c.counted();
         f(c);
         for ((scope, counter), delta) in moved(before, c.counted()) {
-            Self::bump(state, &scope, &counter, delta)?;
+            Self::bump(state, &scope, [counter.as_str()], delta)?;
         }
         Ok(())
     }
@@ -313,9 +318,7 @@ impl Projector for HealthProjector {
             Event::LeadCaptured(e) => {
                 let (scopes, counters) = lead_counts(e);
                 for scope in &scopes {
-                    for counter in &counters {
-                        Self::bump(state, scope, counter, 1)?;
-                    }
+                    Self::bump(state, scope, counters.iter().copied(), 1)?;
                 }
                 Ok(())
             }

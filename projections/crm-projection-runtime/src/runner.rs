@@ -160,20 +160,17 @@ impl ProjectionDb {
     /// named in `first` go first, in that order, then the others smallest first. Skips a file
     /// that would take the bytes read past `budget` (see the server's
     /// `warm::read_model_budget`): reading more than the page cache can hold only pushes out
-    /// what was read before. `progress` is called with the bytes read so far, about every
-    /// 64 MiB. Setting `stop` ends it early (within a MiB). Returns the bytes read; a
-    /// temporary store reads nothing.
+    /// what was read before. The read models are those this store has opened (every one on
+    /// disk is opened with it). `progress` is called with the bytes read so far each time
+    /// they pass a multiple of a GiB. Setting `stop` ends it early (within a MiB). Returns
+    /// the bytes read; a temporary store reads nothing.
     pub fn warm_files(&self, first: &[&str], budget: u64, progress: &dyn Fn(u64), stop: &AtomicBool) -> Result<u64> {
         use std::io::Read;
         let Some(root) = &self.inner.root else { return Ok(0) };
+        let names: Vec<String> = self.inner.dbs.lock().expect("databases lock").keys().cloned().collect();
         let mut files = Vec::new();
-        for entry in std::fs::read_dir(root).map_err(storage)? {
-            let dir = entry.map_err(storage)?.path();
-            let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let file = dir.join(SLED_DATA);
-            if !valid_name(&name) {
-                continue;
-            }
+        for name in names {
+            let file = root.join(&name).join(SLED_DATA);
             if let Ok(meta) = std::fs::metadata(&file) {
                 let rank = first.iter().position(|f| *f == name).unwrap_or(first.len());
                 files.push((rank, meta.len(), file));
@@ -195,7 +192,7 @@ impl ProjectionDb {
                     break;
                 }
                 read += n as u64;
-                if read % (64 << 20) < n as u64 {
+                if read % (1 << 30) < n as u64 {
                     progress(read);
                 }
             }
