@@ -1,5 +1,5 @@
-//! Warming the caches after a start: the event log's stream index and the read models' files
-//! are read once, so that appends and live read models do not wait for a random disk read per
+//! Warming the caches after a start: the event log's stream index, the read models' files and
+//! the most read trees are read once, so that appends and live read models do not wait for a random disk read per
 //! stream or page they touch while the caches are cold (docs/PERFORMANCE.md, eleventh session).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +19,9 @@ pub struct WarmReport {
     /// Bytes of the read models' files read.
     pub read_model_bytes: u64,
     pub read_model_seconds: f64,
+    /// Entries of the [`WARM_FIRST`] read models' serving trees walked into sled's cache.
+    pub tree_entries: u64,
+    pub tree_seconds: f64,
 }
 
 /// The most of the read models' files [`warm_caches`] reads: the memory the kernel says is
@@ -43,7 +46,8 @@ pub const WARM_FIRST: &[&str] = &["customers", "funnel"];
 
 /// Reads the log's stream index (on [`crm_eventlog::WARM_THREADS`] threads) and, beside it,
 /// the read models' files up to `read_model_budget` bytes, [`WARM_FIRST`] first, then the
-/// others smallest first. Blocking: the server
+/// others smallest first; then walks the [`WARM_FIRST`] read models' serving trees into
+/// sled's own cache (`ProjectionDb::warm_trees`). Blocking: the server
 /// runs it on a thread of its own as it starts serving, and sets `stop` when it shuts down;
 /// progress goes to the log (`info`). Nothing waits for it, but it competes for the disk and
 /// the CPU while it runs (about a minute at 10 M events, docs/PERFORMANCE.md).
@@ -66,6 +70,10 @@ pub fn warm_caches(
         let progress = |bytes: u64| tracing::info!(megabytes = bytes >> 20, "warming the read models' files");
         warmed.read_model_bytes = db.warm_files(WARM_FIRST, read_model_budget, &progress, stop)?;
         warmed.read_model_seconds = started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        let progress = |entries: u64| tracing::info!(entries, "warming the read models' trees");
+        (warmed.tree_entries, _) = db.warm_trees(WARM_FIRST, &progress, stop)?;
+        warmed.tree_seconds = started.elapsed().as_secs_f64();
         let (index, seconds) = index.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
         (warmed.index_entries, warmed.index_bytes, warmed.index_seconds) = (index.entries, index.bytes, seconds);
         Ok(())
@@ -77,6 +85,8 @@ pub fn warm_caches(
         index_seconds = warmed.index_seconds,
         read_model_megabytes = warmed.read_model_bytes >> 20,
         read_model_seconds = warmed.read_model_seconds,
+        tree_entries = warmed.tree_entries,
+        tree_seconds = warmed.tree_seconds,
         "{what}"
     );
     Ok(warmed)

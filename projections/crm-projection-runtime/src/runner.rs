@@ -200,6 +200,37 @@ impl ProjectionDb {
         Ok(read)
     }
 
+    /// Walks the serving trees of read models `names` (in that order; names with no serving
+    /// tree are passed over), so that their pages are in sled's own page cache before the
+    /// first query or live step needs them: reading the files ([`Self::warm_files`]) fills
+    /// only the kernel's cache, and each page sled has not yet materialised still costs a
+    /// read and a decode on first use. sled keeps at most its cache capacity of each; a tree
+    /// larger than that keeps its last part. `progress` is called with the entries walked so
+    /// far each time they pass a multiple of 2^20. Setting `stop` ends it early (before the
+    /// next tree, or within 4,096 entries). Returns the entries and bytes (keys and values)
+    /// walked.
+    pub fn warm_trees(&self, names: &[&str], progress: &dyn Fn(u64), stop: &AtomicBool) -> Result<(u64, u64)> {
+        let (mut entries, mut bytes) = (0u64, 0u64);
+        for name in names {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let Some(tree) = self.serving_tree(name)? else { continue };
+            for item in tree.iter() {
+                let (key, value) = item?;
+                entries += 1;
+                bytes += (key.len() + value.len()) as u64;
+                if entries % (1 << 12) == 0 && stop.load(Ordering::Relaxed) {
+                    return Ok((entries, bytes));
+                }
+                if entries % (1 << 20) == 0 {
+                    progress(entries);
+                }
+            }
+        }
+        Ok((entries, bytes))
+    }
+
     /// The serving tree of projection `name`, for operators' repair tools and tests; writing
     /// to it behind the runner's back is exactly what `verify` detects.
     pub fn serving_tree(&self, name: &str) -> Result<Option<sled::Tree>> {

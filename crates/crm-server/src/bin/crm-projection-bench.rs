@@ -460,6 +460,8 @@ async fn query(
     let done = Arc::new(AtomicBool::new(false));
     let server_pid = server.pid();
     let cpu_before = (cpu_seconds("self"), server_pid.as_deref().map(cpu_seconds));
+    // A line to start a profiler on: from here on the server's work is the queries'.
+    eprintln!("measuring for {seconds} s");
     let measured = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..clients {
@@ -610,12 +612,14 @@ async fn lag(
         })
         .await??;
         eprintln!(
-            "warmed: stream index {} entries ({} MB) in {:.1} s; read models' files {} MB in {:.1} s",
+            "warmed: stream index {} entries ({} MB) in {:.1} s; read models' files {} MB in {:.1} s; trees {} entries in {:.1} s",
             w.index_entries,
             w.index_bytes >> 20,
             w.index_seconds,
             w.read_model_bytes >> 20,
-            w.read_model_seconds
+            w.read_model_seconds,
+            w.tree_entries,
+            w.tree_seconds
         );
     }
     // Every read model the server runs, as the server runs them (a database each, one process).

@@ -682,3 +682,38 @@ async fn warming_reads_the_read_models_files_within_the_budget() {
     assert_eq!(db.warm_files(none, u64::MAX, &|_| {}, &AtomicBool::new(true)).unwrap(), 0);
     assert_eq!(ProjectionDb::temporary().unwrap().warm_files(none, u64::MAX, &|_| {}, &go).unwrap(), 0);
 }
+
+/// Warming the trees walks every entry of the named read models' serving trees (a name with
+/// none is passed over) and stops when asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warming_the_trees_walks_every_entry_of_the_named_serving_trees() {
+    use std::sync::atomic::AtomicBool;
+    let log = TempLog::new();
+    append_all(&log.store, &commands(4, 200)).await;
+    let db = ProjectionDb::open(&log.dir.join("projections")).unwrap();
+    for name in ["one", "two"] {
+        let handle = spawn(&db, log.store.clone(), Counting::new(name)).unwrap();
+        settle(&handle, &Counting::new(name), &log.store).await;
+        handle.stop().await;
+    }
+    let one = db.serving_tree("one").unwrap().unwrap();
+    for i in 0..5_000u32 {
+        one.insert(format!("pad/{i}"), vec![7u8; 16]).unwrap();
+    }
+    let walked = |names: &[&str]| {
+        let (mut entries, mut bytes) = (0u64, 0u64);
+        for name in names {
+            for item in db.serving_tree(name).unwrap().unwrap().iter() {
+                let (k, v) = item.unwrap();
+                (entries, bytes) = (entries + 1, bytes + (k.len() + v.len()) as u64);
+            }
+        }
+        (entries, bytes)
+    };
+    let go = AtomicBool::new(false);
+    let both = db.warm_trees(&["two", "missing", "one"], &|_| {}, &go).unwrap();
+    assert_eq!(both, walked(&["one", "two"]));
+    assert!(both.0 > 5_000, "{both:?}");
+    assert_eq!(db.warm_trees(&["two"], &|_| {}, &go).unwrap(), walked(&["two"]));
+    assert_eq!(db.warm_trees(&["one", "two"], &|_| {}, &AtomicBool::new(true)).unwrap(), (0, 0));
+}
