@@ -1,6 +1,7 @@
 //! Warming the caches after a start: the event log's stream index, the read models' files and
-//! the most read trees are read once, so that appends and live read models do not wait for a random disk read per
-//! stream or page they touch while the caches are cold (docs/PERFORMANCE.md, eleventh session).
+//! the most read trees are read once, so that appends and live read models do not wait for a
+//! random disk read per stream or page they touch while the caches are cold
+//! (docs/PERFORMANCE.md, eleventh and twelfth sessions).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
