@@ -38,7 +38,19 @@ pub struct Config {
     /// the background, so that the first minutes after a start do not wait for a disk read per
     /// new stream or read-model page ([`crate::warm`]). On by default.
     pub warm_on_start: bool,
+    /// sled's page cache of the event log, in bytes (default 512 MiB). Under a sustained
+    /// command load the writer reads the stream index of each stream it has not cached;
+    /// index pages outside this cache are read from the file.
+    pub log_cache_bytes: u64,
+    /// sled's page cache of each read model's database, in bytes (default 1 GiB; seven read
+    /// models). A live step's pages outside it are read from the files.
+    pub read_model_cache_bytes: u64,
 }
+
+/// Default of [`Config::log_cache_bytes`], in MiB.
+pub const DEFAULT_LOG_CACHE_MB: u64 = 512;
+/// Default of [`Config::read_model_cache_bytes`], in MiB.
+pub const DEFAULT_READ_MODEL_CACHE_MB: u64 = 1024;
 
 /// Default of [`Config::projection_live_interval`].
 pub const DEFAULT_PROJECTION_LIVE_INTERVAL_MS: u64 = 20;
@@ -64,6 +76,8 @@ impl Default for Config {
             escalation_after_days: DEFAULT_ESCALATION_AFTER_DAYS,
             projection_live_interval: std::time::Duration::from_millis(DEFAULT_PROJECTION_LIVE_INTERVAL_MS),
             warm_on_start: true,
+            log_cache_bytes: DEFAULT_LOG_CACHE_MB << 20,
+            read_model_cache_bytes: DEFAULT_READ_MODEL_CACHE_MB << 20,
         }
     }
 }
@@ -89,6 +103,10 @@ pub struct FileConfig {
     pub projection_live_interval_ms: Option<u64>,
     /// Warm the caches after starting (default true).
     pub warm_on_start: Option<bool>,
+    /// sled's page cache of the event log, in MiB (default 512, at least 16).
+    pub log_cache_mb: Option<u64>,
+    /// sled's page cache of each read model's database, in MiB (default 1024, at least 16).
+    pub read_model_cache_mb: Option<u64>,
 }
 
 impl FileConfig {
@@ -128,7 +146,18 @@ impl Config {
         anyhow::ensure!(escalation_after_days >= 1, "escalation_after_days must be at least 1");
         let interval_ms = file.projection_live_interval_ms.unwrap_or(DEFAULT_PROJECTION_LIVE_INTERVAL_MS);
         anyhow::ensure!(interval_ms <= 1000, "projection_live_interval_ms must be at most 1000 (the lag it adds)");
+        let cache_mb = |name: &str, value: Option<u64>, default: u64| -> anyhow::Result<u64> {
+            let mb = value.unwrap_or(default);
+            anyhow::ensure!((16..=1 << 20).contains(&mb), "{name} must be between 16 and 1048576 (MiB)");
+            Ok(mb << 20)
+        };
         Ok(Config {
+            log_cache_bytes: cache_mb("log_cache_mb", file.log_cache_mb, DEFAULT_LOG_CACHE_MB)?,
+            read_model_cache_bytes: cache_mb(
+                "read_model_cache_mb",
+                file.read_model_cache_mb,
+                DEFAULT_READ_MODEL_CACHE_MB,
+            )?,
             escalation_after_days,
             projection_live_interval: std::time::Duration::from_millis(interval_ms),
             listen: listen.or(file.listen).unwrap_or(d.listen),
@@ -178,6 +207,21 @@ mod tests {
         assert!(Config::default().warm_on_start);
         let off: FileConfig = toml::from_str("warm_on_start = false").unwrap();
         assert!(!Config::resolve(off, None, None).warm_on_start);
+    }
+
+    #[test]
+    fn cache_sizes_come_from_the_file_in_mib_within_bounds() {
+        let d = Config::default();
+        assert_eq!((d.log_cache_bytes, d.read_model_cache_bytes), (512 << 20, 1024 << 20));
+        let file: FileConfig = toml::from_str("log_cache_mb = 2048\nread_model_cache_mb = 3072").unwrap();
+        let c = Config::resolve(file, None, None);
+        assert_eq!((c.log_cache_bytes, c.read_model_cache_bytes), (2048 << 20, 3072 << 20));
+        for bad in ["log_cache_mb = 8", "read_model_cache_mb = 0", "read_model_cache_mb = 2000000"] {
+            let file: FileConfig = toml::from_str(bad).unwrap();
+            let e = Config::resolve_with_tls(file, None, None, None, None).unwrap_err().to_string();
+            let name = bad.split(' ').next().unwrap();
+            assert!(e.contains(name) && e.contains("between 16 and"), "{bad}: {e}");
+        }
     }
 
     #[test]

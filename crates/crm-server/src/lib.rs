@@ -32,7 +32,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let log_dir = config.data_dir.join("eventlog");
     let store = {
         let dir = log_dir.clone();
-        tokio::task::spawn_blocking(move || SledEventStore::open(crm_eventlog::Config::new(dir)))
+        let config = crm_eventlog::Config { cache_capacity: config.log_cache_bytes, ..crm_eventlog::Config::new(dir) };
+        tokio::task::spawn_blocking(move || SledEventStore::open(config))
             .await?
             .with_context(|| format!("opening the event log in {}", log_dir.display()))?
     };

@@ -20,7 +20,7 @@ pub struct WarmReport {
     /// Bytes of the read models' files read.
     pub read_model_bytes: u64,
     pub read_model_seconds: f64,
-    /// Entries of the [`WARM_FIRST`] read models' serving trees walked into sled's cache.
+    /// Entries of the read models' serving trees walked into sled's cache.
     pub tree_entries: u64,
     pub tree_seconds: f64,
 }
@@ -47,7 +47,7 @@ pub const WARM_FIRST: &[&str] = &["customers", "funnel"];
 
 /// Reads the log's stream index (on [`crm_eventlog::WARM_THREADS`] threads) and, beside it,
 /// the read models' files up to `read_model_budget` bytes, [`WARM_FIRST`] first, then the
-/// others smallest first; then walks the [`WARM_FIRST`] read models' serving trees into
+/// others smallest first; then walks the read models' serving trees, in the same order, into
 /// sled's own cache (`ProjectionDb::warm_trees`). Blocking: the server
 /// runs it on a thread of its own as it starts serving, and sets `stop` when it shuts down;
 /// progress goes to the log (`info`). Nothing waits for it, but it competes for the disk and

@@ -167,22 +167,12 @@ impl ProjectionDb {
     pub fn warm_files(&self, first: &[&str], budget: u64, progress: &dyn Fn(u64), stop: &AtomicBool) -> Result<u64> {
         use std::io::Read;
         let Some(root) = &self.inner.root else { return Ok(0) };
-        let names: Vec<String> = self.inner.dbs.lock().expect("databases lock").keys().cloned().collect();
-        let mut files = Vec::new();
-        for name in names {
-            let file = root.join(&name).join(SLED_DATA);
-            if let Ok(meta) = std::fs::metadata(&file) {
-                let rank = first.iter().position(|f| *f == name).unwrap_or(first.len());
-                files.push((rank, meta.len(), file));
-            }
-        }
-        files.sort();
         let (mut read, mut buffer) = (0u64, vec![0u8; 1 << 20]);
-        for (_, len, file) in files {
+        for (name, len) in self.warm_order(first) {
             if read + len > budget {
                 continue;
             }
-            let mut file = std::fs::File::open(&file).map_err(storage)?;
+            let Ok(mut file) = std::fs::File::open(root.join(&name).join(SLED_DATA)) else { continue };
             loop {
                 if stop.load(Ordering::Relaxed) {
                     return Ok(read);
@@ -200,22 +190,40 @@ impl ProjectionDb {
         Ok(read)
     }
 
-    /// Walks the serving trees of read models `names` (in that order; names with no serving
-    /// tree are passed over), so that their pages are in sled's own page cache before the
-    /// first query or live step needs them: reading the files ([`Self::warm_files`]) fills
-    /// only the kernel's cache, and each page sled has not yet materialised still costs a
-    /// read and a decode on first use. sled keeps at most its cache capacity of each; a tree
-    /// larger than that keeps its last part. `progress` is called with the entries walked so
-    /// far each time they pass a multiple of 2^20. Setting `stop` ends it early (before the
-    /// next tree, or within 4,096 entries). Returns the entries and bytes (keys and values)
-    /// walked.
-    pub fn warm_trees(&self, names: &[&str], progress: &dyn Fn(u64), stop: &AtomicBool) -> Result<(u64, u64)> {
+    /// The read models this store has opened, in the order the warm-up takes them: those
+    /// named in `first` in that order, then the others smallest data file first; each with
+    /// its data file's length (0 without one).
+    fn warm_order(&self, first: &[&str]) -> Vec<(String, u64)> {
+        let names: Vec<String> = self.inner.dbs.lock().expect("databases lock").keys().cloned().collect();
+        let mut order: Vec<(usize, u64, String)> = names
+            .into_iter()
+            .map(|name| {
+                let len =
+                    self.inner.root.as_ref().and_then(|root| std::fs::metadata(root.join(&name).join(SLED_DATA)).ok());
+                let rank = first.iter().position(|f| *f == name).unwrap_or(first.len());
+                (rank, len.map_or(0, |m| m.len()), name)
+            })
+            .collect();
+        order.sort();
+        order.into_iter().map(|(_, len, name)| (name, len)).collect()
+    }
+
+    /// Walks the serving tree of every read model this store has opened, those named in
+    /// `first` first, then the others smallest file first (as [`Self::warm_files`]), so that
+    /// their pages are in sled's own page cache before the first query or live step needs
+    /// them: reading the files fills only the kernel's cache, and each page sled has not yet
+    /// materialised still costs a read and a decode on first use. sled keeps at most its
+    /// cache capacity of each database; a larger tree keeps its last part. `progress` is
+    /// called with the entries walked so far each time they pass a multiple of 2^20. Setting
+    /// `stop` ends it early (before the next tree, or within 4,096 entries). Returns the
+    /// entries and bytes (keys and values) walked.
+    pub fn warm_trees(&self, first: &[&str], progress: &dyn Fn(u64), stop: &AtomicBool) -> Result<(u64, u64)> {
         let (mut entries, mut bytes) = (0u64, 0u64);
-        for name in names {
+        for (name, _) in self.warm_order(first) {
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            let Some(tree) = self.serving_tree(name)? else { continue };
+            let Some(tree) = self.serving_tree(&name)? else { continue };
             for item in tree.iter() {
                 let (key, value) = item?;
                 entries += 1;

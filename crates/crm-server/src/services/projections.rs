@@ -53,8 +53,8 @@ impl Projections {
         let live = SpawnOptions { live_interval: config.projection_live_interval };
         let dir = data_dir.join("projections");
         let db = {
-            let path = dir.clone();
-            tokio::task::spawn_blocking(move || ProjectionDb::open(&path))
+            let (path, cache) = (dir.clone(), config.read_model_cache_bytes);
+            tokio::task::spawn_blocking(move || ProjectionDb::open_with_cache(&path, cache))
                 .await?
                 .with_context(|| format!("opening the projections in {}", dir.display()))?
         };

@@ -683,8 +683,8 @@ async fn warming_reads_the_read_models_files_within_the_budget() {
     assert_eq!(ProjectionDb::temporary().unwrap().warm_files(none, u64::MAX, &|_| {}, &go).unwrap(), 0);
 }
 
-/// Warming the trees walks every entry of the named read models' serving trees (a name with
-/// none is passed over) and stops when asked.
+/// Warming the trees walks every entry of every read model's serving tree (a name given
+/// first that has none is passed over) and stops when asked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warming_the_trees_walks_every_entry_of_the_named_serving_trees() {
     use std::sync::atomic::AtomicBool;
@@ -711,9 +711,9 @@ async fn warming_the_trees_walks_every_entry_of_the_named_serving_trees() {
         (entries, bytes)
     };
     let go = AtomicBool::new(false);
-    let both = db.warm_trees(&["two", "missing", "one"], &|_| {}, &go).unwrap();
+    let both = db.warm_trees(&["two", "missing"], &|_| {}, &go).unwrap();
     assert_eq!(both, walked(&["one", "two"]));
     assert!(both.0 > 5_000, "{both:?}");
-    assert_eq!(db.warm_trees(&["two"], &|_| {}, &go).unwrap(), walked(&["two"]));
-    assert_eq!(db.warm_trees(&["one", "two"], &|_| {}, &AtomicBool::new(true)).unwrap(), (0, 0));
+    assert_eq!(db.warm_trees(&[], &|_| {}, &go).unwrap(), both);
+    assert_eq!(db.warm_trees(&["one"], &|_| {}, &AtomicBool::new(true)).unwrap(), (0, 0));
 }
