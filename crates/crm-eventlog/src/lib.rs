@@ -67,8 +67,8 @@ pub mod bench_support {
     }
 }
 pub use sled_store::{
-    Config, LogVerification, SledEventStore, Stats, Warmed, MAX_EVENTS_PER_APPEND, MAX_NAME_LEN, MAX_PAYLOAD_LEN,
-    MAX_STREAM_ID_LEN, WARM_THREADS,
+    Config, LogVerification, SledEventStore, Stats, Warmed, DEFAULT_CACHE_BYTES, MAX_EVENTS_PER_APPEND, MAX_NAME_LEN,
+    MAX_PAYLOAD_LEN, MAX_STREAM_ID_LEN, WARM_THREADS,
 };
 pub use store::EventStore;
 pub use types::{

@@ -55,6 +55,9 @@ const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
 /// How often the checkpoint thread makes sled durable (when anything was applied since).
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The default of [`Config::cache_capacity`]: 512 MiB.
+pub const DEFAULT_CACHE_BYTES: u64 = 512 * 1024 * 1024;
+
 /// Settings of a [`SledEventStore`].
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -69,7 +72,7 @@ pub struct Config {
 impl Config {
     /// Defaults for a store at `path`.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Config { path: path.into(), cache_capacity: 512 * 1024 * 1024, max_group_events: 16 * 1024 }
+        Config { path: path.into(), cache_capacity: DEFAULT_CACHE_BYTES, max_group_events: 16 * 1024 }
     }
 }
 

@@ -34,9 +34,9 @@ pub struct Config {
     /// a read model's lag, and what lets it commit many events in one sled batch under load.
     /// See docs/ARCHITECTURE.md, "Projections".
     pub projection_live_interval: std::time::Duration,
-    /// Read the event log's stream index and the read models' files once after starting, in
-    /// the background, so that the first minutes after a start do not wait for a disk read per
-    /// new stream or read-model page ([`crate::warm`]). On by default.
+    /// Read the event log's stream index, the read models' files and their trees once after
+    /// starting, in the background, so that the first minutes after a start do not wait for a
+    /// disk read per new stream or read-model page ([`crate::warm`]). On by default.
     pub warm_on_start: bool,
     /// sled's page cache of the event log, in bytes (default 512 MiB). Under a sustained
     /// command load the writer reads the stream index of each stream it has not cached;
@@ -47,10 +47,10 @@ pub struct Config {
     pub read_model_cache_bytes: u64,
 }
 
-/// Default of [`Config::log_cache_bytes`], in MiB.
-pub const DEFAULT_LOG_CACHE_MB: u64 = 512;
-/// Default of [`Config::read_model_cache_bytes`], in MiB.
-pub const DEFAULT_READ_MODEL_CACHE_MB: u64 = 1024;
+/// Default of [`Config::log_cache_bytes`], in MiB: the event log's own default.
+pub const DEFAULT_LOG_CACHE_MB: u64 = crm_eventlog::DEFAULT_CACHE_BYTES >> 20;
+/// Default of [`Config::read_model_cache_bytes`], in MiB: the read models' own default.
+pub const DEFAULT_READ_MODEL_CACHE_MB: u64 = crm_projection_runtime::DEFAULT_CACHE_BYTES >> 20;
 
 /// Default of [`Config::projection_live_interval`].
 pub const DEFAULT_PROJECTION_LIVE_INTERVAL_MS: u64 = 20;
@@ -103,9 +103,10 @@ pub struct FileConfig {
     pub projection_live_interval_ms: Option<u64>,
     /// Warm the caches after starting (default true).
     pub warm_on_start: Option<bool>,
-    /// sled's page cache of the event log, in MiB (default 512, at least 16).
+    /// sled's page cache of the event log, in MiB (default 512, from 16 to 1048576).
     pub log_cache_mb: Option<u64>,
-    /// sled's page cache of each read model's database, in MiB (default 1024, at least 16).
+    /// sled's page cache of each read model's database, in MiB (default 1024, from 16 to
+    /// 1048576).
     pub read_model_cache_mb: Option<u64>,
 }
 
@@ -148,7 +149,7 @@ impl Config {
         anyhow::ensure!(interval_ms <= 1000, "projection_live_interval_ms must be at most 1000 (the lag it adds)");
         let cache_mb = |name: &str, value: Option<u64>, default: u64| -> anyhow::Result<u64> {
             let mb = value.unwrap_or(default);
-            anyhow::ensure!((16..=1 << 20).contains(&mb), "{name} must be between 16 and 1048576 (MiB)");
+            anyhow::ensure!((16..=1 << 20).contains(&mb), "{name} = {mb}: must be between 16 and 1048576 (MiB)");
             Ok(mb << 20)
         };
         Ok(Config {
@@ -216,11 +217,14 @@ mod tests {
         let file: FileConfig = toml::from_str("log_cache_mb = 2048\nread_model_cache_mb = 3072").unwrap();
         let c = Config::resolve(file, None, None);
         assert_eq!((c.log_cache_bytes, c.read_model_cache_bytes), (2048 << 20, 3072 << 20));
-        for bad in ["log_cache_mb = 8", "read_model_cache_mb = 0", "read_model_cache_mb = 2000000"] {
+        let edges: FileConfig = toml::from_str("log_cache_mb = 16\nread_model_cache_mb = 1048576").unwrap();
+        let c = Config::resolve(edges, None, None);
+        assert_eq!((c.log_cache_bytes, c.read_model_cache_bytes), (16 << 20, 1 << 40));
+        for bad in ["log_cache_mb = 15", "read_model_cache_mb = 0", "read_model_cache_mb = 1048577"] {
             let file: FileConfig = toml::from_str(bad).unwrap();
             let e = Config::resolve_with_tls(file, None, None, None, None).unwrap_err().to_string();
             let name = bad.split(' ').next().unwrap();
-            assert!(e.contains(name) && e.contains("between 16 and"), "{bad}: {e}");
+            assert!(e.contains(bad) && e.contains("between 16 and 1048576"), "{bad}: {e}");
         }
     }
 

@@ -32,8 +32,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let log_dir = config.data_dir.join("eventlog");
     let store = {
         let dir = log_dir.clone();
-        let config = crm_eventlog::Config { cache_capacity: config.log_cache_bytes, ..crm_eventlog::Config::new(dir) };
-        tokio::task::spawn_blocking(move || SledEventStore::open(config))
+        let log_config =
+            crm_eventlog::Config { cache_capacity: config.log_cache_bytes, ..crm_eventlog::Config::new(dir) };
+        tokio::task::spawn_blocking(move || SledEventStore::open(log_config))
             .await?
             .with_context(|| format!("opening the event log in {}", log_dir.display()))?
     };

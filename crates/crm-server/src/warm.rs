@@ -1,5 +1,5 @@
 //! Warming the caches after a start: the event log's stream index, the read models' files and
-//! the most read trees are read once, so that appends and live read models do not wait for a
+//! their trees are read once, so that appends and live read models do not wait for a
 //! random disk read per stream or page they touch while the caches are cold
 //! (docs/PERFORMANCE.md, eleventh and twelfth sessions).
 
@@ -22,6 +22,8 @@ pub struct WarmReport {
     pub read_model_seconds: f64,
     /// Entries of the read models' serving trees walked into sled's cache.
     pub tree_entries: u64,
+    /// Their bytes (keys and values).
+    pub tree_bytes: u64,
     pub tree_seconds: f64,
 }
 
@@ -51,7 +53,7 @@ pub const WARM_FIRST: &[&str] = &["customers", "funnel"];
 /// sled's own cache (`ProjectionDb::warm_trees`). Blocking: the server
 /// runs it on a thread of its own as it starts serving, and sets `stop` when it shuts down;
 /// progress goes to the log (`info`). Nothing waits for it, but it competes for the disk and
-/// the CPU while it runs (about a minute at 10 M events, docs/PERFORMANCE.md).
+/// the CPU while it runs (about three minutes at 14 M events, docs/PERFORMANCE.md).
 pub fn warm_caches(
     store: &SledEventStore,
     db: &ProjectionDb,
@@ -73,7 +75,7 @@ pub fn warm_caches(
         warmed.read_model_seconds = started.elapsed().as_secs_f64();
         let started = Instant::now();
         let progress = |entries: u64| tracing::info!(entries, "warming the read models' trees");
-        (warmed.tree_entries, _) = db.warm_trees(WARM_FIRST, &progress, stop)?;
+        (warmed.tree_entries, warmed.tree_bytes) = db.warm_trees(WARM_FIRST, &progress, stop);
         warmed.tree_seconds = started.elapsed().as_secs_f64();
         let (index, seconds) = index.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
         (warmed.index_entries, warmed.index_bytes, warmed.index_seconds) = (index.entries, index.bytes, seconds);
@@ -87,6 +89,7 @@ pub fn warm_caches(
         read_model_megabytes = warmed.read_model_bytes >> 20,
         read_model_seconds = warmed.read_model_seconds,
         tree_entries = warmed.tree_entries,
+        tree_megabytes = warmed.tree_bytes >> 20,
         tree_seconds = warmed.tree_seconds,
         "{what}"
     );

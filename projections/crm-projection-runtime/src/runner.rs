@@ -161,18 +161,18 @@ impl ProjectionDb {
     /// that would take the bytes read past `budget` (see the server's
     /// `warm::read_model_budget`): reading more than the page cache can hold only pushes out
     /// what was read before. The read models are those this store has opened (every one on
-    /// disk is opened with it). `progress` is called with the bytes read so far each time
-    /// they pass a multiple of a GiB. Setting `stop` ends it early (within a MiB). Returns
-    /// the bytes read; a temporary store reads nothing.
+    /// disk is opened with it); one without a data file is passed over. `progress` is called
+    /// with the bytes read so far each time they pass a multiple of a GiB. Setting `stop` ends
+    /// it early (within a MiB). Returns the bytes read; a temporary store reads nothing.
     pub fn warm_files(&self, first: &[&str], budget: u64, progress: &dyn Fn(u64), stop: &AtomicBool) -> Result<u64> {
         use std::io::Read;
         let Some(root) = &self.inner.root else { return Ok(0) };
         let (mut read, mut buffer) = (0u64, vec![0u8; 1 << 20]);
         for (name, len) in self.warm_order(first) {
-            if read + len > budget {
+            if !len.is_some_and(|len| read + len <= budget) {
                 continue;
             }
-            let Ok(mut file) = std::fs::File::open(root.join(&name).join(SLED_DATA)) else { continue };
+            let mut file = std::fs::File::open(root.join(&name).join(SLED_DATA)).map_err(storage)?;
             loop {
                 if stop.load(Ordering::Relaxed) {
                     return Ok(read);
@@ -192,16 +192,16 @@ impl ProjectionDb {
 
     /// The read models this store has opened, in the order the warm-up takes them: those
     /// named in `first` in that order, then the others smallest data file first; each with
-    /// its data file's length (0 without one).
-    fn warm_order(&self, first: &[&str]) -> Vec<(String, u64)> {
+    /// its data file's length (`None` without one, as in a temporary store).
+    fn warm_order(&self, first: &[&str]) -> Vec<(String, Option<u64>)> {
         let names: Vec<String> = self.inner.dbs.lock().expect("databases lock").keys().cloned().collect();
-        let mut order: Vec<(usize, u64, String)> = names
+        let mut order: Vec<(usize, Option<u64>, String)> = names
             .into_iter()
             .map(|name| {
-                let len =
-                    self.inner.root.as_ref().and_then(|root| std::fs::metadata(root.join(&name).join(SLED_DATA)).ok());
+                let file = self.inner.root.as_ref().map(|root| root.join(&name).join(SLED_DATA));
+                let len = file.and_then(|file| std::fs::metadata(file).ok()).map(|m| m.len());
                 let rank = first.iter().position(|f| *f == name).unwrap_or(first.len());
-                (rank, len.map_or(0, |m| m.len()), name)
+                (rank, len, name)
             })
             .collect();
         order.sort();
@@ -212,31 +212,48 @@ impl ProjectionDb {
     /// `first` first, then the others smallest file first (as [`Self::warm_files`]), so that
     /// their pages are in sled's own page cache before the first query or live step needs
     /// them: reading the files fills only the kernel's cache, and each page sled has not yet
-    /// materialised still costs a read and a decode on first use. sled keeps at most its
-    /// cache capacity of each database; a larger tree keeps its last part. `progress` is
-    /// called with the entries walked so far each time they pass a multiple of 2^20. Setting
-    /// `stop` ends it early (before the next tree, or within 4,096 entries). Returns the
-    /// entries and bytes (keys and values) walked.
-    pub fn warm_trees(&self, first: &[&str], progress: &dyn Fn(u64), stop: &AtomicBool) -> Result<(u64, u64)> {
+    /// materialised still costs a read and a decode on first use. So each database's cache
+    /// fills up to its capacity at start instead of with use; a tree larger than that keeps
+    /// its last part (the measured runs walked whole trees, docs/PERFORMANCE.md, twelfth
+    /// session). A tree that cannot be read (dropped by a rebuild's swap while it was walked, say) is logged
+    /// and passed over. `progress` is called with the entries walked so far each time they
+    /// pass a multiple of 2^20. Setting `stop` ends it early (before the next tree, or within
+    /// 4,096 entries). Returns the entries and bytes (keys and values) walked.
+    pub fn warm_trees(&self, first: &[&str], progress: &dyn Fn(u64), stop: &AtomicBool) -> (u64, u64) {
         let (mut entries, mut bytes) = (0u64, 0u64);
         for (name, _) in self.warm_order(first) {
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            let Some(tree) = self.serving_tree(&name)? else { continue };
+            let tree = match self.serving_tree(&name) {
+                Ok(Some(tree)) => tree,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(projection = %name, error = %e, "not warmed: its serving tree cannot be opened");
+                    continue;
+                }
+            };
+            let mut tree_bytes = 0u64;
             for item in tree.iter() {
-                let (key, value) = item?;
+                let (key, value) = match item {
+                    Ok(entry) => entry,
+                    Err(e) => {
+                        tracing::warn!(projection = %name, error = %e, "warming stopped for this tree: it cannot be read");
+                        break;
+                    }
+                };
                 entries += 1;
-                bytes += (key.len() + value.len()) as u64;
+                tree_bytes += (key.len() + value.len()) as u64;
                 if entries % (1 << 12) == 0 && stop.load(Ordering::Relaxed) {
-                    return Ok((entries, bytes));
+                    return (entries, bytes + tree_bytes);
                 }
                 if entries % (1 << 20) == 0 {
                     progress(entries);
                 }
             }
+            bytes += tree_bytes;
         }
-        Ok((entries, bytes))
+        (entries, bytes)
     }
 
     /// The serving tree of projection `name`, for operators' repair tools and tests; writing
