@@ -127,7 +127,7 @@ enum Cmd {
         #[arg(long, default_value_t = 1024)]
         projection_cache_mb: u64,
         /// Warm the caches first as the server does after it starts (the log's stream index,
-        /// the read models' files), and start the writers once that is done.
+        /// the read models' files and trees), and start the writers once that is done.
         #[arg(long)]
         warm: bool,
     },
