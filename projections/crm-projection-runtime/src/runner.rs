@@ -169,7 +169,7 @@ impl ProjectionDb {
         let Some(root) = &self.inner.root else { return Ok(0) };
         let (mut read, mut buffer) = (0u64, vec![0u8; 1 << 20]);
         for (name, len) in self.warm_order(first) {
-            if !len.is_some_and(|len| read + len <= budget) {
+            if len.is_none_or(|len| read + len > budget) {
                 continue;
             }
             let mut file = std::fs::File::open(root.join(&name).join(SLED_DATA)).map_err(storage)?;
