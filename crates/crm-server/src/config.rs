@@ -223,7 +223,6 @@ mod tests {
         for bad in ["log_cache_mb = 15", "read_model_cache_mb = 0", "read_model_cache_mb = 1048577"] {
             let file: FileConfig = toml::from_str(bad).unwrap();
             let e = Config::resolve_with_tls(file, None, None, None, None).unwrap_err().to_string();
-            let name = bad.split(' ').next().unwrap();
             assert!(e.contains(bad) && e.contains("between 16 and 1048576"), "{bad}: {e}");
         }
     }
