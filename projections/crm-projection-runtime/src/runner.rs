@@ -215,10 +215,11 @@ impl ProjectionDb {
     /// materialised still costs a read and a decode on first use. So each database's cache
     /// fills up to its capacity at start instead of with use; a tree larger than that keeps
     /// its last part (the measured runs walked whole trees, docs/PERFORMANCE.md, twelfth
-    /// session). A tree that cannot be read (dropped by a rebuild's swap while it was walked, say) is logged
-    /// and passed over. `progress` is called with the entries walked so far each time they
-    /// pass a multiple of 2^20. Setting `stop` ends it early (before the next tree, or within
-    /// 4,096 entries). Returns the entries and bytes (keys and values) walked.
+    /// session). A tree that cannot be read (dropped by a rebuild's swap while it was
+    /// walked, say) is logged and passed over. `progress` is called with the entries walked
+    /// so far each time they pass a multiple of 2^20. Setting `stop` ends it early (before
+    /// the next tree, or within 4,096 entries). Returns the entries and bytes (keys and
+    /// values) walked.
     pub fn warm_trees(&self, first: &[&str], progress: &dyn Fn(u64), stop: &AtomicBool) -> (u64, u64) {
         let (mut entries, mut bytes) = (0u64, 0u64);
         for (name, _) in self.warm_order(first) {
