@@ -9,6 +9,7 @@ mod full_disk;
 mod limits;
 mod model;
 mod sled_isolation;
+mod snapshot;
 mod stream_positions;
 mod subscription;
 mod support;

@@ -563,8 +563,8 @@ fn write_snapshot(config: &RunningConfig, snapshot: &Snapshot) -> Result<()> {
 
     trace!("renamed snapshot to {}", path_2.to_string_lossy());
 
-    // clean up any old snapshots
-    let candidates = config.get_snapshot_files()?;
+    // clean up any old snapshots, and any a crash left half-written (patch 3)
+    let candidates = config.get_all_snapshot_files()?;
     for path in candidates {
         let path_str = path.file_name().unwrap().to_str().unwrap();
         if !path_2.to_string_lossy().ends_with(&*path_str) {
