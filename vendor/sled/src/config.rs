@@ -818,11 +818,10 @@ impl Drop for Inner {
 }
 
 impl RunningConfig {
-    // returns the snapshot file paths for this system
-    #[doc(hidden)]
     /// Completed snapshot files. A `snap.<lsn>.generating` file is one that a crash or a
     /// failed write (a full disk) left before its rename: never complete, so never read
     /// (patch 3, see PATCHES.md).
+    #[doc(hidden)]
     pub fn get_snapshot_files(&self) -> io::Result<Vec<PathBuf>> {
         Ok(self
             .get_all_snapshot_files()?
@@ -832,6 +831,7 @@ impl RunningConfig {
     }
 
     /// Every snapshot file, completed or left half-written (`.generating`).
+    #[doc(hidden)]
     pub fn get_all_snapshot_files(&self) -> io::Result<Vec<PathBuf>> {
         let path = self.get_path().join("snap.");
 
