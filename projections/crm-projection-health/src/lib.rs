@@ -14,9 +14,9 @@
 //!   takes them as input, so this crate does not repeat its logic.
 //!
 //! Every count is kept in three scopes (all `*`, region `r:<region>`, owner `o:<owner>`),
-//! so an answer reads one key (and the duplicate pairs' customers) whatever the size of the base, and a regional
-//! manager or a salesperson can be answered about their own records only. Leads are
-//! counted in the `*` and region (at capture) scopes.
+//! so an answer reads one key (and the duplicate pairs' customers) whatever the size of the
+//! base, and a regional manager or a salesperson can be answered about their own records
+//! only. Leads are counted in the `*` and region (at capture) scopes.
 //!
 //! Keys: `c/<customer>` the [`CustomerHealth`]; `s/<scope>` the non-zero counts of one
 //! scope by counter, where the counter is `live`, `field:<name>`, `flag:<name>`, `leads` or

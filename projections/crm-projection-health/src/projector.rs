@@ -268,8 +268,8 @@ impl Projector for HealthProjector {
 
     /// The customer record an event changes and, once that is in memory (the runner's
     /// second round), the scopes of the counters it leaves or joins ([`moved`], as `change`
-    /// computes them); a new customer's and a lead's scopes. After a restart the counters are not in
-    /// memory, and reading them one by one inside the fold held the live build seconds
+    /// computes them); a new customer's and a lead's scopes. After a restart the counters are
+    /// not in memory, and reading them one by one inside the fold held the live build seconds
     /// behind (docs/PERFORMANCE.md).
     fn prefetch(
         &self,
