@@ -45,12 +45,19 @@ pub struct Config {
     /// sled's page cache of each read model's database, in bytes (default 1 GiB; seven read
     /// models). A live step's pages outside it are read from the files.
     pub read_model_cache_bytes: u64,
+    /// Memory each read model's build holds before it commits, in bytes (default 1 GiB,
+    /// estimated). A rebuild, verification or first build keeps what it changes in memory up
+    /// to this; past it, it commits and reads its tree again. Seven first builds at once may
+    /// hold seven times it; a larger bound makes a rebuild faster where memory allows.
+    pub build_cache_bytes: u64,
 }
 
 /// Default of [`Config::log_cache_bytes`], in MiB: the event log's own default.
 pub const DEFAULT_LOG_CACHE_MB: u64 = crm_eventlog::DEFAULT_CACHE_BYTES >> 20;
 /// Default of [`Config::read_model_cache_bytes`], in MiB: the read models' own default.
 pub const DEFAULT_READ_MODEL_CACHE_MB: u64 = crm_projection_runtime::DEFAULT_CACHE_BYTES >> 20;
+/// Default of [`Config::build_cache_bytes`], in MiB: the read models' own default.
+pub const DEFAULT_BUILD_CACHE_MB: u64 = crm_projection_runtime::DEFAULT_BUILD_CACHE_BYTES >> 20;
 
 /// Default of [`Config::projection_live_interval`].
 pub const DEFAULT_PROJECTION_LIVE_INTERVAL_MS: u64 = 20;
@@ -78,6 +85,7 @@ impl Default for Config {
             warm_on_start: true,
             log_cache_bytes: DEFAULT_LOG_CACHE_MB << 20,
             read_model_cache_bytes: DEFAULT_READ_MODEL_CACHE_MB << 20,
+            build_cache_bytes: DEFAULT_BUILD_CACHE_MB << 20,
         }
     }
 }
@@ -108,6 +116,9 @@ pub struct FileConfig {
     /// sled's page cache of each read model's database, in MiB (default 1024, from 16 to
     /// 1048576).
     pub read_model_cache_mb: Option<u64>,
+    /// Memory each read model's build holds before it commits, in MiB (default 1024, from 16
+    /// to 1048576).
+    pub build_cache_mb: Option<u64>,
 }
 
 impl FileConfig {
@@ -159,6 +170,7 @@ impl Config {
                 file.read_model_cache_mb,
                 DEFAULT_READ_MODEL_CACHE_MB,
             )?,
+            build_cache_bytes: cache_mb("build_cache_mb", file.build_cache_mb, DEFAULT_BUILD_CACHE_MB)?,
             escalation_after_days,
             projection_live_interval: std::time::Duration::from_millis(interval_ms),
             listen: listen.or(file.listen).unwrap_or(d.listen),
@@ -213,14 +225,24 @@ mod tests {
     #[test]
     fn cache_sizes_come_from_the_file_in_mib_within_bounds() {
         let d = Config::default();
-        assert_eq!((d.log_cache_bytes, d.read_model_cache_bytes), (512 << 20, 1024 << 20));
-        let file: FileConfig = toml::from_str("log_cache_mb = 2048\nread_model_cache_mb = 3072").unwrap();
+        assert_eq!(
+            (d.log_cache_bytes, d.read_model_cache_bytes, d.build_cache_bytes),
+            (512 << 20, 1024 << 20, 1024 << 20)
+        );
+        let file: FileConfig =
+            toml::from_str("log_cache_mb = 2048\nread_model_cache_mb = 3072\nbuild_cache_mb = 4096").unwrap();
         let c = Config::resolve(file, None, None);
-        assert_eq!((c.log_cache_bytes, c.read_model_cache_bytes), (2048 << 20, 3072 << 20));
-        let edges: FileConfig = toml::from_str("log_cache_mb = 16\nread_model_cache_mb = 1048576").unwrap();
+        assert_eq!(
+            (c.log_cache_bytes, c.read_model_cache_bytes, c.build_cache_bytes),
+            (2048 << 20, 3072 << 20, 4096 << 20)
+        );
+        let edges: FileConfig =
+            toml::from_str("log_cache_mb = 16\nread_model_cache_mb = 1048576\nbuild_cache_mb = 16").unwrap();
         let c = Config::resolve(edges, None, None);
-        assert_eq!((c.log_cache_bytes, c.read_model_cache_bytes), (16 << 20, 1 << 40));
-        for bad in ["log_cache_mb = 15", "read_model_cache_mb = 0", "read_model_cache_mb = 1048577"] {
+        assert_eq!((c.log_cache_bytes, c.read_model_cache_bytes, c.build_cache_bytes), (16 << 20, 1 << 40, 16 << 20));
+        for bad in
+            ["log_cache_mb = 15", "read_model_cache_mb = 0", "read_model_cache_mb = 1048577", "build_cache_mb = 8"]
+        {
             let file: FileConfig = toml::from_str(bad).unwrap();
             let e = Config::resolve_with_tls(file, None, None, None, None).unwrap_err().to_string();
             assert!(e.contains(bad) && e.contains("between 16 and 1048576"), "{bad}: {e}");

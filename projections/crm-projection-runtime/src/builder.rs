@@ -185,6 +185,12 @@ impl<P: Projector> Builder<P> {
         Ok(Builder { projector, tree, meta, seen_rules: None, applied, chunked, cache: Cache::new(fresh), abandon })
     }
 
+    /// Bounds the memory of this build's cache (see [`crate::ProjectionDb::set_build_cache_bytes`]).
+    pub(crate) fn with_cache_limit(mut self, bytes: u64) -> Self {
+        self.cache.set_limit(usize::try_from(bytes).unwrap_or(usize::MAX));
+        self
+    }
+
     /// The flag that makes a step of this build stop early (set by the runner as it stops).
     pub(crate) fn abandon_flag(&self) -> Arc<AtomicBool> {
         self.abandon.clone()

@@ -45,7 +45,8 @@ pub use projector::{
 };
 pub use runner::{
     current_rules, spawn, spawn_with, Difference, ProjectionDb, ProjectionHandle, ProjectionStatus, Reader,
-    RebuildProgress, RebuildSummary, RunState, SpawnOptions, VerifyReport, DEFAULT_CACHE_BYTES,
+    RebuildProgress, RebuildSummary, RunState, SpawnOptions, VerifyReport, DEFAULT_BUILD_CACHE_BYTES,
+    DEFAULT_CACHE_BYTES,
 };
 pub use stats::histogram_median;
 

@@ -740,7 +740,7 @@ pub(crate) struct Cache<V> {
     /// Estimated memory of the key copies in `dirty` not counted in `bytes`; freed, and
     /// reset, by every commit.
     copy_bytes: usize,
-    /// The bound: [`CACHE_BYTES`] (smaller in tests).
+    /// The bound: [`CACHE_BYTES`] unless set ([`crate::ProjectionDb::set_build_cache_bytes`]).
     limit: usize,
 }
 
@@ -864,7 +864,12 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
         self.bytes + self.copy_bytes + self.slots.len() * per_value
     }
 
-    /// Whether the cache holds more than [`CACHE_BYTES`].
+    /// Sets the bound (default [`CACHE_BYTES`]).
+    pub(crate) fn set_limit(&mut self, bytes: usize) {
+        self.limit = bytes;
+    }
+
+    /// Whether the cache holds more than its bound.
     pub(crate) fn is_full(&mut self) -> bool {
         self.estimated_bytes() > self.limit
     }

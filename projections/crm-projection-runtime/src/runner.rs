@@ -32,6 +32,10 @@ const MAX_REPORTED_DIFFERENCES: usize = 1000;
 /// The default page cache of each read model's database: sled's own default, 1 GiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 1024 * 1024 * 1024;
 
+/// The default bound of the memory a build far behind (a rebuild, a verification, a first
+/// build or a long catch-up) holds before it commits: 1 GiB, estimated.
+pub const DEFAULT_BUILD_CACHE_BYTES: u64 = crate::projector::CACHE_BYTES as u64;
+
 /// The read models' storage, apart from the event log: a directory holding one sled
 /// database per read model (`<path>/<name>`), each with its builds' trees (`<name>/<generation>`)
 /// and its catalog entry (`active/<name>`) in its default tree.
@@ -50,6 +54,8 @@ struct DbInner {
     /// The directory; `None` for a temporary store (each database removed when dropped).
     root: Option<std::path::PathBuf>,
     cache_bytes: u64,
+    /// See [`ProjectionDb::set_build_cache_bytes`].
+    build_cache_bytes: std::sync::atomic::AtomicU64,
     dbs: Mutex<std::collections::BTreeMap<String, sled::Db>>,
 }
 
@@ -81,7 +87,12 @@ impl ProjectionDb {
     pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Self> {
         std::fs::create_dir_all(path).map_err(storage)?;
         let db = ProjectionDb {
-            inner: Arc::new(DbInner { root: Some(path.to_owned()), cache_bytes, dbs: Mutex::default() }),
+            inner: Arc::new(DbInner {
+                root: Some(path.to_owned()),
+                cache_bytes,
+                build_cache_bytes: DEFAULT_BUILD_CACHE_BYTES.into(),
+                dbs: Mutex::default(),
+            }),
         };
         db.convert_single_database(path)?;
         // Open the read models that exist now, so an open that races the previous opening's
@@ -100,8 +111,29 @@ impl ProjectionDb {
     /// A temporary store, removed when dropped (tests).
     pub fn temporary() -> Result<Self> {
         Ok(ProjectionDb {
-            inner: Arc::new(DbInner { root: None, cache_bytes: DEFAULT_CACHE_BYTES, dbs: Mutex::default() }),
+            inner: Arc::new(DbInner {
+                root: None,
+                cache_bytes: DEFAULT_CACHE_BYTES,
+                build_cache_bytes: DEFAULT_BUILD_CACHE_BYTES.into(),
+                dbs: Mutex::default(),
+            }),
         })
+    }
+
+    /// Bounds the memory of each build opened from now on (default
+    /// [`DEFAULT_BUILD_CACHE_BYTES`]). A build far behind keeps the state it changes in memory
+    /// and writes it when it reaches its target or passes this bound (estimated from the
+    /// values' encoded size); past it, it commits, forgets what it held, and reads its tree
+    /// for keys it needs again. Seven read models building at once (a first start on a
+    /// large log) may hold up to seven times it; one rebuild after a rules change holds it
+    /// once, so a larger bound buys a faster rebuild where memory allows (docs/OPERATIONS.md).
+    pub fn set_build_cache_bytes(&self, bytes: u64) {
+        self.inner.build_cache_bytes.store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The bound [`Self::set_build_cache_bytes`] set.
+    pub fn build_cache_bytes(&self) -> u64 {
+        self.inner.build_cache_bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The database of read model `name`, opened (and created) on first use.
@@ -732,7 +764,8 @@ pub fn spawn_with<P: Projector>(
         db.set_active_generation(name, generation)?;
     }
     let active = Builder::open(projector.clone(), tree.clone(), rules.clone(), false)
-        .map_err(|f| Error::Storage(format!("opening projection `{name}`: {}", f.detail)))?;
+        .map_err(|f| Error::Storage(format!("opening projection `{name}`: {}", f.detail)))?
+        .with_cache_limit(db.build_cache_bytes());
     let mut pending = VecDeque::new();
     let frozen = frozen_by(&*projector, active.meta.version);
     if active.meta.version != projector.version() {
@@ -949,8 +982,12 @@ impl<P: Projector> Runner<P> {
                 Purpose::Verify(reply),
             ),
         };
-        let opened =
-            tree.and_then(|tree| Builder::open(self.projector.clone(), tree, rules, true).map_err(|f| f.detail));
+        let limit = self.db.build_cache_bytes();
+        let opened = tree.and_then(|tree| {
+            Builder::open(self.projector.clone(), tree, rules, true)
+                .map(|b| b.with_cache_limit(limit))
+                .map_err(|f| f.detail)
+        });
         let builder = match opened {
             Ok(b) => b,
             Err(detail) => {

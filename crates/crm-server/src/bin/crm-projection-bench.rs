@@ -77,6 +77,9 @@ enum Cmd {
         /// sled page cache of the fresh read-model database, in MiB.
         #[arg(long, default_value_t = 1024)]
         projection_cache_mb: u64,
+        /// Memory a build holds before it commits, in MiB (the server's `build_cache_mb`).
+        #[arg(long, default_value_t = crm_projection_runtime::DEFAULT_BUILD_CACHE_BYTES >> 20)]
+        build_cache_mb: u64,
     },
     /// Starts the server in-process on `<dir>` and measures query latency with concurrent
     /// gRPC clients (ListCustomers and GetFunnel with random filters).
@@ -126,6 +129,9 @@ enum Cmd {
         /// sled page cache of each read model's database, in MiB.
         #[arg(long, default_value_t = 1024)]
         projection_cache_mb: u64,
+        /// Memory each build holds before it commits, in MiB (the server's `build_cache_mb`).
+        #[arg(long, default_value_t = crm_projection_runtime::DEFAULT_BUILD_CACHE_BYTES >> 20)]
+        build_cache_mb: u64,
         /// Warm the caches first as the server does after it starts (the log's stream index,
         /// the read models' files and trees), and start the writers once that is done.
         #[arg(long)]
@@ -144,14 +150,16 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Generate { dir, commands, seed, users, new_customer_permille } => {
             generate(&dir, commands, seed, users, new_customer_permille).await
         }
-        Cmd::Rebuild { dir, only, shadow, log_cache_mb, projection_cache_mb } => {
-            rebuild(&dir, only.as_deref(), shadow, (log_cache_mb << 20, projection_cache_mb << 20)).await
+        Cmd::Rebuild { dir, only, shadow, log_cache_mb, projection_cache_mb, build_cache_mb } => {
+            let caches = (log_cache_mb << 20, projection_cache_mb << 20, build_cache_mb << 20);
+            rebuild(&dir, only.as_deref(), shadow, caches).await
         }
         Cmd::Query { dir, clients, seconds, server_bin, rate, write_rate, no_warm } => {
             query(&dir, clients, seconds, server_bin.as_deref(), rate, write_rate, !no_warm).await
         }
-        Cmd::Lag { dir, rate, seconds, rules_change_at, log_cache_mb, projection_cache_mb, warm } => {
-            lag(&dir, rate, seconds, rules_change_at, (log_cache_mb << 20, projection_cache_mb << 20), warm).await
+        Cmd::Lag { dir, rate, seconds, rules_change_at, log_cache_mb, projection_cache_mb, build_cache_mb, warm } => {
+            let caches = (log_cache_mb << 20, projection_cache_mb << 20, build_cache_mb << 20);
+            lag(&dir, rate, seconds, rules_change_at, caches, warm).await
         }
     }
 }
@@ -251,7 +259,7 @@ async fn rebuild(
     dir: &Path,
     only: Option<&str>,
     shadow: bool,
-    (log_cache, projection_cache): (u64, u64),
+    (log_cache, projection_cache, build_cache): (u64, u64, u64),
 ) -> anyhow::Result<()> {
     let store = open_store(dir, Some(log_cache))?;
     let head = store.committed_head();
@@ -263,6 +271,7 @@ async fn rebuild(
         let scratch = dir.join(format!("bench-rebuild-{name}"));
         let _ = std::fs::remove_dir_all(&scratch);
         let db = ProjectionDb::open_with_cache(&scratch, projection_cache)?;
+        db.set_build_cache_bytes(build_cache);
         let started = Instant::now();
         let cpu = cpu_seconds("self");
         let handle = match name {
@@ -600,11 +609,12 @@ async fn lag(
     rate: u64,
     seconds: u64,
     rules_change_at: Option<u64>,
-    (log_cache, projection_cache): (u64, u64),
+    (log_cache, projection_cache, build_cache): (u64, u64, u64),
     warm: bool,
 ) -> anyhow::Result<()> {
     let store = open_store(dir, Some(log_cache))?;
     let db = ProjectionDb::open_with_cache(&dir.join("projections"), projection_cache)?;
+    db.set_build_cache_bytes(build_cache);
     if warm {
         let (store, db) = (store.clone(), db.clone());
         let w = tokio::task::spawn_blocking(move || {

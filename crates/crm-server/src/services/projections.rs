@@ -58,6 +58,7 @@ impl Projections {
                 .await?
                 .with_context(|| format!("opening the projections in {}", dir.display()))?
         };
+        db.set_build_cache_bytes(config.build_cache_bytes);
         let calendar = Calendar::china_2026();
         let customers =
             spawn_with(&db, store.clone(), CustomersProjector, live).context("starting the customers projection")?;

@@ -263,6 +263,50 @@ async fn builds_written_in_chunks_equal_a_fold_of_the_log() {
     handle.stop().await;
 }
 
+/// A build holds what it changes in memory up to the database's build cache bound, then
+/// commits and goes on: held at the last event of a first build, a build with a 16 KiB bound
+/// has already committed (and serves) part of the log, while one with the default bound has
+/// committed nothing. Both end equal to a fold of the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_commits_when_it_passes_the_build_cache_bound() {
+    let log = TempLog::new();
+    let mut g = Generator::new(GeneratorConfig { seed: 12, new_customer_permille: Some(1000), ..Default::default() });
+    // Far behind (over 16,384 events: a build nearer the head commits at every step), and
+    // several chunks of 4,096 events (a build checks its bound after each).
+    let generated: Vec<_> = (0..20_000).map(|_| g.next_command()).collect();
+    append_all(&log.store, &generated).await;
+    let head = log.store.committed_head();
+    for (bound, committed_before_the_end) in [(Some(16u64 << 10), true), (None, false)] {
+        let gate: Gate = std::sync::Arc::new((std::sync::Mutex::new((false, false)), std::sync::Condvar::new()));
+        let opener = OpenOnDrop(gate.clone());
+        let projector = Gated {
+            counting: Counting::new("counting"),
+            hold: head..=head,
+            gate: gate.clone(),
+            held: Default::default(),
+        };
+        let db = ProjectionDb::temporary().unwrap();
+        if let Some(bytes) = bound {
+            db.set_build_cache_bytes(bytes);
+        }
+        assert_eq!(db.build_cache_bytes(), bound.unwrap_or(crm_projection_runtime::DEFAULT_BUILD_CACHE_BYTES));
+        let handle = spawn(&db, log.store.clone(), projector.clone()).unwrap();
+        until_held(&gate).await;
+        let (position, reader) = (handle.status().position, handle.reader());
+        drop(opener);
+        if committed_before_the_end {
+            assert!(0 < position && position < head, "{bound:?}: committed up to {position} of {head}");
+            assert_eq!(reader.get::<u64>(b"total").unwrap(), Some(position), "the committed part serves");
+        } else {
+            assert_eq!(position, 0, "{bound:?}: everything held in memory until the end");
+        }
+        settle(&handle, &projector, &log.store).await;
+        let rebuilt = fold_all(&projector, &Default::default(), &all_events(&log.store));
+        assert_eq!(dump(&handle.reader().tree), rebuilt, "{bound:?}");
+        handle.stop().await;
+    }
+}
+
 type Gate = std::sync::Arc<(std::sync::Mutex<(bool, bool)>, std::sync::Condvar)>;
 
 /// Counts like [`Counting`], but applying an event at a position in `hold` waits until the
