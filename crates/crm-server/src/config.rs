@@ -48,7 +48,8 @@ pub struct Config {
     /// Memory each read model's build holds before it commits, in bytes (default 1 GiB,
     /// estimated). A rebuild, verification or first build keeps what it changes in memory up
     /// to this; past it, it commits and reads its tree again. Seven first builds at once may
-    /// hold seven times it; a larger bound makes a rebuild faster where memory allows.
+    /// hold seven times it; a larger bound makes a rebuild faster where memory allows. A read
+    /// model following live keeps at most 1 GiB (or this, if smaller) cached between steps.
     pub build_cache_bytes: u64,
 }
 

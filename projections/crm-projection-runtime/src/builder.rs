@@ -7,7 +7,7 @@ use crm_domain::{DecodeError, Event, Rules};
 use crm_eventlog::{RecordedEvent, SledEventStore};
 use serde::{Deserialize, Serialize};
 
-use crate::projector::{decode_value, encode_value, Cache, Projector, META_KEY, SPILL_KEY};
+use crate::projector::{decode_value, encode_value, Cache, Projector, CACHE_BYTES, META_KEY, SPILL_KEY};
 
 /// Commits of more keys than this, by a build that serves nothing yet, go to sled as single
 /// inserts between a [`SPILL_KEY`] marker and the checkpoint instead of one atomic batch.
@@ -149,6 +149,8 @@ pub(crate) struct Builder<P: Projector> {
     /// tree): a large commit may go to sled as single inserts, bracketed by [`SPILL_KEY`].
     chunked: bool,
     cache: Cache<P::Value>,
+    /// The bound of `cache` while this build is far behind ([`Builder::with_cache_limit`]).
+    cache_limit: usize,
     /// Set by the runner when it stops while a step of this build is in flight (a shadow
     /// nobody will use): the step ends at its next read of the log, or within its chunked
     /// write, instead of applying and writing the rest.
@@ -182,12 +184,24 @@ impl<P: Projector> Builder<P> {
         let applied = (meta.position, meta.last_recorded_at_micros);
         let chunked = shadow || fresh;
         let abandon = Arc::new(AtomicBool::new(false));
-        Ok(Builder { projector, tree, meta, seen_rules: None, applied, chunked, cache: Cache::new(fresh), abandon })
+        Ok(Builder {
+            projector,
+            tree,
+            meta,
+            seen_rules: None,
+            applied,
+            chunked,
+            cache: Cache::new(fresh),
+            cache_limit: CACHE_BYTES,
+            abandon,
+        })
     }
 
-    /// Bounds the memory of this build's cache (see [`crate::ProjectionDb::set_build_cache_bytes`]).
+    /// Bounds the memory of this build's cache while it is far behind (see
+    /// [`crate::ProjectionDb::set_build_cache_bytes`]); following live it keeps at most
+    /// [`CACHE_BYTES`] (or this, if smaller).
     pub(crate) fn with_cache_limit(mut self, bytes: u64) -> Self {
-        self.cache.set_limit(usize::try_from(bytes).unwrap_or(usize::MAX));
+        self.cache_limit = usize::try_from(bytes).unwrap_or(usize::MAX);
         self
     }
 
@@ -222,6 +236,12 @@ impl<P: Projector> Builder<P> {
         commit: Commit,
     ) -> Result<StepOutcome, Failure> {
         self.seen_rules = None;
+        // A live read model's clean entries stay cached between steps up to the bound: a
+        // larger bound for builds far behind is not kept for good by seven live read models.
+        self.cache.set_limit(match commit {
+            Commit::EveryStep => self.cache_limit.min(CACHE_BYTES),
+            Commit::WhenDone => self.cache_limit,
+        });
         let target = up_to.min(store.committed_head());
         let mut progress = Progress { position: self.applied.0, last_recorded: self.applied.1, applied: 0 };
         // The last position this step may apply.
@@ -405,8 +425,8 @@ impl<P: Projector> Builder<P> {
     fn write(&mut self, meta: &Meta) -> Result<(), String> {
         let storage = |e: sled::Error| e.to_string();
         let started = std::time::Instant::now();
-        let cache_estimate = self.cache.estimated_bytes();
         let entries = self.cache.drain();
+        let cache_estimate = self.cache.drained_estimate();
         let drained = started.elapsed().as_secs_f64();
         let count = entries.len();
         // Also the last commit of such a build, made as a live step once it is near the head.
@@ -461,6 +481,30 @@ mod tests {
     use super::*;
     use crate::fixtures::{Generator, GeneratorConfig};
     use crate::testing::{all_events, append_all, dump, fold_all, Counting, TempLog};
+
+    /// The bound set for builds far behind holds while a step commits when done; a step that
+    /// commits every time (following live) keeps at most the default, so a large bound for
+    /// rebuilds is not held for good by every live read model.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_live_step_caps_the_cache_at_the_default_bound() {
+        let log = TempLog::new();
+        let mut g = Generator::new(GeneratorConfig { seed: 6, ..Default::default() });
+        let commands: Vec<_> = (0..40).map(|_| g.next_command()).collect();
+        append_all(&log.store, &commands).await;
+        let head = log.store.committed_head();
+        let projector = Arc::new(Counting::new("counting"));
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("counting/1").unwrap();
+        for (bound, far, live) in [(4 * CACHE_BYTES, 4 * CACHE_BYTES, CACHE_BYTES), (1 << 20, 1 << 20, 1 << 20)] {
+            let mut builder = Builder::open(projector.clone(), tree.clone(), Rules::default(), false)
+                .unwrap()
+                .with_cache_limit(bound as u64);
+            builder.step(&log.store, head / 2, u64::MAX, Commit::WhenDone).unwrap();
+            assert_eq!(builder.cache.limit(), far, "far behind, bound {bound}");
+            builder.step(&log.store, head, u64::MAX, Commit::EveryStep).unwrap();
+            assert_eq!(builder.cache.limit(), live, "live, bound {bound}");
+        }
+    }
 
     /// A build that resumes over a stored tree reads the listed keys ahead (on several
     /// threads) and ends with what one fold from scratch gives.

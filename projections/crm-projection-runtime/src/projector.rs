@@ -141,6 +141,13 @@ pub fn encode_value<V: Serialize>(value: &V) -> Vec<u8> {
     bincode::serde::encode_to_vec(value, bincode_config()).expect("read-model values always encode")
 }
 
+/// The length of [`encode_value`]'s bytes for `value`, counted without writing them.
+fn encoded_len<V: Serialize>(value: &V) -> usize {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(value, &mut size, bincode_config()).expect("read-model values always encode");
+    size.bytes_written
+}
+
 /// Most memory one stored value may claim while it is decoded. No read model stores a value
 /// near it; a damaged length prefix (which could claim exabytes and abort the process on the
 /// allocation) becomes a `Corrupt` error instead.
@@ -314,8 +321,10 @@ impl<V> Slots<V> {
         }
     }
 
-    /// The mean encoded size of up to `n` cached values, taken at even steps through the
-    /// entries (the oldest and the newest alike); `None` when none of them holds a value.
+    /// The mean encoded size of the values of up to `n` cached entries, taken at even steps
+    /// through the entries (the oldest and the newest alike): an entry without a value (a
+    /// key known to be absent or removed) counts as 0 bytes, places of forgotten entries are
+    /// passed over. `None` when the cache holds no entry.
     fn sample_value_size(&self, n: usize) -> Option<usize>
     where
         V: Serialize,
@@ -325,9 +334,9 @@ impl<V> Slots<V> {
             .entries
             .iter()
             .step_by(step)
+            .filter(|e| !e.key.is_empty())
             .take(n)
-            .filter_map(|e| e.slot.value.as_ref())
-            .fold((0, 0), |(total, count), v| (total + encode_value(v).len(), count + 1));
+            .fold((0, 0), |(total, count), e| (total + e.slot.value.as_ref().map_or(0, encoded_len), count + 1));
         total.checked_div(count)
     }
 
@@ -704,10 +713,12 @@ impl<V: Serialize + DeserializeOwned + Clone> State<'_, V> {
     }
 }
 
-/// Estimated bytes the cache of one build may hold. A build that is far behind (a rebuild, a
-/// verification, a catch-up) keeps its whole state in memory until it reaches its target or
-/// the cache passes this bound, then writes the dirty entries in key order in one atomic
-/// batch with the checkpoint; past the bound the cache is emptied after that commit.
+/// Estimated bytes the cache of one build may hold, by default. A build that is far behind (a
+/// rebuild, a verification, a catch-up) keeps its whole state in memory until it reaches its
+/// target or the cache passes its bound, then writes the dirty entries in key order in one
+/// atomic batch with the checkpoint; past the bound the cache is emptied after that commit.
+/// A build following live keeps at most this much (its clean entries stay cached between
+/// steps), whatever bound it had while far behind.
 pub(crate) const CACHE_BYTES: usize = 1 << 30;
 
 /// Bookkeeping bytes of one cached entry besides its key and value (the map slot, the key's
@@ -722,7 +733,7 @@ const DIRTY_COPY_OVERHEAD: usize = 40;
 const VALUE_SAMPLE: usize = 16;
 
 /// The write-back cache of a build, kept between batches (clean entries only) up to
-/// [`CACHE_BYTES`], so hot keys are decoded once and a fresh build never reads its own tree.
+/// its bound, so hot keys are decoded once and a fresh build never reads its own tree.
 pub(crate) struct Cache<V> {
     slots: Slots<V>,
     dirty: Vec<Vec<u8>>,
@@ -742,6 +753,8 @@ pub(crate) struct Cache<V> {
     copy_bytes: usize,
     /// The bound: [`CACHE_BYTES`] unless set ([`crate::ProjectionDb::set_build_cache_bytes`]).
     limit: usize,
+    /// The estimate the last [`Cache::drain`] made before it drained.
+    drained_estimate: usize,
 }
 
 impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
@@ -757,6 +770,7 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
             bytes: 0,
             copy_bytes: 0,
             limit: CACHE_BYTES,
+            drained_estimate: 0,
         }
     }
 
@@ -869,13 +883,24 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
         self.limit = bytes;
     }
 
+    /// The bound.
+    #[cfg(test)]
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// The estimate the last [`Cache::drain`] made before it drained (0 before any).
+    pub(crate) fn drained_estimate(&self) -> usize {
+        self.drained_estimate
+    }
+
     /// Whether the cache holds more than its bound.
     pub(crate) fn is_full(&mut self) -> bool {
         self.estimated_bytes() > self.limit
     }
 
     /// Moves every dirty entry into `batch` in key order, keeping clean copies (or emptying
-    /// the cache when it is over [`CACHE_BYTES`]).
+    /// the cache when it is over its bound).
     pub(crate) fn drain_into(&mut self, batch: &mut sled::Batch) {
         for (key, value) in self.drain() {
             match value {
@@ -886,9 +911,10 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
     }
 
     /// The dirty entries in key order, encoded (`None`: remove the key), keeping clean copies
-    /// (or emptying the cache when it is over [`CACHE_BYTES`]).
+    /// (or emptying the cache when it is over its bound).
     pub(crate) fn drain(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         let estimated = self.estimated_bytes();
+        self.drained_estimate = estimated;
         let full = estimated > self.limit;
         // A short list (a live step) is cheaper to look up key by key; a long one (a large
         // commit), or none (a fresh build), is cheaper to find by walking the map.
@@ -1069,6 +1095,23 @@ mod tests {
         assert_eq!(first.len(), 6_000);
         assert_eq!(cache.slots.len(), 0, "emptied after the commit");
         assert_eq!(cache.estimated_bytes(), 0);
+    }
+
+    /// Entries without a value (keys read and found absent) count as empty in the estimate:
+    /// a cache of 1,000 absent keys and one 100 KB value is not estimated as 1,000 such
+    /// values (the mean of the sampled values alone made it 200 MB).
+    #[test]
+    fn entries_without_a_value_count_as_empty_in_the_estimate() {
+        let (_db, tree) = temp_tree();
+        let mut cache = Cache::<Vec<u8>>::new(false);
+        let mut state = cache.state(&tree);
+        state.put(b"big".to_vec(), vec![7; 100_000]);
+        for k in 0..1_000u32 {
+            assert!(state.get(format!("absent/{k:04}").as_bytes()).unwrap().is_none());
+        }
+        assert_eq!(cache.slots.len(), 1_001);
+        let estimated = cache.estimated_bytes();
+        assert!((100_000..20_000_000).contains(&estimated), "{estimated}");
     }
 
     /// A large commit is sorted and encoded in two halves on two threads, then merged: the

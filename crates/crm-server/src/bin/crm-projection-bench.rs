@@ -78,7 +78,8 @@ enum Cmd {
         #[arg(long, default_value_t = 1024)]
         projection_cache_mb: u64,
         /// Memory a build holds before it commits, in MiB (the server's `build_cache_mb`).
-        #[arg(long, default_value_t = crm_projection_runtime::DEFAULT_BUILD_CACHE_BYTES >> 20)]
+        #[arg(long, default_value_t = crm_projection_runtime::DEFAULT_BUILD_CACHE_BYTES >> 20,
+              value_parser = clap::value_parser!(u64).range(16..=1 << 20))]
         build_cache_mb: u64,
     },
     /// Starts the server in-process on `<dir>` and measures query latency with concurrent
@@ -130,7 +131,8 @@ enum Cmd {
         #[arg(long, default_value_t = 1024)]
         projection_cache_mb: u64,
         /// Memory each build holds before it commits, in MiB (the server's `build_cache_mb`).
-        #[arg(long, default_value_t = crm_projection_runtime::DEFAULT_BUILD_CACHE_BYTES >> 20)]
+        #[arg(long, default_value_t = crm_projection_runtime::DEFAULT_BUILD_CACHE_BYTES >> 20,
+              value_parser = clap::value_parser!(u64).range(16..=1 << 20))]
         build_cache_mb: u64,
         /// Warm the caches first as the server does after it starts (the log's stream index,
         /// the read models' files and trees), and start the writers once that is done.
