@@ -729,7 +729,8 @@ const ENTRY_OVERHEAD: usize = 96;
 /// for copies beyond the entries counted with [`ENTRY_OVERHEAD`].
 const DIRTY_COPY_OVERHEAD: usize = 40;
 
-/// Cached values encoded, at even steps through the cache, to estimate the memory of all.
+/// Cached entries whose values are sized, at even steps through the cache, to estimate the
+/// memory of all.
 const VALUE_SAMPLE: usize = 16;
 
 /// The write-back cache of a build, kept between batches (clean entries only) up to
@@ -852,8 +853,9 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
     /// call are measured from the dirty list (every new entry is dirty or a read miss; misses
     /// are counted with the mean key size), and dirty keys beyond the new entries (keys a
     /// complete cache forgot, or clean entries changed again) as copies of keys. Values are
-    /// estimated afresh at every call from a sample of [`VALUE_SAMPLE`] cached values (twice
-    /// their mean encoded size, for the decoded form's allocations): a value can grow in place
+    /// estimated afresh at every call from a sample of [`VALUE_SAMPLE`] cached entries (twice
+    /// their values' mean encoded size, for the decoded form's allocations; an entry without
+    /// a value counts as empty): a value can grow in place
     /// long after its entry was added (the audit's blocks of 64 operations, event by event),
     /// and a count made when it was added missed that growth (a fresh audit build estimated
     /// under 1 GiB held 4 GB, and its commit encoded 3.4 GB more beside it).
