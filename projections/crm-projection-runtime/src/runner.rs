@@ -127,6 +127,8 @@ impl ProjectionDb {
     /// for keys it needs again. Seven read models building at once (a first start on a
     /// large log) may hold up to seven times it; one rebuild after a rules change holds it
     /// once, so a larger bound buys a faster rebuild where memory allows (docs/OPERATIONS.md).
+    /// A build following live keeps at most [`DEFAULT_BUILD_CACHE_BYTES`] (or this, if
+    /// smaller) between steps.
     pub fn set_build_cache_bytes(&self, bytes: u64) {
         self.inner.build_cache_bytes.store(bytes, std::sync::atomic::Ordering::Relaxed);
     }

@@ -71,16 +71,8 @@ enum Cmd {
         /// `RebuildProjection` does), with the first build serving meanwhile.
         #[arg(long)]
         shadow: bool,
-        /// sled page cache of the event log, in MiB.
-        #[arg(long, default_value_t = 512)]
-        log_cache_mb: u64,
-        /// sled page cache of the fresh read-model database, in MiB.
-        #[arg(long, default_value_t = 1024)]
-        projection_cache_mb: u64,
-        /// Memory a build holds before it commits, in MiB (the server's `build_cache_mb`).
-        #[arg(long, default_value_t = crm_projection_runtime::DEFAULT_BUILD_CACHE_BYTES >> 20,
-              value_parser = clap::value_parser!(u64).range(16..=1 << 20))]
-        build_cache_mb: u64,
+        #[command(flatten)]
+        caches: Caches,
     },
     /// Starts the server in-process on `<dir>` and measures query latency with concurrent
     /// gRPC clients (ListCustomers and GetFunnel with random filters).
@@ -124,21 +116,36 @@ enum Cmd {
         /// commands never change the rules.
         #[arg(long)]
         rules_change_at: Option<u64>,
-        /// sled page cache of the event log, in MiB.
-        #[arg(long, default_value_t = 512)]
-        log_cache_mb: u64,
-        /// sled page cache of each read model's database, in MiB.
-        #[arg(long, default_value_t = 1024)]
-        projection_cache_mb: u64,
-        /// Memory each build holds before it commits, in MiB (the server's `build_cache_mb`).
-        #[arg(long, default_value_t = crm_projection_runtime::DEFAULT_BUILD_CACHE_BYTES >> 20,
-              value_parser = clap::value_parser!(u64).range(16..=1 << 20))]
-        build_cache_mb: u64,
+        #[command(flatten)]
+        caches: Caches,
         /// Warm the caches first as the server does after it starts (the log's stream index,
         /// the read models' files and trees), and start the writers once that is done.
         #[arg(long)]
         warm: bool,
     },
+}
+
+/// The memory bounds of the rebuild and lag benches.
+#[derive(Debug, clap::Args, Clone, Copy)]
+struct Caches {
+    /// sled page cache of the event log, in MiB.
+    #[arg(long, default_value_t = 512)]
+    log_cache_mb: u64,
+    /// sled page cache of each read model's database, in MiB (the server's
+    /// `read_model_cache_mb`).
+    #[arg(long, default_value_t = 1024)]
+    projection_cache_mb: u64,
+    /// Memory each build holds before it commits, in MiB (the server's `build_cache_mb`).
+    #[arg(long, default_value_t = crm_projection_runtime::DEFAULT_BUILD_CACHE_BYTES >> 20,
+          value_parser = clap::value_parser!(u64).range(16..=1 << 20))]
+    build_cache_mb: u64,
+}
+
+impl Caches {
+    /// The log's, each read model's and each build's bound, in bytes.
+    fn bytes(self) -> (u64, u64, u64) {
+        (self.log_cache_mb << 20, self.projection_cache_mb << 20, self.build_cache_mb << 20)
+    }
 }
 
 #[tokio::main]
@@ -152,15 +159,11 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Generate { dir, commands, seed, users, new_customer_permille } => {
             generate(&dir, commands, seed, users, new_customer_permille).await
         }
-        Cmd::Rebuild { dir, only, shadow, log_cache_mb, projection_cache_mb, build_cache_mb } => {
-            let caches = (log_cache_mb << 20, projection_cache_mb << 20, build_cache_mb << 20);
-            rebuild(&dir, only.as_deref(), shadow, caches).await
-        }
+        Cmd::Rebuild { dir, only, shadow, caches } => rebuild(&dir, only.as_deref(), shadow, caches).await,
         Cmd::Query { dir, clients, seconds, server_bin, rate, write_rate, no_warm } => {
             query(&dir, clients, seconds, server_bin.as_deref(), rate, write_rate, !no_warm).await
         }
-        Cmd::Lag { dir, rate, seconds, rules_change_at, log_cache_mb, projection_cache_mb, build_cache_mb, warm } => {
-            let caches = (log_cache_mb << 20, projection_cache_mb << 20, build_cache_mb << 20);
+        Cmd::Lag { dir, rate, seconds, rules_change_at, caches, warm } => {
             lag(&dir, rate, seconds, rules_change_at, caches, warm).await
         }
     }
@@ -257,12 +260,8 @@ async fn generate(
     Ok(())
 }
 
-async fn rebuild(
-    dir: &Path,
-    only: Option<&str>,
-    shadow: bool,
-    (log_cache, projection_cache, build_cache): (u64, u64, u64),
-) -> anyhow::Result<()> {
+async fn rebuild(dir: &Path, only: Option<&str>, shadow: bool, caches: Caches) -> anyhow::Result<()> {
+    let (log_cache, projection_cache, build_cache) = caches.bytes();
     let store = open_store(dir, Some(log_cache))?;
     let head = store.committed_head();
     println!("log head {head}");
@@ -611,9 +610,10 @@ async fn lag(
     rate: u64,
     seconds: u64,
     rules_change_at: Option<u64>,
-    (log_cache, projection_cache, build_cache): (u64, u64, u64),
+    caches: Caches,
     warm: bool,
 ) -> anyhow::Result<()> {
+    let (log_cache, projection_cache, build_cache) = caches.bytes();
     let store = open_store(dir, Some(log_cache))?;
     let db = ProjectionDb::open_with_cache(&dir.join("projections"), projection_cache)?;
     db.set_build_cache_bytes(build_cache);
