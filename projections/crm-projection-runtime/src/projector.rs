@@ -196,6 +196,9 @@ struct Slots<V> {
     /// Keys read from the tree by the fold itself (not listed for [`Projector::prefetch`])
     /// since [`Cache::take_misses`] last asked.
     misses: u64,
+    /// Values set or handed out to change since [`Cache::estimated_bytes`] last sized a
+    /// sample of them.
+    writes: usize,
 }
 
 struct Entry<V> {
@@ -230,6 +233,7 @@ impl<V> Default for Slots<V> {
             free: Vec::new(),
             hasher: foldhash::fast::RandomState::default(),
             misses: 0,
+            writes: 0,
         }
     }
 }
@@ -355,6 +359,7 @@ impl<V> Slots<V> {
         self.entries.clear();
         self.free.clear();
         self.misses = 0;
+        self.writes = 0;
     }
 }
 
@@ -643,6 +648,7 @@ impl<V: Serialize + DeserializeOwned + Clone> State<'_, V> {
     }
 
     fn set(&mut self, key: Vec<u8>, value: Option<V>) {
+        self.cache.writes += 1;
         let (found, hash, entries, free) = self.cache.entry(&key);
         match found {
             Found::Occupied(entry) => {
@@ -674,6 +680,7 @@ impl<V: Serialize + DeserializeOwned + Clone> State<'_, V> {
 
     /// The slot of `key`, loaded and marked dirty (it is about to change).
     fn load_dirty(&mut self, key: &[u8]) -> std::result::Result<&mut Slot<V>, String> {
+        self.cache.writes += 1;
         let slot = load(self.cache, self.tree, self.complete, key)?;
         if !slot.dirty {
             slot.dirty = true;
@@ -701,6 +708,7 @@ impl<V: Serialize + DeserializeOwned + Clone> State<'_, V> {
     /// Mutable access to the value under `key`, if there is one: changed in place, so a
     /// large value is neither cloned out nor put back.
     pub fn get_mut(&mut self, key: &[u8]) -> std::result::Result<Option<&mut V>, String> {
+        self.cache.writes += 1;
         let slot = load(self.cache, self.tree, self.complete, key)?;
         if slot.value.is_none() {
             return Ok(None);
@@ -761,6 +769,9 @@ pub(crate) struct Cache<V> {
     limit: usize,
     /// The estimate the last [`Cache::drain`] made before it drained.
     drained_estimate: usize,
+    /// Twice the mean encoded size of the values last sized, while fewer values than were
+    /// sized have been written since ([`Cache::estimated_bytes`]).
+    per_value: Option<usize>,
 }
 
 impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
@@ -777,6 +788,7 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
             copy_bytes: 0,
             limit: CACHE_BYTES,
             drained_estimate: 0,
+            per_value: None,
         }
     }
 
@@ -852,15 +864,17 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
         self.counted_dirty = 0;
         self.bytes = 0;
         self.copy_bytes = 0;
+        self.per_value = None;
     }
 
     /// Estimated bytes held. Keys are counted as entries are added: keys added since the last
     /// call are measured from the dirty list (every new entry is dirty or a read miss; misses
     /// are counted with the mean key size), and dirty keys beyond the new entries (keys a
     /// complete cache forgot, or clean entries changed again) as copies of keys. Values are
-    /// estimated afresh at every call from a sample of [`VALUE_SAMPLE`] cached entries (twice
-    /// their values' mean encoded size, for the decoded form's allocations; an entry without
-    /// a value counts as empty): a value can grow in place
+    /// estimated from a sample of [`VALUE_SAMPLE`] cached entries (twice their values' mean
+    /// encoded size, for the decoded form's allocations; an entry without a value counts as
+    /// empty), sized afresh once as many values as it sized (or as the cache holds, if fewer)
+    /// have been written since: a value can grow in place
     /// long after its entry was added (the audit's blocks of 64 operations, event by event),
     /// and a count made when it was added missed that growth (a fresh audit build estimated
     /// under 1 GiB held 4 GB, and its commit encoded 3.4 GB more beside it).
@@ -881,7 +895,18 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
             self.counted = self.slots.len();
             self.counted_dirty = self.dirty.len();
         }
-        let per_value = self.slots.sample_value_size(VALUE_SAMPLE).map_or(0, |mean| 2 * mean);
+        // A step following live writes a few values and commits; sizing 1,024 at each of its
+        // commits would cost more than the step. The sample is kept until as many values as
+        // it sized (or as the cache holds, if fewer) have been written.
+        let per_value = match self.per_value {
+            Some(per_value) if self.slots.writes < VALUE_SAMPLE.min(self.slots.len()) => per_value,
+            _ => {
+                self.slots.writes = 0;
+                let per_value = self.slots.sample_value_size(VALUE_SAMPLE).map_or(0, |mean| 2 * mean);
+                self.per_value = Some(per_value);
+                per_value
+            }
+        };
         self.bytes + self.copy_bytes + self.slots.len() * per_value
     }
 
@@ -957,6 +982,7 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
             self.complete = false;
             self.counted = 0;
             self.bytes = 0;
+            self.per_value = None;
         }
         out
     }
@@ -1143,6 +1169,32 @@ mod tests {
             (expected * 4 / 5..expected * 5 / 4).contains(&values),
             "values estimated at {values} bytes, twice their encoded size is {expected}"
         );
+    }
+
+    /// The sized sample is kept while fewer values than it sized have been written (a step
+    /// following live writes a few), and sized afresh once as many have: growth is caught
+    /// within 1,024 writes.
+    #[test]
+    fn the_sample_is_sized_again_after_as_many_writes() {
+        let (_db, tree) = temp_tree();
+        let mut cache = Cache::<Vec<u8>>::new(true);
+        let mut state = cache.state(&tree);
+        for k in 0..4_000u32 {
+            state.put(format!("v/{k:04}").into_bytes(), vec![1; 10]);
+        }
+        let small = cache.estimated_bytes();
+        let grow = |cache: &mut Cache<Vec<u8>>, keys: std::ops::Range<u32>| {
+            let mut state = cache.state(&tree);
+            for k in keys {
+                state.get_mut(format!("v/{k:04}").as_bytes()).unwrap().unwrap().resize(1_000, 2);
+            }
+        };
+        grow(&mut cache, 0..(VALUE_SAMPLE as u32 - 1));
+        assert_eq!(cache.estimated_bytes(), small, "fewer writes than values sized: the sample is kept");
+        grow(&mut cache, 0..1);
+        let grown = cache.estimated_bytes();
+        // 1,024 values grew by 990 encoded bytes each (counted twice in the estimate).
+        assert!(grown >= small + VALUE_SAMPLE * 990, "{small} -> {grown}");
     }
 
     /// A large commit is sorted and encoded in two halves on two threads, then merged: the
