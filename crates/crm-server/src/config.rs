@@ -45,11 +45,12 @@ pub struct Config {
     /// sled's page cache of each read model's database, in bytes (default 1 GiB; seven read
     /// models). A live step's pages outside it are read from the files.
     pub read_model_cache_bytes: u64,
-    /// Memory each read model's build holds before it commits, in bytes (default 1 GiB,
-    /// estimated). A rebuild, verification or first build keeps what it changes in memory up
-    /// to this; past it, it commits and reads its tree again. Seven first builds at once may
-    /// hold seven times it; a larger bound makes a rebuild faster where memory allows. A read
-    /// model following live keeps at most 1 GiB (or this, if smaller) cached between steps.
+    /// Memory the read models' builds far behind share before they commit, in bytes (default
+    /// 2 GiB, estimated). A rebuild, verification or first build keeps what it changes in
+    /// memory up to its even share of this among the builds in progress (all of it when it
+    /// is the only one, a seventh each for seven first builds); past it, it commits and reads
+    /// its tree again. A larger total makes rebuilds faster where memory allows. A read model
+    /// following live keeps at most 1 GiB (or its share, if smaller) cached between steps.
     pub build_cache_bytes: u64,
 }
 
@@ -117,8 +118,8 @@ pub struct FileConfig {
     /// sled's page cache of each read model's database, in MiB (default 1024, from 16 to
     /// 1048576).
     pub read_model_cache_mb: Option<u64>,
-    /// Memory each read model's build holds before it commits, in MiB (default 1024, from 16
-    /// to 1048576).
+    /// Memory the read models' builds far behind share before they commit, in MiB (default
+    /// 2048, from 16 to 1048576).
     pub build_cache_mb: Option<u64>,
 }
 
@@ -228,7 +229,7 @@ mod tests {
         let d = Config::default();
         assert_eq!(
             (d.log_cache_bytes, d.read_model_cache_bytes, d.build_cache_bytes),
-            (512 << 20, 1024 << 20, 1024 << 20)
+            (512 << 20, 1024 << 20, 2048 << 20)
         );
         let file: FileConfig =
             toml::from_str("log_cache_mb = 2048\nread_model_cache_mb = 3072\nbuild_cache_mb = 4096").unwrap();

@@ -1,6 +1,6 @@
 //! One build of one projection: a sled tree, its checkpoint, and the fold that advances it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crm_domain::{DecodeError, Event, Rules};
@@ -135,6 +135,48 @@ pub fn resume_position(tree: &sled::Tree) -> crate::Result<u64> {
     })
 }
 
+/// The memory the caches of builds far behind share ([`crate::ProjectionDb::set_build_cache_bytes`]):
+/// each gets an even share of the total among those in progress, so one rebuild after a
+/// rules change may hold all of it, and seven first builds at once a seventh each.
+pub(crate) struct BuildBudget {
+    total: AtomicU64,
+    building: AtomicUsize,
+}
+
+impl BuildBudget {
+    pub(crate) fn new(total: u64) -> Self {
+        BuildBudget { total: AtomicU64::new(total), building: AtomicUsize::new(0) }
+    }
+
+    pub(crate) fn set_total(&self, total: u64) {
+        self.total.store(total, Ordering::Relaxed);
+    }
+
+    pub(crate) fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Counts one more build far behind until the returned share is dropped.
+    pub(crate) fn share(self: &Arc<Self>) -> BudgetShare {
+        self.building.fetch_add(1, Ordering::Relaxed);
+        BudgetShare(self.clone())
+    }
+
+    /// The bound of each build far behind now (all of it when none is).
+    pub(crate) fn per_build(&self) -> u64 {
+        self.total() / self.building.load(Ordering::Relaxed).max(1) as u64
+    }
+}
+
+/// One build's claim on a [`BuildBudget`], released when dropped.
+pub(crate) struct BudgetShare(Arc<BuildBudget>);
+
+impl Drop for BudgetShare {
+    fn drop(&mut self) {
+        self.0.building.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 pub(crate) struct Builder<P: Projector> {
     pub(crate) projector: Arc<P>,
     pub(crate) tree: sled::Tree,
@@ -149,8 +191,11 @@ pub(crate) struct Builder<P: Projector> {
     /// tree): a large commit may go to sled as single inserts, bracketed by [`SPILL_KEY`].
     chunked: bool,
     cache: Cache<P::Value>,
-    /// The bound of `cache` while this build is far behind ([`Builder::with_cache_limit`]).
-    cache_limit: usize,
+    /// The memory this build shares with the others far behind ([`Builder::with_budget`]).
+    budget: Arc<BuildBudget>,
+    /// Held while this build is far behind (its steps commit when done): one of the builds
+    /// the budget is split among.
+    share: Option<BudgetShare>,
     /// Set by the runner when it stops while a step of this build is in flight (a shadow
     /// nobody will use): the step ends at its next read of the log, or within its chunked
     /// write, instead of applying and writing the rest.
@@ -192,17 +237,37 @@ impl<P: Projector> Builder<P> {
             applied,
             chunked,
             cache: Cache::new(fresh),
-            cache_limit: CACHE_BYTES,
+            budget: Arc::new(BuildBudget::new(CACHE_BYTES as u64)),
+            share: None,
             abandon,
         })
     }
 
-    /// Bounds the memory of this build's cache while it is far behind (see
+    /// Shares `budget` with the other builds that use it: while far behind, this build's
+    /// cache is bounded by its even share among those far behind (see
     /// [`crate::ProjectionDb::set_build_cache_bytes`]); following live it keeps at most
-    /// [`CACHE_BYTES`] (or this, if smaller).
-    pub(crate) fn with_cache_limit(mut self, bytes: u64) -> Self {
-        self.cache_limit = usize::try_from(bytes).unwrap_or(usize::MAX);
+    /// [`CACHE_BYTES`] (or the budget's share, if smaller).
+    pub(crate) fn with_budget(mut self, budget: Arc<BuildBudget>) -> Self {
+        self.budget = budget;
         self
+    }
+
+    /// The bound of the cache now, for a step that commits as `commit` says: the share of
+    /// the budget changes as other builds start or finish.
+    fn cache_bound(&self, commit: Commit) -> usize {
+        let share = usize::try_from(self.budget.per_build()).unwrap_or(usize::MAX);
+        match commit {
+            Commit::EveryStep => share.min(CACHE_BYTES),
+            Commit::WhenDone => share,
+        }
+    }
+
+    /// Whether the cache is past its bound (read again: another build may have started or
+    /// finished since the last check).
+    fn cache_full(&mut self, commit: Commit) -> bool {
+        let bound = self.cache_bound(commit);
+        self.cache.set_limit(bound);
+        self.cache.is_full()
     }
 
     /// The flag that makes a step of this build stop early (set by the runner as it stops).
@@ -235,13 +300,34 @@ impl<P: Projector> Builder<P> {
         max_events: u64,
         commit: Commit,
     ) -> Result<StepOutcome, Failure> {
+        let outcome = self.step_inner(store, up_to, max_events, commit);
+        if outcome.is_err() {
+            // A failed build steps no more until it is replaced: its share goes back.
+            self.share = None;
+        }
+        outcome
+    }
+
+    fn step_inner(
+        &mut self,
+        store: &SledEventStore,
+        up_to: u64,
+        max_events: u64,
+        commit: Commit,
+    ) -> Result<StepOutcome, Failure> {
         self.seen_rules = None;
         // A live read model's clean entries stay cached between steps up to the bound: a
-        // larger bound for builds far behind is not kept for good by seven live read models.
-        self.cache.set_limit(match commit {
-            Commit::EveryStep => self.cache_limit.min(CACHE_BYTES),
-            Commit::WhenDone => self.cache_limit,
-        });
+        // larger bound for builds far behind is not kept for good by seven live read models,
+        // and a live one does not take a share of what the builds far behind split.
+        match commit {
+            Commit::EveryStep => self.share = None,
+            Commit::WhenDone => {
+                if self.share.is_none() {
+                    self.share = Some(self.budget.share());
+                }
+            }
+        }
+        self.cache.set_limit(self.cache_bound(commit));
         let target = up_to.min(store.committed_head());
         let mut progress = Progress { position: self.applied.0, last_recorded: self.applied.1, applied: 0 };
         // The last position this step may apply.
@@ -263,7 +349,7 @@ impl<P: Projector> Builder<P> {
         self.applied = (position, last_recorded);
         let due = match commit {
             Commit::EveryStep => true,
-            Commit::WhenDone => position >= target || self.cache.is_full(),
+            Commit::WhenDone => position >= target || self.cache_full(commit),
         };
         if position > self.meta.position && due {
             let mut meta = self.meta.clone();
@@ -279,6 +365,11 @@ impl<P: Projector> Builder<P> {
                 // Live from here on: commits are single atomic batches.
                 self.chunked = false;
             }
+        }
+        if commit == Commit::WhenDone && position >= target {
+            // Caught up with what was asked: no longer one of the builds far behind (it
+            // takes a share again at its next step far behind).
+            self.share = None;
         } else if self.meta.position == 0 && applied == 0 && self.tree.get(META_KEY).ok().flatten().is_none() {
             // Record the build's version and rules even before the first event.
             let _ = self.tree.insert(META_KEY, encode_value(&self.meta));
@@ -410,7 +501,7 @@ impl<P: Projector> Builder<P> {
             seconds = started.elapsed().as_secs_f64(),
             "applied a chunk"
         );
-        Ok(!(commit == Commit::WhenDone && self.cache.is_full()))
+        Ok(!(commit == Commit::WhenDone && self.cache_full(commit)))
     }
 
     /// Writes the dirty state and `meta` in key order: one atomic batch, or, for a large
@@ -498,12 +589,52 @@ mod tests {
         for (bound, far, live) in [(4 * CACHE_BYTES, 4 * CACHE_BYTES, CACHE_BYTES), (1 << 20, 1 << 20, 1 << 20)] {
             let mut builder = Builder::open(projector.clone(), tree.clone(), Rules::default(), false)
                 .unwrap()
-                .with_cache_limit(bound as u64);
+                .with_budget(Arc::new(BuildBudget::new(bound as u64)));
             builder.step(&log.store, head / 2, u64::MAX, Commit::WhenDone).unwrap();
             assert_eq!(builder.cache.limit(), far, "far behind, bound {bound}");
             builder.step(&log.store, head, u64::MAX, Commit::EveryStep).unwrap();
             assert_eq!(builder.cache.limit(), live, "live, bound {bound}");
         }
+    }
+
+    /// Builds far behind split their budget evenly; one that catches up, goes live or ends
+    /// gives its share back, and a lone build far behind gets all of it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn builds_far_behind_share_their_budget_evenly() {
+        let log = TempLog::new();
+        let mut g = Generator::new(GeneratorConfig { seed: 8, ..Default::default() });
+        let commands: Vec<_> = (0..60).map(|_| g.next_command()).collect();
+        append_all(&log.store, &commands).await;
+        let head = log.store.committed_head();
+        let projector = Arc::new(Counting::new("counting"));
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let budget = Arc::new(BuildBudget::new(3 << 30));
+        let open = |name: &str| {
+            Builder::open(projector.clone(), db.open_tree(name).unwrap(), Rules::default(), true)
+                .unwrap()
+                .with_budget(budget.clone())
+        };
+        // Steps of 5 events towards the head: each ends far behind.
+        let far = |builder: &mut Builder<Counting>| {
+            builder.step(&log.store, head, 5, Commit::WhenDone).unwrap();
+            assert!(builder.applied_position() < head);
+            builder.cache.limit()
+        };
+        let (mut a, mut b, mut c) = (open("a/1"), open("b/1"), open("c/1"));
+        assert_eq!(far(&mut a), 3 << 30, "alone far behind: all of it");
+        far(&mut b);
+        assert_eq!(far(&mut c), 1 << 30, "three far behind: a third each");
+        assert_eq!(far(&mut a), 1 << 30, "a build takes one share however many steps it runs");
+
+        c.step(&log.store, head, u64::MAX, Commit::EveryStep).unwrap();
+        assert_eq!(c.cache.limit(), CACHE_BYTES, "live: at most 1 GiB, no share taken");
+        assert_eq!(far(&mut a), 3 << 29, "two far behind: half each");
+        drop(b);
+        assert_eq!(far(&mut a), 3 << 30, "the others gone: all of it again");
+        a.step(&log.store, head, u64::MAX, Commit::WhenDone).unwrap();
+        assert_eq!(a.applied_position(), head);
+        let d = &mut open("d/1");
+        assert_eq!(far(d), 3 << 30, "a build that caught up holds no share");
     }
 
     /// A build that resumes over a stored tree reads the listed keys ahead (on several

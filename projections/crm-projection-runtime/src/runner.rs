@@ -12,7 +12,7 @@ use crm_eventlog::{Direction, SledEventStore};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::builder::{Builder, Commit, Failure, StepOutcome};
+use crate::builder::{BuildBudget, Builder, Commit, Failure, StepOutcome};
 use crate::error::{Error, Result};
 use crate::projector::{decode_value, printable_key, Projector, META_KEY};
 
@@ -32,9 +32,12 @@ const MAX_REPORTED_DIFFERENCES: usize = 1000;
 /// The default page cache of each read model's database: sled's own default, 1 GiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 1024 * 1024 * 1024;
 
-/// The default bound of the memory a build far behind (a rebuild, a verification, a first
-/// build or a long catch-up) holds before it commits: 1 GiB, estimated.
-pub const DEFAULT_BUILD_CACHE_BYTES: u64 = crate::projector::CACHE_BYTES as u64;
+/// The default total of the memory the builds far behind (a rebuild, a verification, a
+/// first build or a long catch-up) hold before they commit, shared evenly among those in
+/// progress: 2 GiB, estimated. One customers rebuild at 11 M events holds its whole state
+/// in it (estimated at 1.45 GB); seven first builds at once get 293 MiB each, against 1 GiB
+/// each before the budget was shared (docs/PERFORMANCE.md, fifteenth session).
+pub const DEFAULT_BUILD_CACHE_BYTES: u64 = 2 * crate::projector::CACHE_BYTES as u64;
 
 /// The read models' storage, apart from the event log: a directory holding one sled
 /// database per read model (`<path>/<name>`), each with its builds' trees (`<name>/<generation>`)
@@ -55,7 +58,7 @@ struct DbInner {
     root: Option<std::path::PathBuf>,
     cache_bytes: u64,
     /// See [`ProjectionDb::set_build_cache_bytes`].
-    build_cache_bytes: std::sync::atomic::AtomicU64,
+    budget: Arc<BuildBudget>,
     dbs: Mutex<std::collections::BTreeMap<String, sled::Db>>,
 }
 
@@ -90,7 +93,7 @@ impl ProjectionDb {
             inner: Arc::new(DbInner {
                 root: Some(path.to_owned()),
                 cache_bytes,
-                build_cache_bytes: DEFAULT_BUILD_CACHE_BYTES.into(),
+                budget: Arc::new(BuildBudget::new(DEFAULT_BUILD_CACHE_BYTES)),
                 dbs: Mutex::default(),
             }),
         };
@@ -114,28 +117,34 @@ impl ProjectionDb {
             inner: Arc::new(DbInner {
                 root: None,
                 cache_bytes: DEFAULT_CACHE_BYTES,
-                build_cache_bytes: DEFAULT_BUILD_CACHE_BYTES.into(),
+                budget: Arc::new(BuildBudget::new(DEFAULT_BUILD_CACHE_BYTES)),
                 dbs: Mutex::default(),
             }),
         })
     }
 
-    /// Bounds the memory of each build opened from now on (default
+    /// Bounds the memory that the builds far behind (a rebuild, a verification, a first
+    /// build or a catch-up) share, from their next check on (default
     /// [`DEFAULT_BUILD_CACHE_BYTES`]). A build far behind keeps the state it changes in memory
-    /// and writes it when it reaches its target or passes this bound (estimated from the
+    /// and writes it when it reaches its target or passes its bound (estimated from the
     /// values' encoded size); past it, it commits, forgets what it held, and reads its tree
-    /// for keys it needs again. Seven read models building at once (a first start on a
-    /// large log) may hold up to seven times it; one rebuild after a rules change holds it
-    /// once, so a larger bound buys a faster rebuild where memory allows (docs/OPERATIONS.md).
-    /// A build following live keeps at most [`DEFAULT_BUILD_CACHE_BYTES`] (or this, if
-    /// smaller) between steps.
+    /// for keys it needs again. Its bound is an even share of this among the builds far
+    /// behind at the time: one rebuild after a rules change may hold all of it, seven read
+    /// models building at once (a first start on a large log) a seventh each, more as
+    /// others finish (docs/OPERATIONS.md). A build following live keeps at most
+    /// 1 GiB (or its share, if smaller) between steps, and takes no share.
     pub fn set_build_cache_bytes(&self, bytes: u64) {
-        self.inner.build_cache_bytes.store(bytes, std::sync::atomic::Ordering::Relaxed);
+        self.inner.budget.set_total(bytes);
     }
 
-    /// The bound [`Self::set_build_cache_bytes`] set.
+    /// The total [`Self::set_build_cache_bytes`] set.
     pub fn build_cache_bytes(&self) -> u64 {
-        self.inner.build_cache_bytes.load(std::sync::atomic::Ordering::Relaxed)
+        self.inner.budget.total()
+    }
+
+    /// What the builds of this store's read models share.
+    pub(crate) fn budget(&self) -> Arc<BuildBudget> {
+        self.inner.budget.clone()
     }
 
     /// The database of read model `name`, opened (and created) on first use.
@@ -767,7 +776,7 @@ pub fn spawn_with<P: Projector>(
     }
     let active = Builder::open(projector.clone(), tree.clone(), rules.clone(), false)
         .map_err(|f| Error::Storage(format!("opening projection `{name}`: {}", f.detail)))?
-        .with_cache_limit(db.build_cache_bytes());
+        .with_budget(db.budget());
     let mut pending = VecDeque::new();
     let frozen = frozen_by(&*projector, active.meta.version);
     if active.meta.version != projector.version() {
@@ -984,10 +993,10 @@ impl<P: Projector> Runner<P> {
                 Purpose::Verify(reply),
             ),
         };
-        let limit = self.db.build_cache_bytes();
+        let budget = self.db.budget();
         let opened = tree.and_then(|tree| {
             Builder::open(self.projector.clone(), tree, rules, true)
-                .map(|b| b.with_cache_limit(limit))
+                .map(|b| b.with_budget(budget))
                 .map_err(|f| f.detail)
         });
         let builder = match opened {

@@ -135,14 +135,15 @@ struct Caches {
     /// `read_model_cache_mb`).
     #[arg(long, default_value_t = 1024)]
     projection_cache_mb: u64,
-    /// Memory each build holds before it commits, in MiB (the server's `build_cache_mb`).
+    /// Memory the builds far behind share before they commit, in MiB (the server's
+    /// `build_cache_mb`).
     #[arg(long, default_value_t = crm_projection_runtime::DEFAULT_BUILD_CACHE_BYTES >> 20,
           value_parser = clap::value_parser!(u64).range(16..=1 << 20))]
     build_cache_mb: u64,
 }
 
 impl Caches {
-    /// The log's, each read model's and each build's bound, in bytes.
+    /// The log's, each read model's and the builds' shared bound, in bytes.
     fn bytes(self) -> (u64, u64, u64) {
         (self.log_cache_mb << 20, self.projection_cache_mb << 20, self.build_cache_mb << 20)
     }
