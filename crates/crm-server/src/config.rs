@@ -50,7 +50,8 @@ pub struct Config {
     /// memory up to its even share of this among the builds in progress (all of it when it
     /// is the only one, a seventh each for seven first builds); past it, it commits and reads
     /// its tree again. A larger total makes rebuilds faster where memory allows. A read model
-    /// following live keeps at most 1 GiB (or its share, if smaller) cached between steps.
+    /// following live takes no share and keeps at most 1 GiB (or a build far behind's share,
+    /// if smaller) cached between steps.
     pub build_cache_bytes: u64,
 }
 

@@ -365,14 +365,14 @@ impl<P: Projector> Builder<P> {
                 // Live from here on: commits are single atomic batches.
                 self.chunked = false;
             }
+        } else if self.meta.position == 0 && applied == 0 && self.tree.get(META_KEY).ok().flatten().is_none() {
+            // Record the build's version and rules even before the first event.
+            let _ = self.tree.insert(META_KEY, encode_value(&self.meta));
         }
         if commit == Commit::WhenDone && position >= target {
             // Caught up with what was asked: no longer one of the builds far behind (it
             // takes a share again at its next step far behind).
             self.share = None;
-        } else if self.meta.position == 0 && applied == 0 && self.tree.get(META_KEY).ok().flatten().is_none() {
-            // Record the build's version and rules even before the first event.
-            let _ = self.tree.insert(META_KEY, encode_value(&self.meta));
         }
         Ok(StepOutcome { applied })
     }
@@ -597,8 +597,9 @@ mod tests {
         }
     }
 
-    /// Builds far behind split their budget evenly; one that catches up, goes live or ends
-    /// gives its share back, and a lone build far behind gets all of it.
+    /// Builds far behind split their budget evenly; one that catches up, goes live, fails or
+    /// ends gives its share back, and a lone build far behind gets all of it. A build reads
+    /// its bound again at every chunk.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn builds_far_behind_share_their_budget_evenly() {
         let log = TempLog::new();
@@ -608,7 +609,8 @@ mod tests {
         let head = log.store.committed_head();
         let projector = Arc::new(Counting::new("counting"));
         let db = sled::Config::new().temporary(true).open().unwrap();
-        let budget = Arc::new(BuildBudget::new(3 << 30));
+        let total: usize = 6 << 30;
+        let budget = Arc::new(BuildBudget::new(total as u64));
         let open = |name: &str| {
             Builder::open(projector.clone(), db.open_tree(name).unwrap(), Rules::default(), true)
                 .unwrap()
@@ -621,20 +623,36 @@ mod tests {
             builder.cache.limit()
         };
         let (mut a, mut b, mut c) = (open("a/1"), open("b/1"), open("c/1"));
-        assert_eq!(far(&mut a), 3 << 30, "alone far behind: all of it");
+        assert_eq!(far(&mut a), total, "alone far behind: all of it");
         far(&mut b);
-        assert_eq!(far(&mut c), 1 << 30, "three far behind: a third each");
-        assert_eq!(far(&mut a), 1 << 30, "a build takes one share however many steps it runs");
+        assert_eq!(far(&mut c), total / 3, "three far behind: a third each");
+        assert_eq!(far(&mut a), total / 3, "a build takes one share however many steps it runs");
 
         c.step(&log.store, head, u64::MAX, Commit::EveryStep).unwrap();
-        assert_eq!(c.cache.limit(), CACHE_BYTES, "live: at most 1 GiB, no share taken");
-        assert_eq!(far(&mut a), 3 << 29, "two far behind: half each");
+        assert_eq!(c.cache.limit(), CACHE_BYTES, "live: at most 1 GiB");
+        assert_eq!(far(&mut a), total / 2, "one went live: half each");
         drop(b);
-        assert_eq!(far(&mut a), 3 << 30, "the others gone: all of it again");
+        assert_eq!(far(&mut a), total, "the others gone: all of it again");
         a.step(&log.store, head, u64::MAX, Commit::WhenDone).unwrap();
         assert_eq!(a.applied_position(), head);
-        let d = &mut open("d/1");
-        assert_eq!(far(d), 3 << 30, "a build that caught up holds no share");
+        let mut d = open("d/1");
+        assert_eq!(far(&mut d), total, "a build that caught up holds no share");
+
+        // A failed step gives its share back.
+        append_pings(&log.store, 3, 2).await;
+        let failing = Arc::new(Counting { fail_on: Some("Odd".into()), ..Counting::new("counting") });
+        let mut e = Builder::open(failing, db.open_tree("e/1").unwrap(), Rules::default(), true)
+            .unwrap()
+            .with_budget(budget.clone());
+        assert_eq!(far(&mut e), total / 2, "d and e far behind");
+        e.step(&log.store, u64::MAX, u64::MAX, Commit::WhenDone).unwrap_err();
+        assert_eq!(far(&mut d), total, "e failed: d alone");
+
+        // The bound is read again at every check, not only when a step starts.
+        let other = budget.share();
+        assert!(!d.cache_full(Commit::WhenDone));
+        assert_eq!(d.cache.limit(), total / 2, "another build started");
+        drop(other);
     }
 
     /// A build that resumes over a stored tree reads the listed keys ahead (on several

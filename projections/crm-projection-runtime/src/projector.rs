@@ -196,8 +196,8 @@ struct Slots<V> {
     /// Keys read from the tree by the fold itself (not listed for [`Projector::prefetch`])
     /// since [`Cache::take_misses`] last asked.
     misses: u64,
-    /// Values set or handed out to change since [`Cache::estimated_bytes`] last sized a
-    /// sample of them.
+    /// Values set, handed out to change, or added by a read since [`Cache::estimated_bytes`]
+    /// last sized a sample of them.
     writes: usize,
 }
 
@@ -320,26 +320,25 @@ impl<V> Slots<V> {
 
     /// Adds `key` with `slot` unless it is cached.
     fn insert_absent(&mut self, key: Vec<u8>, slot: Slot<V>) {
+        self.writes += 1;
         if let (Found::Vacant(vacant), hash, entries, free) = self.entry(&key) {
             Self::insert(vacant, hash, entries, free, Entry { key, slot });
         }
     }
 
     /// The mean encoded size of the values of up to `n` cached entries, taken at even steps
-    /// through the entries (the oldest and the newest alike): an entry without a value (a
+    /// through all the entries (the oldest and the newest alike): an entry without a value (a
     /// key known to be absent or removed) counts as 0 bytes, places of forgotten entries are
     /// passed over. `None` when the cache holds no entry.
     fn sample_value_size(&self, n: usize) -> Option<usize>
     where
         V: Serialize,
     {
-        let step = (self.entries.len() / n.max(1)).max(1);
-        let (total, count) = self
-            .entries
-            .iter()
-            .step_by(step)
+        let len = self.entries.len();
+        let n = n.min(len);
+        let (total, count) = (0..n)
+            .map(|i| &self.entries[i * len / n])
             .filter(|e| !e.key.is_empty())
-            .take(n)
             .fold((0, 0), |(total, count), e| (total + e.slot.value.as_ref().map_or(0, encoded_len), count + 1));
         total.checked_div(count)
     }
@@ -372,7 +371,7 @@ fn load<'c, V: DeserializeOwned>(
 ) -> std::result::Result<&'c mut Slot<V>, String> {
     debug_assert!(key.first().is_some_and(|b| *b != 0), "state keys are non-empty and do not start with 0x00");
     let (found, hash, entries, free) = cache.entry(key);
-    let (i, read) = match found {
+    let (i, added) = match found {
         Found::Occupied(entry) => (entry.get().1 as usize, false),
         Found::Vacant(vacant) => {
             let value = if complete {
@@ -385,11 +384,15 @@ fn load<'c, V: DeserializeOwned>(
             };
             let stored = value.is_some();
             let slot = Slot { value, dirty: false, stored };
-            (Slots::insert(vacant, hash, entries, free, Entry { key: key.to_vec(), slot }), !complete)
+            (Slots::insert(vacant, hash, entries, free, Entry { key: key.to_vec(), slot }), true)
         }
     };
-    if read {
-        cache.misses += 1;
+    if added {
+        // An entry added changes the estimate as a write does.
+        cache.writes += 1;
+        if !complete {
+            cache.misses += 1;
+        }
     }
     Ok(&mut cache.entries[i].slot)
 }
@@ -874,7 +877,7 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
     /// estimated from a sample of [`VALUE_SAMPLE`] cached entries (twice their values' mean
     /// encoded size, for the decoded form's allocations; an entry without a value counts as
     /// empty), sized afresh once as many values as it sized (or as the cache holds, if fewer)
-    /// have been written since: a value can grow in place
+    /// have been written or added by reads since: a value can grow in place
     /// long after its entry was added (the audit's blocks of 64 operations, event by event),
     /// and a count made when it was added missed that growth (a fresh audit build estimated
     /// under 1 GiB held 4 GB, and its commit encoded 3.4 GB more beside it).
@@ -897,7 +900,7 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
         }
         // A step following live writes a few values and commits; sizing 1,024 at each of its
         // commits would cost more than the step. The sample is kept until as many values as
-        // it sized (or as the cache holds, if fewer) have been written.
+        // it sized (or as the cache holds, if fewer) have been written or added by reads.
         let per_value = match self.per_value {
             Some(per_value) if self.slots.writes < VALUE_SAMPLE.min(self.slots.len()) => per_value,
             _ => {

@@ -132,7 +132,7 @@ impl ProjectionDb {
     /// behind at the time: one rebuild after a rules change may hold all of it, seven read
     /// models building at once (a first start on a large log) a seventh each, more as
     /// others finish (docs/OPERATIONS.md). A build following live keeps at most
-    /// 1 GiB (or its share, if smaller) between steps, and takes no share.
+    /// 1 GiB (or a build far behind's share, if smaller) between steps, and takes no share.
     pub fn set_build_cache_bytes(&self, bytes: u64) {
         self.inner.budget.set_total(bytes);
     }
