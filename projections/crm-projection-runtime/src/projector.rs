@@ -876,8 +876,9 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
     /// complete cache forgot, or clean entries changed again) as copies of keys. Values are
     /// estimated from a sample of [`VALUE_SAMPLE`] cached entries (twice their values' mean
     /// encoded size, for the decoded form's allocations; an entry without a value counts as
-    /// empty), sized afresh once as many values as it sized (or as the cache holds, if fewer)
-    /// have been written or added by reads since: a value can grow in place
+    /// empty), sized afresh once as many values as it sized (or as the cache holds, if
+    /// fewer), and at least a sixteenth of the entries, have been written or added by reads
+    /// since: a value can grow in place
     /// long after its entry was added (the audit's blocks of 64 operations, event by event),
     /// and a count made when it was added missed that growth (a fresh audit build estimated
     /// under 1 GiB held 4 GB, and its commit encoded 3.4 GB more beside it).
@@ -899,10 +900,13 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
             self.counted_dirty = self.dirty.len();
         }
         // A step following live writes a few values and commits; sizing 1,024 at each of its
-        // commits would cost more than the step. The sample is kept until as many values as
-        // it sized (or as the cache holds, if fewer) have been written or added by reads.
+        // commits would cost more than the step, and at every chunk of a build whose values
+        // are large (funnel's) it cost a tenth of the build. The sample is kept until as many
+        // values as it sized (or as the cache holds, if fewer), and at least a sixteenth of
+        // the entries, have been written or added by reads since.
+        let resize_after = VALUE_SAMPLE.min(self.slots.len()).max(self.slots.len() / 16);
         let per_value = match self.per_value {
-            Some(per_value) if self.slots.writes < VALUE_SAMPLE.min(self.slots.len()) => per_value,
+            Some(per_value) if self.slots.writes < resize_after => per_value,
             _ => {
                 self.slots.writes = 0;
                 let per_value = self.slots.sample_value_size(VALUE_SAMPLE).map_or(0, |mean| 2 * mean);
