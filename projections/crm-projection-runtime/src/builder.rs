@@ -573,18 +573,24 @@ mod tests {
     use crate::fixtures::{Generator, GeneratorConfig};
     use crate::testing::{all_events, append_all, dump, fold_all, Counting, TempLog};
 
+    /// A log of `commands` generated commands (`seed`), its head, a counting projector and a
+    /// temporary database for its trees.
+    async fn generated(seed: u64, commands: usize) -> (TempLog, u64, Arc<Counting>, sled::Db) {
+        let log = TempLog::new();
+        let mut g = Generator::new(GeneratorConfig { seed, ..Default::default() });
+        let commands: Vec<_> = (0..commands).map(|_| g.next_command()).collect();
+        append_all(&log.store, &commands).await;
+        let head = log.store.committed_head();
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        (log, head, Arc::new(Counting::new("counting")), db)
+    }
+
     /// The bound set for builds far behind holds while a step commits when done; a step that
     /// commits every time (following live) keeps at most the default, so a large bound for
     /// rebuilds is not held for good by every live read model.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_live_step_caps_the_cache_at_the_default_bound() {
-        let log = TempLog::new();
-        let mut g = Generator::new(GeneratorConfig { seed: 6, ..Default::default() });
-        let commands: Vec<_> = (0..40).map(|_| g.next_command()).collect();
-        append_all(&log.store, &commands).await;
-        let head = log.store.committed_head();
-        let projector = Arc::new(Counting::new("counting"));
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let (log, head, projector, db) = generated(6, 40).await;
         let tree = db.open_tree("counting/1").unwrap();
         for (bound, far, live) in [(4 * CACHE_BYTES, 4 * CACHE_BYTES, CACHE_BYTES), (1 << 20, 1 << 20, 1 << 20)] {
             let mut builder = Builder::open(projector.clone(), tree.clone(), Rules::default(), false)
@@ -602,13 +608,7 @@ mod tests {
     /// its bound again at every chunk.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn builds_far_behind_share_their_budget_evenly() {
-        let log = TempLog::new();
-        let mut g = Generator::new(GeneratorConfig { seed: 8, ..Default::default() });
-        let commands: Vec<_> = (0..60).map(|_| g.next_command()).collect();
-        append_all(&log.store, &commands).await;
-        let head = log.store.committed_head();
-        let projector = Arc::new(Counting::new("counting"));
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let (log, head, projector, db) = generated(8, 60).await;
         let total: usize = 6 << 30;
         let budget = Arc::new(BuildBudget::new(total as u64));
         let open = |name: &str| {
