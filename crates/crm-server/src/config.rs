@@ -47,8 +47,9 @@ pub struct Config {
     pub read_model_cache_bytes: u64,
     /// Memory the read models' builds far behind share before they commit, in bytes (default
     /// 2 GiB, estimated). A rebuild, verification or first build keeps what it changes in
-    /// memory up to its even share of this among the builds in progress (all of it when it
-    /// is the only one, a seventh each for seven first builds); past it, it commits and reads
+    /// memory up to its even share of this among the builds in progress plus its part of
+    /// what the others leave unused (all of it when it is the only one, at least a seventh
+    /// each for seven first builds); past it, it commits and reads
     /// its tree again. A larger total makes rebuilds faster where memory allows. A read model
     /// following live takes no share and keeps at most 1 GiB (or a build far behind's share,
     /// if smaller) cached between steps.

@@ -1,7 +1,7 @@
 //! One build of one projection: a sled tree, its checkpoint, and the fold that advances it.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crm_domain::{DecodeError, Event, Rules};
 use crm_eventlog::{RecordedEvent, SledEventStore};
@@ -135,17 +135,21 @@ pub fn resume_position(tree: &sled::Tree) -> crate::Result<u64> {
     })
 }
 
-/// The memory the caches of builds far behind share ([`crate::ProjectionDb::set_build_cache_bytes`]):
-/// each gets an even share of the total among those in progress, so one rebuild after a
-/// rules change may hold all of it, and seven first builds at once a seventh each.
+/// The memory the caches of builds far behind share ([`crate::ProjectionDb::set_build_cache_bytes`]).
+/// Each may hold an even share of the total among those in progress, plus an even part of
+/// what the others leave of theirs unused: one rebuild after a rules change may hold all of
+/// it; of seven first builds at once, the large ones use what the small ones do not need.
+/// The builds hold at most the total (each checks its bound at every chunk, against what
+/// the others held at their last check).
 pub(crate) struct BuildBudget {
     total: AtomicU64,
-    building: AtomicUsize,
+    /// What each build far behind held at its last check, one entry per share.
+    held: Mutex<Vec<Arc<AtomicU64>>>,
 }
 
 impl BuildBudget {
     pub(crate) fn new(total: u64) -> Self {
-        BuildBudget { total: AtomicU64::new(total), building: AtomicUsize::new(0) }
+        BuildBudget { total: AtomicU64::new(total), held: Mutex::default() }
     }
 
     pub(crate) fn set_total(&self, total: u64) {
@@ -158,22 +162,55 @@ impl BuildBudget {
 
     /// Counts one more build far behind until the returned share is dropped.
     pub(crate) fn share(self: &Arc<Self>) -> BudgetShare {
-        self.building.fetch_add(1, Ordering::Relaxed);
-        BudgetShare(self.clone())
+        let held = Arc::new(AtomicU64::new(0));
+        self.held.lock().expect("budget lock").push(held.clone());
+        BudgetShare { budget: self.clone(), held }
     }
 
-    /// The bound of each build far behind now (all of it when none is).
+    /// The builds far behind now.
+    pub(crate) fn building(&self) -> usize {
+        self.held.lock().expect("budget lock").len()
+    }
+
+    /// The even share of each build far behind now (all of it when none is).
     pub(crate) fn per_build(&self) -> u64 {
-        self.total() / self.building.load(Ordering::Relaxed).max(1) as u64
+        self.total() / self.building().max(1) as u64
+    }
+
+    /// The bound of the build holding `share`: its even share, plus its even part (among
+    /// itself and the others at or past their even share) of what the others below theirs
+    /// leave unused.
+    pub(crate) fn bound_of(&self, share: &BudgetShare) -> u64 {
+        let held = self.held.lock().expect("budget lock");
+        let even = self.total() / held.len().max(1) as u64;
+        let (mut unused, mut hungry) = (0, 1);
+        for other in held.iter().filter(|h| !Arc::ptr_eq(h, &share.held)) {
+            match even.checked_sub(other.load(Ordering::Relaxed)) {
+                Some(left) if left > 0 => unused += left,
+                _ => hungry += 1,
+            }
+        }
+        even + unused / hungry
     }
 }
 
 /// One build's claim on a [`BuildBudget`], released when dropped.
-pub(crate) struct BudgetShare(Arc<BuildBudget>);
+pub(crate) struct BudgetShare {
+    budget: Arc<BuildBudget>,
+    /// What this build held at its last check.
+    held: Arc<AtomicU64>,
+}
+
+impl BudgetShare {
+    /// Records what this build holds now, for the others' bounds.
+    pub(crate) fn publish(&self, bytes: u64) {
+        self.held.store(bytes, Ordering::Relaxed);
+    }
+}
 
 impl Drop for BudgetShare {
     fn drop(&mut self) {
-        self.0.building.fetch_sub(1, Ordering::Relaxed);
+        self.budget.held.lock().expect("budget lock").retain(|h| !Arc::ptr_eq(h, &self.held));
     }
 }
 
@@ -252,22 +289,27 @@ impl<P: Projector> Builder<P> {
         self
     }
 
-    /// The bound of the cache now, for a step that commits as `commit` says: the share of
-    /// the budget changes as other builds start or finish.
+    /// The bound of the cache now, for a step that commits as `commit` says: it changes as
+    /// other builds start, grow, commit or finish.
     fn cache_bound(&self, commit: Commit) -> usize {
-        let share = usize::try_from(self.budget.per_build()).unwrap_or(usize::MAX);
-        match commit {
-            Commit::EveryStep => share.min(CACHE_BYTES),
-            Commit::WhenDone => share,
-        }
+        let bytes = match (&self.share, commit) {
+            (Some(share), Commit::WhenDone) => self.budget.bound_of(share),
+            // Live (no share): at most a build far behind's even share, and 1 GiB.
+            _ => self.budget.per_build().min(CACHE_BYTES as u64),
+        };
+        usize::try_from(bytes).unwrap_or(usize::MAX)
     }
 
-    /// Whether the cache is past its bound (read again: another build may have started or
-    /// finished since the last check).
+    /// Whether the cache is past its bound (read again: other builds may have started,
+    /// grown or finished since the last check), telling the budget what it holds.
     fn cache_full(&mut self, commit: Commit) -> bool {
         let bound = self.cache_bound(commit);
         self.cache.set_limit(bound);
-        self.cache.is_full()
+        let estimated = self.cache.estimated_bytes();
+        if let Some(share) = &self.share {
+            share.publish(estimated as u64);
+        }
+        estimated > bound
     }
 
     /// The flag that makes a step of this build stop early (set by the runner as it stops).
@@ -364,6 +406,10 @@ impl<P: Projector> Builder<P> {
             if commit == Commit::EveryStep {
                 // Live from here on: commits are single atomic batches.
                 self.chunked = false;
+            }
+            if let Some(share) = &self.share {
+                // A commit past the bound emptied the cache: the others may use the room now.
+                share.publish(self.cache.estimated_bytes() as u64);
             }
         } else if self.meta.position == 0 && applied == 0 && self.tree.get(META_KEY).ok().flatten().is_none() {
             // Record the build's version and rules even before the first event.
@@ -603,11 +649,52 @@ mod tests {
         }
     }
 
-    /// Builds far behind split their budget evenly; one that catches up, goes live, fails or
-    /// ends gives its share back, and a lone build far behind gets all of it. A build reads
-    /// its bound again at every chunk.
+    /// A build's bound is its even share plus its part of what the others leave unused; builds
+    /// that each hold no more than their bound hold no more than the total together.
+    #[test]
+    fn a_build_far_behind_may_use_what_the_others_leave() {
+        let total = 6_000u64;
+        let budget = Arc::new(BuildBudget::new(total));
+        let a = budget.share();
+        assert_eq!(budget.bound_of(&a), total, "alone: all of it");
+        let (b, c) = (budget.share(), budget.share());
+        assert_eq!(budget.building(), 3);
+        assert_eq!(budget.bound_of(&a), total, "the others hold nothing yet");
+        b.publish(1_500);
+        c.publish(100);
+        // Even share 2,000: b leaves 500 of it and c 1,900; a may use both.
+        assert_eq!(budget.bound_of(&a), 2_000 + 500 + 1_900);
+        a.publish(4_000);
+        // For b: c leaves 1,900, split between a (past its share) and b.
+        assert_eq!(budget.bound_of(&b), 2_000 + 1_900 / 2);
+        let steps = [0, 500, 1_000, 1_500, 1_999, 2_000, 2_500, 3_000, 4_000, 5_000, 6_000];
+        let mut within = 0;
+        for ha in steps {
+            for hb in steps {
+                for hc in steps {
+                    for (share, held) in [(&a, ha), (&b, hb), (&c, hc)] {
+                        share.publish(held);
+                    }
+                    let bounds = [budget.bound_of(&a), budget.bound_of(&b), budget.bound_of(&c)];
+                    assert!(bounds.iter().all(|b| *b >= total / 3), "never under the even share");
+                    if [ha, hb, hc].iter().zip(bounds).all(|(held, bound)| *held <= bound) {
+                        within += 1;
+                        assert!(ha + hb + hc <= total, "{ha} + {hb} + {hc}, each within its bound");
+                    }
+                }
+            }
+        }
+        assert!(within > 100, "{within}");
+        drop((b, c));
+        assert_eq!(budget.building(), 1);
+        assert_eq!(budget.bound_of(&a), total, "the others gone: all of it again");
+    }
+
+    /// A builder takes a share for its steps far behind and gives it back when it catches up,
+    /// goes live, fails or is dropped; it reads its bound again at every check and tells the
+    /// budget what it holds.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn builds_far_behind_share_their_budget_evenly() {
+    async fn builds_far_behind_take_and_give_back_a_share() {
         let (log, head, projector, db) = generated(8, 60).await;
         let total: usize = 6 << 30;
         let budget = Arc::new(BuildBudget::new(total as u64));
@@ -625,18 +712,21 @@ mod tests {
         let (mut a, mut b, mut c) = (open("a/1"), open("b/1"), open("c/1"));
         assert_eq!(far(&mut a), total, "alone far behind: all of it");
         far(&mut b);
-        assert_eq!(far(&mut c), total / 3, "three far behind: a third each");
-        assert_eq!(far(&mut a), total / 3, "a build takes one share however many steps it runs");
+        far(&mut c);
+        assert_eq!(budget.building(), 3);
+        far(&mut a);
+        assert_eq!(budget.building(), 3, "a build takes one share however many steps it runs");
+        let held = a.share.as_ref().unwrap().held.load(Ordering::Relaxed);
+        assert!(held > 0 && held == a.cache.estimated_bytes() as u64, "a build publishes what it holds");
 
         c.step(&log.store, head, u64::MAX, Commit::EveryStep).unwrap();
-        assert_eq!(c.cache.limit(), CACHE_BYTES, "live: at most 1 GiB");
-        assert_eq!(far(&mut a), total / 2, "one went live: half each");
+        assert_eq!(budget.building(), 2, "live: no share");
+        assert_eq!(c.cache.limit(), CACHE_BYTES, "live: at most 1 GiB (or an even share)");
         drop(b);
-        assert_eq!(far(&mut a), total, "the others gone: all of it again");
+        assert_eq!(budget.building(), 1, "dropped: its share goes back");
         a.step(&log.store, head, u64::MAX, Commit::WhenDone).unwrap();
         assert_eq!(a.applied_position(), head);
-        let mut d = open("d/1");
-        assert_eq!(far(&mut d), total, "a build that caught up holds no share");
+        assert_eq!(budget.building(), 0, "caught up: no share");
 
         // A failed step gives its share back.
         append_pings(&log.store, 3, 2).await;
@@ -644,14 +734,18 @@ mod tests {
         let mut e = Builder::open(failing, db.open_tree("e/1").unwrap(), Rules::default(), true)
             .unwrap()
             .with_budget(budget.clone());
-        assert_eq!(far(&mut e), total / 2, "d and e far behind");
+        far(&mut e);
+        assert_eq!(budget.building(), 1);
         e.step(&log.store, u64::MAX, u64::MAX, Commit::WhenDone).unwrap_err();
-        assert_eq!(far(&mut d), total, "e failed: d alone");
+        assert_eq!(budget.building(), 0, "failed: no share");
 
         // The bound is read again at every check, not only when a step starts.
+        let mut d = open("d/1");
+        assert_eq!(far(&mut d), total);
         let other = budget.share();
+        other.publish(total as u64);
         assert!(!d.cache_full(Commit::WhenDone));
-        assert_eq!(d.cache.limit(), total / 2, "another build started");
+        assert_eq!(d.cache.limit(), total / 2, "another build started and holds its share");
         drop(other);
     }
 

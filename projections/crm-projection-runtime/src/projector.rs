@@ -933,7 +933,9 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
         self.drained_estimate
     }
 
-    /// Whether the cache holds more than its bound.
+    /// Whether the cache holds more than its bound (the builder checks its estimate against
+    /// a bound it reads again each time, `Builder::cache_full`).
+    #[cfg(test)]
     pub(crate) fn is_full(&mut self) -> bool {
         self.estimated_bytes() > self.limit
     }

@@ -33,10 +33,11 @@ const MAX_REPORTED_DIFFERENCES: usize = 1000;
 pub const DEFAULT_CACHE_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// The default total of the memory the builds far behind (a rebuild, a verification, a
-/// first build or a long catch-up) hold before they commit, shared evenly among those in
-/// progress: 2 GiB, estimated. One customers rebuild at 11 M events holds its whole state
-/// in it (estimated at 1.45 GB); seven first builds at once get 293 MiB each, against 1 GiB
-/// each before the budget was shared (docs/PERFORMANCE.md, fifteenth session).
+/// first build or a long catch-up) hold before they commit, shared among those in progress
+/// (`BuildBudget` in builder.rs): 2 GiB, estimated. One customers rebuild at 11 M events
+/// holds its whole state in it (estimated at 1.45 GB); seven first builds at once get at
+/// least 293 MiB each, and the large ones what the small ones leave unused
+/// (docs/PERFORMANCE.md, fifteenth session).
 pub const DEFAULT_BUILD_CACHE_BYTES: u64 = 2 * crate::projector::CACHE_BYTES as u64;
 
 /// The read models' storage, apart from the event log: a directory holding one sled
@@ -129,9 +130,9 @@ impl ProjectionDb {
     /// and writes it when it reaches its target or passes its bound (estimated from the
     /// values' encoded size); past it, it commits, forgets what it held, and reads its tree
     /// for keys it needs again. Its bound is an even share of this among the builds far
-    /// behind at the time: one rebuild after a rules change may hold all of it, seven read
-    /// models building at once (a first start on a large log) a seventh each, more as
-    /// others finish (docs/OPERATIONS.md). A build following live keeps at most
+    /// behind at the time plus its part of what the others leave unused: one rebuild after
+    /// a rules change may hold all of it, seven read models building at once (a first start
+    /// on a large log) at least a seventh each, more as others finish (docs/OPERATIONS.md). A build following live keeps at most
     /// 1 GiB (or a build far behind's share, if smaller) between steps, and takes no share.
     pub fn set_build_cache_bytes(&self, bytes: u64) {
         self.inner.budget.set_total(bytes);
