@@ -139,8 +139,10 @@ pub fn resume_position(tree: &sled::Tree) -> crate::Result<u64> {
 /// Each may hold an even share of the total among those in progress, plus an even part of
 /// what the others leave of theirs unused: one rebuild after a rules change may hold all of
 /// it; of seven first builds at once, the large ones use what the small ones do not need.
-/// The builds hold at most the total (each checks its bound at every chunk, against what
-/// the others held at their last check).
+/// Builds that each hold no more than their bound hold no more than the total together. Each
+/// checks at every chunk, against what the others held at their last check: a build that
+/// grew into room another left finds that room claimed back at its own next check (its next
+/// chunk, or its next step), and until then the total can be passed by up to that room.
 pub(crate) struct BuildBudget {
     total: AtomicU64,
     /// What each build far behind held at its last check, one entry per share.
@@ -210,7 +212,9 @@ impl BudgetShare {
 
 impl Drop for BudgetShare {
     fn drop(&mut self) {
-        self.budget.held.lock().expect("budget lock").retain(|h| !Arc::ptr_eq(h, &self.held));
+        // Not `expect`: a panic while dropping during a panic would abort.
+        let mut held = self.budget.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        held.retain(|h| !Arc::ptr_eq(h, &self.held));
     }
 }
 
@@ -293,7 +297,7 @@ impl<P: Projector> Builder<P> {
     /// other builds start, grow, commit or finish.
     fn cache_bound(&self, commit: Commit) -> usize {
         let bytes = match (&self.share, commit) {
-            (Some(share), Commit::WhenDone) => self.budget.bound_of(share),
+            (Some(share), Commit::WhenDone) => share.budget.bound_of(share),
             // Live (no share): at most a build far behind's even share, and 1 GiB.
             _ => self.budget.per_build().min(CACHE_BYTES as u64),
         };
@@ -739,14 +743,26 @@ mod tests {
         e.step(&log.store, u64::MAX, u64::MAX, Commit::WhenDone).unwrap_err();
         assert_eq!(budget.building(), 0, "failed: no share");
 
-        // The bound is read again at every check, not only when a step starts.
+        // The bound is read again at every check, not only when a step starts, from what the
+        // others hold.
         let mut d = open("d/1");
         assert_eq!(far(&mut d), total);
         let other = budget.share();
+        assert!(!d.cache_full(Commit::WhenDone));
+        assert_eq!(d.cache.limit(), total, "another build started but holds nothing yet");
         other.publish(total as u64);
         assert!(!d.cache_full(Commit::WhenDone));
-        assert_eq!(d.cache.limit(), total / 2, "another build started and holds its share");
+        assert_eq!(d.cache.limit(), total / 2, "the other holds its share and more");
         drop(other);
+
+        // A commit past the bound empties the cache and tells the budget.
+        let tiny = Arc::new(BuildBudget::new(1));
+        let mut f = Builder::open(projector.clone(), db.open_tree("f/1").unwrap(), Rules::default(), true)
+            .unwrap()
+            .with_budget(tiny.clone());
+        f.step(&log.store, head, 5, Commit::WhenDone).unwrap();
+        assert_eq!(f.meta.position, 5, "committed past its bound of 1 byte");
+        assert_eq!(f.share.as_ref().unwrap().held.load(Ordering::Relaxed), 0, "emptied, and said so");
     }
 
     /// A build that resumes over a stored tree reads the listed keys ahead (on several
