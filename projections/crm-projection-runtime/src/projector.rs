@@ -745,8 +745,9 @@ const DIRTY_COPY_OVERHEAD: usize = 40;
 /// owner's postings block or a block of creation times tens of KB), so a small sample swings
 /// with the few large ones it meets: with 16, the estimate of a customers build jumped from
 /// 0.3 GB to 1.3 to 2.7 GB at a single check and the build committed and emptied its cache
-/// 17 times in 11 M events while it held under half its 1 GiB bound. Sizing 1,024 values
-/// takes about 0.3 ms per chunk of events (0.7 s in that build).
+/// 17 times in 11 M events while it held under half its 1 GiB bound. Sizing 1,024 customers
+/// values takes about 0.3 ms (0.7 s in that build, sized at every chunk); large values cost
+/// more, so a large cache sizes them again only after a sixteenth of its entries changed.
 const VALUE_SAMPLE: usize = 1_024;
 
 /// The write-back cache of a build, kept between batches (clean entries only) up to
@@ -772,8 +773,8 @@ pub(crate) struct Cache<V> {
     limit: usize,
     /// The estimate the last [`Cache::drain`] made before it drained.
     drained_estimate: usize,
-    /// Twice the mean encoded size of the values last sized, while fewer values than were
-    /// sized have been written since ([`Cache::estimated_bytes`]).
+    /// Twice the mean encoded size of the values last sized, kept until enough values have
+    /// been written or added since ([`Cache::estimated_bytes`]).
     per_value: Option<usize>,
 }
 
