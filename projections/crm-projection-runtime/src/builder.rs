@@ -285,9 +285,9 @@ impl<P: Projector> Builder<P> {
     }
 
     /// Shares `budget` with the other builds that use it: while far behind, this build's
-    /// cache is bounded by its even share among those far behind (see
+    /// cache is bounded by [`BuildBudget::bound_of`] (see
     /// [`crate::ProjectionDb::set_build_cache_bytes`]); following live it keeps at most
-    /// [`CACHE_BYTES`] (or the budget's share, if smaller).
+    /// [`CACHE_BYTES`] (or a build far behind's even share, if smaller).
     pub(crate) fn with_budget(mut self, budget: Arc<BuildBudget>) -> Self {
         self.budget = budget;
         self

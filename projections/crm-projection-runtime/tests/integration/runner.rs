@@ -237,16 +237,22 @@ async fn events_outside_the_domain_reach_projectors_undecoded_and_bad_domain_pay
     assert_eq!(status.position, bad_position - 1);
 }
 
+/// A log of `commands` generated commands (`seed`), each creating a customer.
+async fn new_customers_log(seed: u64, commands: usize) -> TempLog {
+    let log = TempLog::new();
+    let mut g = Generator::new(GeneratorConfig { seed, new_customer_permille: Some(1000), ..Default::default() });
+    let generated: Vec<_> = (0..commands).map(|_| g.next_command()).collect();
+    append_all(&log.store, &generated).await;
+    log
+}
+
 /// A first build and a shadow rebuild far behind the head hold their state in memory and
 /// write more keys than one sled batch takes (16,384) in chunks: the result still equals a
 /// fold of the log, and the marker of the chunked write is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn builds_written_in_chunks_equal_a_fold_of_the_log() {
-    let log = TempLog::new();
     // One new customer stream per command: a `stream/<s>` key each.
-    let mut g = Generator::new(GeneratorConfig { seed: 9, new_customer_permille: Some(1000), ..Default::default() });
-    let generated: Vec<_> = (0..17_000).map(|_| g.next_command()).collect();
-    append_all(&log.store, &generated).await;
+    let log = new_customers_log(9, 17_000).await;
     let db = ProjectionDb::open(&log.dir.join("projections")).unwrap();
     let projector = Counting::new("counting");
     let handle = spawn(&db, log.store.clone(), projector.clone()).unwrap();
@@ -269,12 +275,9 @@ async fn builds_written_in_chunks_equal_a_fold_of_the_log() {
 /// committed nothing. Both end equal to a fold of the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_commits_when_it_passes_the_build_cache_bound() {
-    let log = TempLog::new();
-    let mut g = Generator::new(GeneratorConfig { seed: 12, new_customer_permille: Some(1000), ..Default::default() });
     // Far behind (over 16,384 events: a build nearer the head commits at every step), and
     // several chunks of 4,096 events (a build checks its bound after each).
-    let generated: Vec<_> = (0..20_000).map(|_| g.next_command()).collect();
-    append_all(&log.store, &generated).await;
+    let log = new_customers_log(12, 20_000).await;
     let head = log.store.committed_head();
     for (bound, committed_before_the_end) in [(Some(16u64 << 10), true), (None, false)] {
         let gate: Gate = std::sync::Arc::new((std::sync::Mutex::new((false, false)), std::sync::Condvar::new()));
