@@ -205,13 +205,14 @@ struct Slots<V> {
 /// the heap.
 type Key = smallvec::SmallVec<[u8; INLINE_KEY]>;
 
-/// Bytes of a key kept beside its slot. Every key a lookup meets in a fold (a customer's
-/// `c/<id>`, an owner's postings block, a bucket of opportunities, a funnel's or audit's
-/// record) fits, so a lookup that finds its entry reads the key from the lines it has
-/// just loaded instead of missing the caches once more on a heap allocation elsewhere (in
-/// `perf` of a customers build, comparing keys was a tenth of the fold, nearly all of it
-/// waiting on that load). Longer keys (name and phone index entries, written once, rarely
-/// looked up) stay on the heap.
+/// Bytes of a key kept beside its slot. The keys the customers, funnel and audit folds look
+/// up most (a customer's `c/<id>`, postings and creation blocks, buckets of opportunities,
+/// funnel records, audit blocks) fit, so a lookup that finds its entry reads the key from
+/// the lines it has just loaded instead of missing the caches once more on a heap
+/// allocation elsewhere (in `perf` of a customers build, comparing keys was a tenth of the
+/// fold, nearly all of it waiting on that load). Longer keys stay on the heap: name and
+/// phone index entries, keys made of two ids (duplicates' pairs, audit's history and merge
+/// entries, reminders' and workload's `h/` entries) and reminders' schedule entries.
 const INLINE_KEY: usize = 48;
 
 /// `key` as a [`Key`]: inline when it fits (whatever its capacity), else its allocation.
@@ -757,9 +758,10 @@ impl<V: Serialize + DeserializeOwned + Clone> State<'_, V> {
 /// steps), whatever bound it had while far behind.
 pub(crate) const CACHE_BYTES: usize = 1 << 30;
 
-/// Bookkeeping bytes of one cached entry besides its key and value (the map slot, the key's
-/// allocation, its copy in the dirty list).
-const ENTRY_OVERHEAD: usize = 96;
+/// Bookkeeping bytes of one cached entry besides its value and the heap bytes of a key
+/// longer than [`INLINE_KEY`] (the map slot, the entry with its inline key, the vector's
+/// spare room, its copy in the dirty list).
+const ENTRY_OVERHEAD: usize = 128;
 
 /// Bytes of a key's copy in the dirty list besides the key (the `Vec` and its allocation),
 /// for copies beyond the entries counted with [`ENTRY_OVERHEAD`].
@@ -913,14 +915,18 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
         let copies = self.dirty.len().saturating_sub(self.counted_dirty).saturating_sub(added);
         if added > 0 || copies > 0 {
             let recent = self.dirty.len().min(64);
-            let listed = self.dirty[self.dirty.len() - recent..].iter().map(Vec::len).sum::<usize>();
-            let mean_key = listed.checked_div(recent).unwrap_or_else(|| {
+            let lengths: Vec<usize> = if recent > 0 {
+                self.dirty[self.dirty.len() - recent..].iter().map(Vec::len).collect()
+            } else {
                 // Nothing listed (a fresh build): a sample of the cached keys.
-                let sample = self.slots.sample_key_lengths(64);
-                let n = sample.len();
-                sample.sum::<usize>().checked_div(n).unwrap_or(32)
-            });
-            self.bytes += added * (mean_key + ENTRY_OVERHEAD);
+                self.slots.sample_key_lengths(64).collect()
+            };
+            let n = lengths.len();
+            let mean_key = lengths.iter().sum::<usize>().checked_div(n).unwrap_or(32);
+            // An entry holds a key of up to `INLINE_KEY` bytes in its own room.
+            let mean_spilled =
+                lengths.iter().filter(|len| **len > INLINE_KEY).sum::<usize>().checked_div(n).unwrap_or(0);
+            self.bytes += added * (mean_spilled + ENTRY_OVERHEAD);
             self.copy_bytes += copies * (mean_key + DIRTY_COPY_OVERHEAD);
             self.counted = self.slots.len();
             self.counted_dirty = self.dirty.len();
@@ -1067,6 +1073,13 @@ mod tests {
             key
         };
         let mut cache = Cache::<u64>::new(true);
+        // Built with room to spare, as read models build keys: kept inline all the same.
+        let mut roomy = Vec::with_capacity(4 * INLINE_KEY);
+        roomy.extend_from_slice(b"roomy");
+        cache.state(&tree).put(roomy, 0);
+        let i = cache.slots.find(b"roomy").expect("cached");
+        assert!(!cache.slots.entries[i].key.spilled(), "a short key with spare capacity is inline");
+        cache.state(&tree).remove(b"roomy".to_vec());
         let mut state = cache.state(&tree);
         for &len in &lengths {
             state.put(key(len, b'a'), len as u64);
@@ -1077,6 +1090,9 @@ mod tests {
         for &len in &lengths {
             assert_eq!(state.get(&key(len, b'a')).unwrap(), Some(&(len as u64)), "key of {len} bytes");
             assert_eq!(state.get(&key(len, b'b')).unwrap(), None, "removed key of {len} bytes");
+        }
+        for entry in cache.slots.entries.iter().filter(|e| !e.key.is_empty()) {
+            assert_eq!(entry.key.spilled(), entry.key.len() > INLINE_KEY, "key of {} bytes", entry.key.len());
         }
         let written = cache.drain();
         let mut expected: Vec<_> = lengths
