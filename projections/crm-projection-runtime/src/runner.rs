@@ -132,8 +132,9 @@ impl ProjectionDb {
     /// for keys it needs again. Its bound is an even share of this among the builds far
     /// behind at the time plus its part of what the others leave unused: one rebuild after
     /// a rules change may hold all of it, seven read models building at once (a first start
-    /// on a large log) at least a seventh each, more as others finish (docs/OPERATIONS.md). A build following live keeps at most
-    /// 1 GiB (or a build far behind's share, if smaller) between steps, and takes no share.
+    /// on a large log) at least a seventh each, more as others finish (docs/OPERATIONS.md).
+    /// A build following live keeps at most 1 GiB (or a build far behind's share, if
+    /// smaller) between steps, and takes no share.
     pub fn set_build_cache_bytes(&self, bytes: u64) {
         self.inner.budget.set_total(bytes);
     }

@@ -270,9 +270,9 @@ async fn builds_written_in_chunks_equal_a_fold_of_the_log() {
 }
 
 /// A build holds what it changes in memory up to its bound (alone, the whole of the
-/// database's build budget), then commits and goes on: held at the last event of a first build, a build with a 16 KiB bound
-/// has already committed (and serves) part of the log, while one with the default bound has
-/// committed nothing. Both end equal to a fold of the log.
+/// database's build budget), then commits and goes on: held at the last event of a first
+/// build, a build with a 16 KiB bound has already committed (and serves) part of the log,
+/// while one with the default bound has committed nothing. Both end equal to a fold of the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_commits_when_it_passes_the_build_cache_bound() {
     // Far behind (over 16,384 events: a build nearer the head commits at every step), and
