@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crm_domain::{apply_changes, Event, Owned, Rules};
 use crm_eventlog::RecordedEvent;
@@ -537,9 +537,15 @@ impl CustomersProjector {
         }
     }
 
-    /// Changes one customer with `edit` in place, keeping its index entries in step.
+    /// Changes one customer with `edit` in place, keeping its index entries in step (unless
+    /// a fresh build derives them at its first commit).
     fn change(state: &mut State<'_, Value>, recorded: &RecordedEvent, id: Uuid, edit: Edit<'_>) -> Result {
+        let fresh = state.fresh();
         let view = Self::touched(state, recorded, &id)?;
+        if fresh {
+            edit_view(view, edit);
+            return Ok(());
+        }
         let before = view.index_fields();
         edit_view(view, edit);
         let after = view.index_fields();
@@ -613,9 +619,10 @@ impl CustomersProjector {
     /// Sets a customer's stage: only its stage entry can move, so that one is changed
     /// directly (no other index field is looked at).
     fn move_stage(state: &mut State<'_, Value>, recorded: &RecordedEvent, customer: Uuid, stage: &str) -> Result {
+        let fresh = state.fresh();
         let view = Self::touched(state, recorded, &customer)?;
         let (old, indexed) = (view.stage.replace(stage.to_owned()), view.absorbed_into.is_none());
-        if indexed && old.as_deref() != Some(stage) {
+        if indexed && !fresh && old.as_deref() != Some(stage) {
             if let Some(old) = old.filter(|old| !old.is_empty()) {
                 remove_entry(state, Entry::Posting(posting_key("stage", &old, &customer)), customer)?;
             }
@@ -725,8 +732,10 @@ impl Projector for CustomersProjector {
                 if state.get(&key)?.is_some() {
                     return Err(format!("customer {} created twice", view.id));
                 }
-                for entry in view.index_fields().entries(&view.id) {
-                    add_entry(state, entry, view.id)?;
+                if !state.fresh() {
+                    for entry in view.index_fields().entries(&view.id) {
+                        add_entry(state, entry, view.id)?;
+                    }
                 }
                 state.put(key, Value::Customer(Box::new(view)));
                 Ok(())
@@ -754,6 +763,85 @@ impl Projector for CustomersProjector {
             Event::OpportunityLost(e) => Self::set_stage(state, recorded, e.opportunity_id.0, crm_domain::STAGE_LOST),
             _ => Ok(()),
         }
+    }
+
+    /// The index of a fresh build, from its final records: each block's ids gathered, then
+    /// put in order once, instead of inserted into blocks (and moved between stage blocks)
+    /// event by event. `apply` wrote no index entry before this (see [`State::fresh`]). The
+    /// records are split between two threads (the log's reader has finished by now), and the
+    /// cache makes room for every derived key at once.
+    fn derive_fresh(&self, state: &mut State<'_, Value>) -> Result {
+        let gathered = {
+            let views: Vec<&CustomerView> = state
+                .held()
+                .filter_map(|(_, value)| match value {
+                    Value::Customer(view) => Some(&**view),
+                    _ => None,
+                })
+                .collect();
+            let half = views.len().div_ceil(2).max(1);
+            let parts = std::thread::scope(|scope| {
+                let threads: Vec<_> = views.chunks(half).map(|part| scope.spawn(|| Gathered::of(part))).collect();
+                threads.into_iter().map(|thread| thread.join()).collect::<std::result::Result<Vec<_>, _>>()
+            });
+            let mut parts = parts.map_err(|_| "a thread deriving the index panicked".to_owned())?;
+            let mut all = parts.pop().unwrap_or_default();
+            for part in parts {
+                all.merge(part);
+            }
+            all
+        };
+        let Gathered { postings, created, keys } = gathered;
+        state.reserve(postings.len() + created.len() + keys.len());
+        for (key, mut ids) in postings {
+            ids.sort_unstable();
+            state.put(key, Value::Postings(ids));
+        }
+        for (key, mut entries) in created {
+            entries.sort_unstable();
+            state.put(key, Value::Created(entries));
+        }
+        for key in keys {
+            state.put(key, Value::Indexed);
+        }
+        Ok(())
+    }
+}
+
+/// A map keyed by index keys (foldhash: several times faster than std's SipHash on them).
+type KeyMap<V> = HashMap<Vec<u8>, V, foldhash::fast::RandomState>;
+
+/// The index entries of some records, gathered by block ([`CustomersProjector::derive_fresh`]).
+#[derive(Default)]
+struct Gathered {
+    postings: KeyMap<Vec<Uuid>>,
+    created: KeyMap<Vec<(i64, Uuid)>>,
+    keys: Vec<Vec<u8>>,
+}
+
+impl Gathered {
+    fn of(views: &[&CustomerView]) -> Self {
+        let mut gathered = Gathered { keys: Vec::with_capacity(2 * views.len()), ..Gathered::default() };
+        for view in views {
+            for entry in view.index_fields().entries(&view.id) {
+                match entry {
+                    Entry::Posting(key) => gathered.postings.entry(key).or_default().push(view.id),
+                    Entry::Created(key, at) => gathered.created.entry(key).or_default().push((at, view.id)),
+                    Entry::Key(key) => gathered.keys.push(key),
+                }
+            }
+        }
+        gathered
+    }
+
+    fn merge(&mut self, other: Gathered) {
+        for (key, ids) in other.postings {
+            self.postings.entry(key).or_default().extend(ids);
+        }
+        for (key, entries) in other.created {
+            self.created.entry(key).or_default().extend(entries);
+        }
+        self.keys.extend(other.keys);
     }
 }
 

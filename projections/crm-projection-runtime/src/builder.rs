@@ -554,7 +554,8 @@ impl<P: Projector> Builder<P> {
         Ok(!(commit == Commit::WhenDone && self.cache_full(commit)))
     }
 
-    /// Writes the dirty state and `meta` in key order: one atomic batch, or, for a large
+    /// Writes the dirty state and `meta` in key order (a fresh build's first commit first
+    /// adds the keys its projector derives, [`Projector::derive_fresh`]): one atomic batch, or, for a large
     /// commit of a build nobody reads yet, single inserts after a [`SPILL_KEY`] marker that a
     /// last batch removes with the checkpoint (so a crash in between is detected by
     /// [`Builder::open`]: sled recovers a prefix of the operations, so any key written after
@@ -566,9 +567,11 @@ impl<P: Projector> Builder<P> {
     fn write(&mut self, meta: &Meta) -> Result<(), String> {
         let storage = |e: sled::Error| e.to_string();
         let started = std::time::Instant::now();
+        self.cache.derive_fresh(&*self.projector, &self.tree).map_err(|e| format!("deriving: {e}"))?;
+        let derived = started.elapsed().as_secs_f64();
         let entries = self.cache.drain();
         let cache_estimate = self.cache.drained_estimate();
-        let drained = started.elapsed().as_secs_f64();
+        let drained = started.elapsed().as_secs_f64() - derived;
         let count = entries.len();
         // Also the last commit of such a build, made as a live step once it is near the head.
         let chunked = self.chunked && count > SPILL_ABOVE;
@@ -592,7 +595,7 @@ impl<P: Projector> Builder<P> {
         } else {
             // Off sled's exclusive lock: see `page_in`.
             crate::projector::page_in(&self.tree, &entries)?;
-            paged_in = started.elapsed().as_secs_f64() - drained;
+            paged_in = started.elapsed().as_secs_f64() - derived - drained;
             for (key, value) in entries {
                 match value {
                     Some(bytes) => batch.insert(key, bytes),
@@ -608,6 +611,7 @@ impl<P: Projector> Builder<P> {
             keys = count,
             cache_estimate,
             chunked,
+            derive_seconds = derived,
             drain_seconds = drained,
             page_in_seconds = paged_in,
             seconds = started.elapsed().as_secs_f64(),
@@ -763,6 +767,32 @@ mod tests {
         f.step(&log.store, head, 5, Commit::WhenDone).unwrap();
         assert_eq!(f.meta.position, 5, "committed past its bound of 1 byte");
         assert_eq!(f.share.as_ref().unwrap().held.load(Ordering::Relaxed), 0, "emptied, and said so");
+    }
+
+    /// A fresh build leaves its derived keys to its first commit, also when that commit comes
+    /// early (past a bound of one byte), and keeps them in step from then on: the tree ends
+    /// as one fold from scratch, which derives them at its end.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fresh_build_derives_at_its_first_commit_and_keeps_in_step_after() {
+        let (log, head, projector, db) = generated(9, 60).await;
+        let tree = db.open_tree("counting/1").unwrap();
+        let mut builder = Builder::open(projector.clone(), tree.clone(), Rules::default(), true)
+            .unwrap()
+            .with_budget(Arc::new(BuildBudget::new(1)));
+        assert!(builder.cache.state(&builder.tree).fresh());
+        builder.step(&log.store, head, 5, Commit::WhenDone).unwrap();
+        assert_eq!(builder.meta.position, 5);
+        assert_eq!(tree.get(b"total").unwrap().map(|v| decode_value::<u64>(b"total", &v).unwrap()), Some(5));
+        assert!(!builder.cache.state(&builder.tree).fresh(), "fresh until the first commit only");
+        while builder.applied_position() < head {
+            builder.step(&log.store, head, 7, Commit::WhenDone).unwrap();
+        }
+        assert_eq!(dump(&tree), fold_all(&*projector, &Rules::default(), &all_events(&log.store)));
+
+        // Over a tree that holds something, a build is never fresh.
+        let resumed = Builder::open(projector.clone(), tree, Rules::default(), false).unwrap();
+        let mut cache = resumed.cache;
+        assert!(!cache.state(&resumed.tree).fresh());
     }
 
     /// A build that resumes over a stored tree reads the listed keys ahead (on several

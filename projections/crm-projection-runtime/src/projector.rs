@@ -90,6 +90,21 @@ pub trait Projector: Send + Sync + 'static {
         recorded: &RecordedEvent,
         event: Option<&Event>,
     ) -> std::result::Result<(), String>;
+
+    /// Writes, once, at the first commit of a fresh build, the keys `apply` leaves out while
+    /// [`State::fresh`] holds: keys that follow from other keys' final values (an index from
+    /// the records it indexes). A rebuild then builds them once from the final records, with
+    /// every key in memory ([`State::held`]), instead of keeping them in step with every
+    /// event. Once `State::fresh` is false (after that commit, or in any build that did not
+    /// start on an empty tree), `apply` keeps them in step itself. Nothing by default.
+    ///
+    /// Both paths must give the same tree: the reference fold of the property tests
+    /// ([`crate::testing::fold_all`]) takes this one, the runner's live build (which commits
+    /// after its first few events) the other, and `VerifyProjection` compares them too.
+    fn derive_fresh(&self, state: &mut State<'_, Self::Value>) -> std::result::Result<(), String> {
+        let _ = state;
+        Ok(())
+    }
 }
 
 /// A stable 64-bit FNV-1a hasher for fingerprints (std's `DefaultHasher` may change between
@@ -654,6 +669,26 @@ impl<V: Serialize + DeserializeOwned + Clone> State<'_, V> {
         load(self.cache, self.tree, self.complete, key)
     }
 
+    /// Whether this is a fresh build before its first commit: it started on an empty tree,
+    /// every key of the read model is in memory ([`State::held`]), and
+    /// [`Projector::derive_fresh`] runs before anything is written.
+    pub fn fresh(&self) -> bool {
+        self.dirty.is_none() && self.complete
+    }
+
+    /// Makes room for `additional` more keys at once (a fresh build's derived keys, say), so
+    /// the cache grows once instead of doubling, and copying into new memory, on the way.
+    pub fn reserve(&mut self, additional: usize) {
+        self.cache.index.reserve(additional, |&(hash, _)| spread(hash));
+        self.cache.entries.reserve(additional.saturating_sub(self.cache.free.len()));
+    }
+
+    /// Every key held in memory with a value, in no particular order: while
+    /// [`State::fresh`] holds, every key of the read model.
+    pub fn held(&self) -> impl Iterator<Item = (&[u8], &V)> + '_ {
+        self.cache.entries.iter().filter_map(|entry| entry.slot.value.as_ref().map(|value| (&entry.key[..], value)))
+    }
+
     /// The value under `key`.
     pub fn get(&mut self, key: &[u8]) -> std::result::Result<Option<&V>, String> {
         Ok(self.load(key)?.value.as_ref())
@@ -826,6 +861,20 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
     pub(crate) fn state<'a>(&'a mut self, tree: &'a sled::Tree) -> State<'a, V> {
         let dirty = self.listed.then_some(&mut self.dirty);
         State { tree, cache: &mut self.slots, dirty, complete: self.complete }
+    }
+
+    /// Runs [`Projector::derive_fresh`] if this is a fresh build's cache before its first
+    /// commit ([`State::fresh`]); a commit calls it before it drains.
+    pub(crate) fn derive_fresh<P: Projector<Value = V>>(
+        &mut self,
+        projector: &P,
+        tree: &sled::Tree,
+    ) -> std::result::Result<(), String> {
+        let mut state = self.state(tree);
+        if !state.fresh() {
+            return Ok(());
+        }
+        projector.derive_fresh(&mut state)
     }
 
     /// What this cache holds, read-only.
