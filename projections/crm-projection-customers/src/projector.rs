@@ -2,7 +2,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crm_domain::{apply_changes, Event, Owned, Rules};
 use crm_eventlog::RecordedEvent;
-use crm_projection_runtime::{bucket_key, bucket_of, printable_key, push_hex, Cached, Projector, State};
+use crm_projection_runtime::{bucket_key, bucket_of, printable_key, push_hex, Cached, Derived, Projector, State};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -768,43 +768,37 @@ impl Projector for CustomersProjector {
     /// The index of a fresh build, from its final records: each block's ids gathered, then
     /// put in order once, instead of inserted into blocks (and moved between stage blocks)
     /// event by event. `apply` wrote no index entry before this (see [`State::fresh`]). The
-    /// records are split between two threads (the log's reader has finished by now), and the
-    /// cache makes room for every derived key at once.
-    fn derive_fresh(&self, state: &mut State<'_, Value>) -> Result {
-        let gathered = {
-            let views: Vec<&CustomerView> = state
-                .held()
-                .filter_map(|(_, value)| match value {
-                    Value::Customer(view) => Some(&**view),
-                    _ => None,
-                })
-                .collect();
-            let half = views.len().div_ceil(2).max(1);
-            let parts = std::thread::scope(|scope| {
-                let threads: Vec<_> = views.chunks(half).map(|part| scope.spawn(|| Gathered::of(part))).collect();
-                threads.into_iter().map(|thread| thread.join()).collect::<std::result::Result<Vec<_>, _>>()
-            });
-            let mut parts = parts.map_err(|_| "a thread deriving the index panicked".to_owned())?;
-            let mut all = parts.pop().unwrap_or_default();
-            for part in parts {
-                all.merge(part);
-            }
-            all
-        };
-        let Gathered { postings, created, keys } = gathered;
-        state.reserve(postings.len() + created.len() + keys.len());
-        for (key, mut ids) in postings {
+    /// records are split between two threads (the log's reader has finished by now).
+    fn derive_fresh(&self, state: &State<'_, Value>) -> Result<Derived<Value>> {
+        let views: Vec<&CustomerView> = state
+            .held()
+            .filter_map(|(_, value)| match value {
+                Value::Customer(view) => Some(&**view),
+                _ => None,
+            })
+            .collect();
+        let half = views.len().div_ceil(2).max(1);
+        let parts = std::thread::scope(|scope| {
+            let threads: Vec<_> = views.chunks(half).map(|part| scope.spawn(|| Gathered::of(part))).collect();
+            threads.into_iter().map(|thread| thread.join()).collect::<std::result::Result<Vec<_>, _>>()
+        });
+        let mut parts = parts.map_err(|_| "a thread deriving the index panicked".to_owned())?;
+        let mut all = parts.pop().unwrap_or_default();
+        for part in parts {
+            all.merge(part);
+        }
+        let Gathered { postings, created, keys } = all;
+        let mut derived = Vec::with_capacity(postings.len() + created.len() + keys.len());
+        derived.extend(postings.into_iter().map(|(key, mut ids)| {
             ids.sort_unstable();
-            state.put(key, Value::Postings(ids));
-        }
-        for (key, mut entries) in created {
+            (key, Value::Postings(ids))
+        }));
+        derived.extend(created.into_iter().map(|(key, mut entries)| {
             entries.sort_unstable();
-            state.put(key, Value::Created(entries));
-        }
-        for key in keys {
-            state.put(key, Value::Indexed);
-        }
-        Ok(())
+            (key, Value::Created(entries))
+        }));
+        derived.extend(keys.into_iter().map(|key| (key, Value::Indexed)));
+        Ok(derived)
     }
 }
 

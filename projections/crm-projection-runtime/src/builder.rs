@@ -554,8 +554,8 @@ impl<P: Projector> Builder<P> {
         Ok(!(commit == Commit::WhenDone && self.cache_full(commit)))
     }
 
-    /// Writes the dirty state and `meta` in key order (a fresh build's first commit first
-    /// adds the keys its projector derives, [`Projector::derive_fresh`]): one atomic batch, or, for a large
+    /// Writes the dirty state and `meta` in key order (a fresh build's first commit adds the
+    /// keys its projector derives, [`Projector::derive_fresh`]): one atomic batch, or, for a large
     /// commit of a build nobody reads yet, single inserts after a [`SPILL_KEY`] marker that a
     /// last batch removes with the checkpoint (so a crash in between is detected by
     /// [`Builder::open`]: sled recovers a prefix of the operations, so any key written after
@@ -567,11 +567,11 @@ impl<P: Projector> Builder<P> {
     fn write(&mut self, meta: &Meta) -> Result<(), String> {
         let storage = |e: sled::Error| e.to_string();
         let started = std::time::Instant::now();
-        self.cache.derive_fresh(&*self.projector, &self.tree).map_err(|e| format!("deriving: {e}"))?;
-        let derived = started.elapsed().as_secs_f64();
-        let entries = self.cache.drain();
+        let derived = self.cache.derive_fresh(&*self.projector, &self.tree).map_err(|e| format!("deriving: {e}"))?;
+        let (derived_keys, derived_seconds) = (derived.len(), started.elapsed().as_secs_f64());
+        let entries = self.cache.drain_with(derived)?;
         let cache_estimate = self.cache.drained_estimate();
-        let drained = started.elapsed().as_secs_f64() - derived;
+        let drained = started.elapsed().as_secs_f64() - derived_seconds;
         let count = entries.len();
         // Also the last commit of such a build, made as a live step once it is near the head.
         let chunked = self.chunked && count > SPILL_ABOVE;
@@ -595,7 +595,7 @@ impl<P: Projector> Builder<P> {
         } else {
             // Off sled's exclusive lock: see `page_in`.
             crate::projector::page_in(&self.tree, &entries)?;
-            paged_in = started.elapsed().as_secs_f64() - derived - drained;
+            paged_in = started.elapsed().as_secs_f64() - derived_seconds - drained;
             for (key, value) in entries {
                 match value {
                     Some(bytes) => batch.insert(key, bytes),
@@ -611,7 +611,8 @@ impl<P: Projector> Builder<P> {
             keys = count,
             cache_estimate,
             chunked,
-            derive_seconds = derived,
+            derived_keys,
+            derive_seconds = derived_seconds,
             drain_seconds = drained,
             page_in_seconds = paged_in,
             seconds = started.elapsed().as_secs_f64(),

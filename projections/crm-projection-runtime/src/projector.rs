@@ -91,21 +91,27 @@ pub trait Projector: Send + Sync + 'static {
         event: Option<&Event>,
     ) -> std::result::Result<(), String>;
 
-    /// Writes, once, at the first commit of a fresh build, the keys `apply` leaves out while
-    /// [`State::fresh`] holds: keys that follow from other keys' final values (an index from
-    /// the records it indexes). A rebuild then builds them once from the final records, with
-    /// every key in memory ([`State::held`]), instead of keeping them in step with every
-    /// event. Once `State::fresh` is false (after that commit, or in any build that did not
-    /// start on an empty tree), `apply` keeps them in step itself. Nothing by default.
+    /// The keys `apply` leaves out while [`State::fresh`] holds, with their values: keys that
+    /// follow from other keys' final values (an index from the records it indexes). Asked
+    /// once, at the first commit of a fresh build, with every key in memory
+    /// ([`State::held`]); they go to that commit beside the state (never into the cache), so
+    /// a rebuild builds them once from the final records instead of keeping them in step
+    /// with every event. Once `State::fresh` is false (after that commit, or in any build
+    /// that did not start on an empty tree), `apply` keeps them in step itself. A derived
+    /// key the state also holds fails the commit. None by default.
     ///
     /// Both paths must give the same tree: the reference fold of the property tests
-    /// ([`crate::testing::fold_all`]) takes this one, the runner's live build (which commits
-    /// after its first few events) the other, and `VerifyProjection` compares them too.
-    fn derive_fresh(&self, state: &mut State<'_, Self::Value>) -> std::result::Result<(), String> {
+    /// ([`crate::testing::fold_all`]) derives, the runner's live build (which commits after
+    /// its first few events) keeps them in step, and `VerifyProjection` compares the two too.
+    fn derive_fresh(&self, state: &State<'_, Self::Value>) -> std::result::Result<Derived<Self::Value>, String> {
         let _ = state;
-        Ok(())
+        Ok(Vec::new())
     }
 }
+
+/// Keys and values a projector derives for a fresh build's first commit
+/// ([`Projector::derive_fresh`]), in any order.
+pub type Derived<V> = Vec<(Vec<u8>, V)>;
 
 /// A stable 64-bit FNV-1a hasher for fingerprints (std's `DefaultHasher` may change between
 /// Rust releases, and a fingerprint is persisted).
@@ -154,6 +160,17 @@ pub(crate) fn bincode_config() -> bincode::config::Configuration {
 /// Encodes a read-model value the way the runtime stores it.
 pub fn encode_value<V: Serialize>(value: &V) -> Vec<u8> {
     bincode::serde::encode_to_vec(value, bincode_config()).expect("read-model values always encode")
+}
+
+/// [`encode_value`]'s bytes for `value`, written first into `scratch` (kept between calls)
+/// and then copied once into a vector of their exact length: encoding straight into a new
+/// vector grows it several times for a value of a few hundred bytes (a customer's record),
+/// and a commit of millions of values spent most of its time in those copies and in the
+/// fresh memory they fault in.
+fn encode_reusing<V: Serialize>(value: &V, scratch: &mut Vec<u8>) -> Vec<u8> {
+    scratch.clear();
+    bincode::serde::encode_into_std_write(value, scratch, bincode_config()).expect("read-model values always encode");
+    scratch.as_slice().to_vec()
 }
 
 /// The length of [`encode_value`]'s bytes for `value`, counted without writing them.
@@ -446,11 +463,12 @@ fn drain_slot<V: Serialize>(
     slot: &mut Slot<V>,
     release: bool,
     out: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    scratch: &mut Vec<u8>,
 ) {
     slot.dirty = false;
     match &slot.value {
         Some(v) => {
-            let bytes = encode_value(v);
+            let bytes = encode_reusing(v, scratch);
             slot.stored = true;
             if release {
                 slot.value = None;
@@ -473,40 +491,73 @@ const WALK_FROM_SHARE: usize = 4;
 /// Fewer dirty entries than this are sorted and encoded on the committing thread alone.
 const PARALLEL_DRAIN_FROM: usize = 65_536;
 
-/// The dirty entries `dirty` (in any order) drained in key order: sorted and encoded in two
-/// halves side by side when there are many, then merged.
-fn drain_all<V: Serialize + Send>(
-    mut dirty: Vec<(&[u8], &mut Slot<V>)>,
-    release: bool,
-) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+/// A commit's entry: a key and its encoded value (`None`: remove the key).
+pub(crate) type Written = (Vec<u8>, Option<Vec<u8>>);
+
+/// The dirty entries `dirty` (in any order) drained in runs of ascending keys: sorted and
+/// encoded in two halves side by side when there are many.
+fn drain_all<V: Serialize + Send>(mut dirty: Vec<(&[u8], &mut Slot<V>)>, release: bool) -> Vec<Vec<Written>> {
     let drain_sorted = |part: &mut [(&[u8], &mut Slot<V>)]| {
         part.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let mut out = Vec::with_capacity(part.len());
+        let (mut out, mut scratch) = (Vec::with_capacity(part.len()), Vec::new());
         for (key, slot) in part.iter_mut() {
-            drain_slot(key.to_vec(), slot, release, &mut out);
+            drain_slot(key.to_vec(), slot, release, &mut out, &mut scratch);
         }
         out
     };
-    if dirty.len() < PARALLEL_DRAIN_FROM {
-        return drain_sorted(&mut dirty);
+    in_halves(&mut dirty, drain_sorted)
+}
+
+/// Derived entries ([`Projector::derive_fresh`]) in runs of ascending keys, encoded: sorted
+/// and encoded in two halves side by side when there are many.
+fn encode_derived<V: Serialize + Send>(mut derived: Derived<V>) -> Vec<Vec<Written>> {
+    let encode_sorted = |part: &mut [(Vec<u8>, V)]| {
+        part.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut scratch = Vec::new();
+        part.iter_mut().map(|(key, value)| (std::mem::take(key), Some(encode_reusing(value, &mut scratch)))).collect()
+    };
+    in_halves(&mut derived, encode_sorted)
+}
+
+/// `run` over all of `items`, or over each half on a thread of its own when there are many.
+fn in_halves<T: Send>(items: &mut [T], run: impl Fn(&mut [T]) -> Vec<Written> + Sync) -> Vec<Vec<Written>> {
+    if items.len() < PARALLEL_DRAIN_FROM {
+        return vec![run(items)];
     }
-    let middle = dirty.len() / 2;
-    let (low, high) = dirty.split_at_mut(middle);
-    let (low, high) = std::thread::scope(|scope| {
-        let other = scope.spawn(|| drain_sorted(low));
-        let high = drain_sorted(high);
-        (other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), high)
-    });
-    // The halves hold different keys: a merge of two sorted runs.
-    let mut out = Vec::with_capacity(low.len() + high.len());
-    let (mut low, mut high) = (low.into_iter().peekable(), high.into_iter().peekable());
-    while let (Some(l), Some(h)) = (low.peek(), high.peek()) {
-        let next = if l.0 < h.0 { low.next() } else { high.next() };
-        out.extend(next);
+    let (low, high) = items.split_at_mut(items.len() / 2);
+    std::thread::scope(|scope| {
+        let other = scope.spawn(|| run(low));
+        let high = run(high);
+        vec![other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), high]
+    })
+}
+
+/// Runs of ascending keys merged into one. Runs hold different keys; a key in two of them
+/// (a derived key the state also holds) is an error.
+fn merge_runs(runs: Vec<Vec<Written>>) -> std::result::Result<Vec<Written>, String> {
+    let mut runs: Vec<_> = runs.into_iter().filter(|run| !run.is_empty()).collect();
+    if runs.len() <= 1 {
+        return Ok(runs.pop().unwrap_or_default());
     }
-    out.extend(low);
-    out.extend(high);
-    out
+    let mut out = Vec::with_capacity(runs.iter().map(Vec::len).sum());
+    // The next entry of each run.
+    let mut next = vec![0; runs.len()];
+    loop {
+        let mut least: Option<usize> = None;
+        for i in 0..runs.len() {
+            let Some((key, _)) = runs[i].get(next[i]) else { continue };
+            match least.map(|l| key.cmp(&runs[l][next[l]].0)) {
+                None | Some(std::cmp::Ordering::Less) => least = Some(i),
+                Some(std::cmp::Ordering::Equal) => {
+                    return Err(format!("key {} both held and derived", printable_key(key)));
+                }
+                Some(std::cmp::Ordering::Greater) => {}
+            }
+        }
+        let Some(i) = least else { return Ok(out) };
+        out.push(std::mem::take(&mut runs[i][next[i]]));
+        next[i] += 1;
+    }
 }
 
 /// How many times the runner asks [`Projector::prefetch`] for the keys of one chunk of
@@ -674,13 +725,6 @@ impl<V: Serialize + DeserializeOwned + Clone> State<'_, V> {
     /// [`Projector::derive_fresh`] runs before anything is written.
     pub fn fresh(&self) -> bool {
         self.dirty.is_none() && self.complete
-    }
-
-    /// Makes room for `additional` more keys at once (a fresh build's derived keys, say), so
-    /// the cache grows once instead of doubling, and copying into new memory, on the way.
-    pub fn reserve(&mut self, additional: usize) {
-        self.cache.index.reserve(additional, |&(hash, _)| spread(hash));
-        self.cache.entries.reserve(additional.saturating_sub(self.cache.free.len()));
     }
 
     /// Every key held in memory with a value, in no particular order: while
@@ -863,18 +907,23 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
         State { tree, cache: &mut self.slots, dirty, complete: self.complete }
     }
 
-    /// Runs [`Projector::derive_fresh`] if this is a fresh build's cache before its first
-    /// commit ([`State::fresh`]); a commit calls it before it drains.
+    /// The keys [`Projector::derive_fresh`] derives, if this is a fresh build's cache before
+    /// its first commit ([`State::fresh`]); none otherwise. They are not cached, so from here
+    /// on the cache no longer holds every key of the tree: a key it misses is read from there.
     pub(crate) fn derive_fresh<P: Projector<Value = V>>(
         &mut self,
         projector: &P,
         tree: &sled::Tree,
-    ) -> std::result::Result<(), String> {
-        let mut state = self.state(tree);
+    ) -> std::result::Result<Derived<V>, String> {
+        let state = self.state(tree);
         if !state.fresh() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        projector.derive_fresh(&mut state)
+        let derived = projector.derive_fresh(&state)?;
+        if !derived.is_empty() {
+            self.complete = false;
+        }
+        Ok(derived)
     }
 
     /// What this cache holds, read-only.
@@ -1014,20 +1063,32 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
         self.drained_estimate
     }
 
-    /// Moves every dirty entry into `batch` in key order, keeping clean copies (or emptying
-    /// the cache when it is over its bound).
-    pub(crate) fn drain_into(&mut self, batch: &mut sled::Batch) {
-        for (key, value) in self.drain() {
+    /// Moves every dirty entry, and `derived` ([`Cache::derive_fresh`]), into `batch` in key
+    /// order, keeping clean copies (or emptying the cache when it is over its bound).
+    pub(crate) fn drain_into(
+        &mut self,
+        batch: &mut sled::Batch,
+        derived: Derived<V>,
+    ) -> std::result::Result<(), String> {
+        for (key, value) in self.drain_with(derived)? {
             match value {
                 Some(bytes) => batch.insert(key, bytes),
                 None => batch.remove(key),
             }
         }
+        Ok(())
     }
 
     /// The dirty entries in key order, encoded (`None`: remove the key), keeping clean copies
     /// (or emptying the cache when it is over its bound).
-    pub(crate) fn drain(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    #[cfg(test)]
+    pub(crate) fn drain(&mut self) -> Vec<Written> {
+        self.drain_with(Vec::new()).expect("nothing derived, so no key is both held and derived")
+    }
+
+    /// [`Cache::drain`], with `derived` ([`Cache::derive_fresh`]) encoded and merged in.
+    pub(crate) fn drain_with(&mut self, derived: Derived<V>) -> std::result::Result<Vec<Written>, String> {
+        let derived = encode_derived(derived);
         let estimated = self.estimated_bytes();
         self.drained_estimate = estimated;
         let full = estimated > self.limit;
@@ -1040,14 +1101,14 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
             dirty.sort_unstable();
             // A key removed and put again is listed twice.
             dirty.dedup();
-            let mut out = Vec::with_capacity(dirty.len());
+            let (mut out, mut scratch) = (Vec::with_capacity(dirty.len()), Vec::new());
             for key in dirty {
                 // Not cached: a key the tree never held, forgotten when it was removed.
                 if let Some(slot) = self.slots.get_mut(&key) {
-                    drain_slot(key, slot, full, &mut out);
+                    drain_slot(key, slot, full, &mut out, &mut scratch);
                 }
             }
-            out
+            vec![out]
         } else {
             self.dirty = Vec::new();
             self.counted_dirty = 0;
@@ -1055,6 +1116,7 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
             self.listed = true;
             drain_all(self.slots.dirty_mut(), full)
         };
+        let out = merge_runs(out.into_iter().chain(derived).collect())?;
         if full {
             tracing::debug!(
                 entries = self.slots.len(),
@@ -1067,7 +1129,7 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
             self.bytes = 0;
             self.per_value = None;
         }
-        out
+        Ok(out)
     }
 }
 
@@ -1080,6 +1142,20 @@ mod tests {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let tree = db.open_tree("t").unwrap();
         (db, tree)
+    }
+
+    /// Sorted runs (a commit's halves, a projector's derived keys) merge into key order; a
+    /// key in two runs (derived and also held) is refused, naming the key.
+    #[test]
+    fn runs_merge_in_key_order_and_a_key_in_two_runs_is_refused() {
+        let entry = |key: &str| (key.as_bytes().to_vec(), Some(key.as_bytes().to_vec()));
+        let runs =
+            vec![vec![entry("a"), entry("d")], Vec::new(), vec![entry("b"), entry("c"), entry("e")], vec![entry("f")]];
+        let merged: Vec<_> =
+            merge_runs(runs).unwrap().into_iter().map(|(key, _)| String::from_utf8(key).unwrap()).collect();
+        assert_eq!(merged, ["a", "b", "c", "d", "e", "f"]);
+        let refused = merge_runs(vec![vec![entry("a"), entry("total")], vec![entry("total")]]).unwrap_err();
+        assert_eq!(refused, "key total both held and derived");
     }
 
     /// Reads on scoped threads (no runtime) and on tokio's blocking pool give the values of

@@ -33,9 +33,9 @@ fn fold_into<P: Projector>(projector: &P, rules: &Rules, events: &[RecordedEvent
         };
         projector.apply(&mut state, rules, recorded, event.as_ref()).expect("applies");
     }
-    cache.derive_fresh(projector, tree).expect("derives");
+    let derived = cache.derive_fresh(projector, tree).expect("derives");
     let mut batch = sled::Batch::default();
-    cache.drain_into(&mut batch);
+    cache.drain_into(&mut batch, derived).expect("drains");
     tree.apply_batch(batch).expect("batch");
 }
 
@@ -90,7 +90,7 @@ pub fn prefetch_coverage<P: Projector>(
             }
             misses += cache.take_misses();
             let mut batch = sled::Batch::default();
-            cache.drain_into(&mut batch);
+            cache.drain_into(&mut batch, Vec::new()).expect("drains");
             tree.apply_batch(batch).expect("batch");
         }
         (listed_read, misses)
@@ -240,12 +240,9 @@ impl Projector for Counting {
 
     /// `total`, the sum of the counts per type: so every test that compares a build with
     /// [`fold_all`], or checks `total` against the head, covers both ways of keeping a key.
-    fn derive_fresh(&self, state: &mut crate::State<'_, u64>) -> Result<(), String> {
+    fn derive_fresh(&self, state: &crate::State<'_, u64>) -> Result<crate::Derived<u64>, String> {
         let total: u64 = state.held().filter(|(key, _)| key.starts_with(b"type/")).map(|(_, n)| n).sum();
-        if total > 0 {
-            state.put(b"total".to_vec(), total);
-        }
-        Ok(())
+        Ok(if total > 0 { vec![(b"total".to_vec(), total)] } else { Vec::new() })
     }
 }
 

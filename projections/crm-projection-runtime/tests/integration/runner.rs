@@ -372,6 +372,13 @@ impl crm_projection_runtime::Projector for Gated {
         }
         self.counting.apply(state, rules, recorded, event)
     }
+
+    fn derive_fresh(
+        &self,
+        state: &crm_projection_runtime::State<'_, u64>,
+    ) -> Result<crm_projection_runtime::Derived<u64>, String> {
+        self.counting.derive_fresh(state)
+    }
 }
 
 /// A rebuild far behind the serving build steps beside it: while the rebuild is held inside a
