@@ -788,6 +788,13 @@ impl Projector for CustomersProjector {
             all.merge(part);
         }
         let Gathered { postings, created, keys } = all;
+        tracing::debug!(
+            records = views.len(),
+            postings = postings.len(),
+            creation_blocks = created.len(),
+            name_and_phone_keys = keys.len(),
+            "derived the customers index"
+        );
         let mut derived = Vec::with_capacity(postings.len() + created.len() + keys.len());
         derived.extend(postings.into_iter().map(|(key, mut ids)| {
             ids.sort_unstable();
