@@ -777,16 +777,21 @@ impl Projector for CustomersProjector {
                 _ => None,
             })
             .collect();
-        let half = views.len().div_ceil(2).max(1);
-        let parts = std::thread::scope(|scope| {
-            let threads: Vec<_> = views.chunks(half).map(|part| scope.spawn(|| Gathered::of(part))).collect();
-            threads.into_iter().map(|thread| thread.join()).collect::<std::result::Result<Vec<_>, _>>()
-        });
-        let mut parts = parts.map_err(|_| "a thread deriving the index panicked".to_owned())?;
-        let mut all = parts.pop().unwrap_or_default();
-        for part in parts {
-            all.merge(part);
-        }
+        let all = if views.len() < GATHER_APART_FROM {
+            Gathered::of(&views)
+        } else {
+            let parts = std::thread::scope(|scope| {
+                let threads: Vec<_> =
+                    views.chunks(views.len().div_ceil(2)).map(|part| scope.spawn(|| Gathered::of(part))).collect();
+                // Every thread is joined before a panic is reported.
+                threads.into_iter().map(|thread| thread.join()).collect::<Vec<_>>()
+            });
+            let mut all = Gathered::default();
+            for part in parts {
+                all.merge(part.map_err(|_| "a thread deriving the index panicked".to_owned())?);
+            }
+            all
+        };
         let Gathered { postings, created, keys } = all;
         tracing::debug!(
             records = views.len(),
@@ -808,6 +813,9 @@ impl Projector for CustomersProjector {
         Ok(derived)
     }
 }
+
+/// Fewer records than this are gathered on the committing thread alone.
+const GATHER_APART_FROM: usize = 65_536;
 
 /// A map keyed by index keys (foldhash: several times faster than std's SipHash on them).
 type KeyMap<V> = HashMap<Vec<u8>, V, foldhash::fast::RandomState>;
@@ -836,6 +844,10 @@ impl Gathered {
     }
 
     fn merge(&mut self, other: Gathered) {
+        if self.keys.is_empty() && self.postings.is_empty() && self.created.is_empty() {
+            *self = other;
+            return;
+        }
         for (key, ids) in other.postings {
             self.postings.entry(key).or_default().extend(ids);
         }

@@ -97,8 +97,12 @@ pub trait Projector: Send + Sync + 'static {
     /// ([`State::held`]); they go to that commit beside the state (never into the cache), so
     /// a rebuild builds them once from the final records instead of keeping them in step
     /// with every event. Once `State::fresh` is false (after that commit, or in any build
-    /// that did not start on an empty tree), `apply` keeps them in step itself. A derived
-    /// key the state also holds fails the commit. None by default.
+    /// that did not start on an empty tree), `apply` keeps them in step itself. While it is
+    /// true, `apply` must neither write nor read a derived key (a read would find it absent):
+    /// a key derived twice, or derived and also written, fails the commit, and debug builds
+    /// (the tests) also fail one that was read. The first commit can come early (a cache past
+    /// its bound, a live build's first step): the keys are then derived from the state as it
+    /// stands, and kept in step from there. None by default.
     ///
     /// Both paths must give the same tree: the reference fold of the property tests
     /// ([`crate::testing::fold_all`]) derives, the runner's live build (which commits after
@@ -532,14 +536,18 @@ fn in_halves<T: Send>(items: &mut [T], run: impl Fn(&mut [T]) -> Vec<Written> + 
     })
 }
 
-/// Runs of ascending keys merged into one. Runs hold different keys; a key in two of them
-/// (a derived key the state also holds) is an error.
+/// Runs of ascending keys merged into one. A key written twice (derived twice, or derived
+/// and also held) is an error.
 fn merge_runs(runs: Vec<Vec<Written>>) -> std::result::Result<Vec<Written>, String> {
     let mut runs: Vec<_> = runs.into_iter().filter(|run| !run.is_empty()).collect();
-    if runs.len() <= 1 {
-        return Ok(runs.pop().unwrap_or_default());
+    if runs.len() == 1 {
+        let run = runs.pop().unwrap_or_default();
+        if let Some(twice) = run.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+            return Err(format!("key {} written twice", printable_key(&twice[0].0)));
+        }
+        return Ok(run);
     }
-    let mut out = Vec::with_capacity(runs.iter().map(Vec::len).sum());
+    let mut out: Vec<Written> = Vec::with_capacity(runs.iter().map(Vec::len).sum());
     // The next entry of each run.
     let mut next = vec![0; runs.len()];
     loop {
@@ -548,14 +556,16 @@ fn merge_runs(runs: Vec<Vec<Written>>) -> std::result::Result<Vec<Written>, Stri
             let Some((key, _)) = runs[i].get(next[i]) else { continue };
             match least.map(|l| key.cmp(&runs[l][next[l]].0)) {
                 None | Some(std::cmp::Ordering::Less) => least = Some(i),
-                Some(std::cmp::Ordering::Equal) => {
-                    return Err(format!("key {} both held and derived", printable_key(key)));
-                }
+                Some(std::cmp::Ordering::Equal) => return Err(format!("key {} written twice", printable_key(key))),
                 Some(std::cmp::Ordering::Greater) => {}
             }
         }
         let Some(i) = least else { return Ok(out) };
-        out.push(std::mem::take(&mut runs[i][next[i]]));
+        let entry = std::mem::take(&mut runs[i][next[i]]);
+        if out.last().is_some_and(|last| last.0 == entry.0) {
+            return Err(format!("key {} written twice", printable_key(&entry.0)));
+        }
+        out.push(entry);
         next[i] += 1;
     }
 }
@@ -920,6 +930,14 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
             return Ok(Vec::new());
         }
         let derived = projector.derive_fresh(&state)?;
+        if cfg!(debug_assertions) {
+            // The contract: `apply` neither wrote nor read a derived key while fresh (a read
+            // would have cached it as absent, hiding the derived value from later reads).
+            // Checked in debug builds (every test) only: it costs a lookup per derived key.
+            if let Some((key, _)) = derived.iter().find(|(key, _)| self.slots.contains_key(key)) {
+                return Err(format!("key {} was derived and also read or written while fresh", printable_key(key)));
+            }
+        }
         if !derived.is_empty() {
             self.complete = false;
         }
@@ -1086,7 +1104,9 @@ impl<V: Serialize + DeserializeOwned + Clone + Send> Cache<V> {
         self.drain_with(Vec::new()).expect("nothing derived, so no key is both held and derived")
     }
 
-    /// [`Cache::drain`], with `derived` ([`Cache::derive_fresh`]) encoded and merged in.
+    /// [`Cache::drain`], with `derived` ([`Cache::derive_fresh`]) encoded and merged in. On
+    /// an error (a key written twice) the cache is usable only after [`Cache::clear`] (the
+    /// builder rolls back).
     pub(crate) fn drain_with(&mut self, derived: Derived<V>) -> std::result::Result<Vec<Written>, String> {
         let derived = encode_derived(derived);
         let estimated = self.estimated_bytes();
@@ -1145,7 +1165,7 @@ mod tests {
     }
 
     /// Sorted runs (a commit's halves, a projector's derived keys) merge into key order; a
-    /// key in two runs (derived and also held) is refused, naming the key.
+    /// key written twice, in two runs or in one, is refused, naming the key.
     #[test]
     fn runs_merge_in_key_order_and_a_key_in_two_runs_is_refused() {
         let entry = |key: &str| (key.as_bytes().to_vec(), Some(key.as_bytes().to_vec()));
@@ -1155,7 +1175,11 @@ mod tests {
             merge_runs(runs).unwrap().into_iter().map(|(key, _)| String::from_utf8(key).unwrap()).collect();
         assert_eq!(merged, ["a", "b", "c", "d", "e", "f"]);
         let refused = merge_runs(vec![vec![entry("a"), entry("total")], vec![entry("total")]]).unwrap_err();
-        assert_eq!(refused, "key total both held and derived");
+        assert_eq!(refused, "key total written twice");
+        let refused = merge_runs(vec![vec![entry("a"), entry("b"), entry("b")]]).unwrap_err();
+        assert_eq!(refused, "key b written twice");
+        let refused = merge_runs(vec![vec![entry("b"), entry("b")], vec![entry("a")]]).unwrap_err();
+        assert_eq!(refused, "key b written twice");
     }
 
     /// Reads on scoped threads (no runtime) and on tokio's blocking pool give the values of

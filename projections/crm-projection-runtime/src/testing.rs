@@ -50,9 +50,10 @@ pub struct Coverage {
     pub needed: u64,
 }
 
-/// Measures [`Coverage`]: `events[..split]` are folded and written to a tree first; the rest
-/// are then applied `chunk` events at a time by a build whose memory starts empty (reads go
-/// to the tree), as the runner does: each chunk decoded as the runner decodes it
+/// Measures [`Coverage`]: `events[..split]` are folded and written to a tree first (deriving
+/// what the projector derives, [`Projector::derive_fresh`]); the rest are then applied
+/// `chunk` events at a time by a build whose memory starts empty (reads go to the tree), as
+/// the runner does, and the tree must end as one fold of all the events: each chunk decoded as the runner decodes it
 /// (`builder::decode_for`), the keys
 /// `prefetch` lists read ahead, the chunk applied and committed. Run twice, with and without
 /// the read-ahead.
@@ -93,6 +94,8 @@ pub fn prefetch_coverage<P: Projector>(
             cache.drain_into(&mut batch, Vec::new()).expect("drains");
             tree.apply_batch(batch).expect("batch");
         }
+        // The first half derived what its projector derives, the rest kept it in step.
+        assert!(dump(&tree) == fold_all(projector, rules, events), "kept in step after a derived half != one fold");
         (listed_read, misses)
     };
     let (read_ahead, misses) = run(true);
