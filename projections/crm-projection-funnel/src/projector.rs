@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use crm_domain::{Event, Owned, Rules};
 use crm_eventlog::RecordedEvent;
-use crm_projection_runtime::{bucket_key, Cached, Fingerprint, Projector, State};
+use crm_projection_runtime::{bucket_key, Cached, Derived, Fingerprint, Projector, State};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -286,14 +286,15 @@ impl FunnelProjector {
 
     /// Moves an open opportunity's due-day count from `from` to `to` (due day, stage) in each
     /// of `targets`; either may be absent (no limit, or not open). Both in one month: one
-    /// change per target.
+    /// change per target. Nothing in a fresh build: it derives the counts from its
+    /// opportunities at its first commit ([`Projector::derive_fresh`]).
     fn move_due(
         state: &mut State<'_, Value>,
         targets: &[Target<'_>],
         from: Option<(NaiveDate, &str)>,
         to: Option<(NaiveDate, &str)>,
     ) -> Result {
-        if from == to {
+        if from == to || state.fresh() {
             return Ok(());
         }
         let mut key = Vec::with_capacity(96);
@@ -639,6 +640,32 @@ impl Projector for FunnelProjector {
             }
             _ => Ok(()),
         }
+    }
+
+    /// The due-day counts of a fresh build, from its opportunities as they stand at its first
+    /// commit: each open one with a stage limit counted once in each of its scopes, instead
+    /// of moved between days and stages at every stage move (three to six lookups a move).
+    fn derive_fresh(&self, state: &State<'_, Value>) -> Result<Derived<Value>> {
+        let mut dues: BTreeMap<Vec<u8>, Value> = BTreeMap::new();
+        for (_, value) in state.held() {
+            let Value::Opportunities(bucket) = value else { continue };
+            for o in bucket.values() {
+                let (true, Some(due)) = (o.open, o.due) else { continue };
+                let scopes = scopes(&o.region, &o.owner);
+                for (scope, region) in targets(&scopes, &o.region) {
+                    let value = dues.entry(month_key(DUE, scope, due)).or_insert_with(|| match region {
+                        Some(_) => Value::OwnerDues(BTreeMap::new()),
+                        None => Value::Dues(Dues::new()),
+                    });
+                    match (region, value) {
+                        (None, Value::Dues(days)) => add_due(days, due, &o.stage),
+                        (Some(region), Value::OwnerDues(regions)) => add_due(entry_of(regions, region), due, &o.stage),
+                        (_, other) => return Err(format!("expected a month's due days, found {other:?}")),
+                    }
+                }
+            }
+        }
+        Ok(dues.into_iter().collect())
     }
 }
 #[cfg(test)]
