@@ -1,7 +1,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use crm_domain::{Event, FieldChange, Owned, Role, Rules};
 use crm_eventlog::RecordedEvent;
-use crm_projection_runtime::{Projector, State};
+use crm_projection_runtime::{printable_key, Derived, Projector, State};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -142,10 +142,16 @@ impl RemindersProjector {
         keys
     }
 
-    /// Changes customer `id` in place, moving only the index keys that change.
+    /// Changes customer `id` in place, moving only the index keys that change (none in a
+    /// fresh build, which derives them at its first commit).
     fn change_customer(state: &mut State<'_, Value>, id: &Uuid, f: impl FnOnce(&mut CustomerState)) -> Result {
+        let fresh = state.fresh();
         // Events about a customer the log never created cannot come from the domain.
         let Some(Value::Customer(c)) = state.get_mut(&customer_key(id))? else { return Ok(()) };
+        if fresh {
+            f(c);
+            return Ok(());
+        }
         let before = Self::index_keys(id, c);
         f(c);
         let after = Self::index_keys(id, c);
@@ -163,15 +169,16 @@ impl RemindersProjector {
     }
 
     fn change_lead(state: &mut State<'_, Value>, id: &Uuid, f: impl FnOnce(&mut LeadState)) -> Result {
+        let fresh = state.fresh();
         let Some(Value::Lead(mut l)) = state.get_cloned(&lead_key(id))? else { return Ok(()) };
-        if let Some(holder) = l.holder {
+        if let Some(holder) = l.holder.filter(|_| !fresh) {
             state.remove(held_key(&holder, id));
         }
         f(&mut l);
         if l.qualified {
             l.holder = None;
         }
-        if let Some(holder) = l.holder {
+        if let Some(holder) = l.holder.filter(|_| !fresh) {
             state.put(held_key(&holder, id), Value::Entry);
         }
         state.put(lead_key(id), Value::Lead(l));
@@ -227,8 +234,10 @@ impl Projector for RemindersProjector {
                     next_follow_up: None,
                     absorbed: false,
                 };
-                for key in Self::index_keys(&id, &c) {
-                    state.put(key, Value::Entry);
+                if !state.fresh() {
+                    for key in Self::index_keys(&id, &c) {
+                        state.put(key, Value::Entry);
+                    }
                 }
                 state.put(customer_key(&id), Value::Customer(c));
                 Ok(())
@@ -296,6 +305,30 @@ impl Projector for RemindersProjector {
             Event::UserDeactivated(e) => Self::change_user(state, &e.user_id.0, |u| u.active = false),
             _ => Ok(()),
         }
+    }
+
+    /// The index entries of a fresh build, from its customers and leads as they stand at its
+    /// first commit: each customer's entries once, instead of moved at every activity, and
+    /// each held lead's.
+    fn derive_fresh(&self, state: &State<'_, Value>) -> Result<Derived<Value>> {
+        let id_of = |key: &[u8], prefix: &[u8]| {
+            let id = key.strip_prefix(prefix).and_then(|id| std::str::from_utf8(id).ok());
+            id.and_then(|id| Uuid::parse_str(id).ok())
+                .ok_or_else(|| format!("not a key of {}: {}", String::from_utf8_lossy(prefix), printable_key(key)))
+        };
+        let mut derived = Vec::new();
+        for (key, value) in state.held() {
+            match value {
+                Value::Customer(c) => {
+                    derived.extend(Self::index_keys(&id_of(key, b"c/")?, c).into_iter().map(|key| (key, Value::Entry)));
+                }
+                Value::Lead(LeadState { holder: Some(holder), .. }) => {
+                    derived.push((held_key(holder, &id_of(key, b"l/")?), Value::Entry));
+                }
+                _ => {}
+            }
+        }
+        Ok(derived)
     }
 }
 
