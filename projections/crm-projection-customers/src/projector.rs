@@ -765,10 +765,11 @@ impl Projector for CustomersProjector {
         }
     }
 
-    /// The index of a fresh build, from its final records: each block's ids gathered, then
-    /// put in order once, instead of inserted into blocks (and moved between stage blocks)
-    /// event by event. `apply` wrote no index entry before this (see [`State::fresh`]). The
-    /// records are split between two threads (the log's reader has finished by now).
+    /// The index of a fresh build, from its records as they stand at its first commit (in a
+    /// rebuild, usually the last): each block's ids gathered, then put in order once, instead
+    /// of inserted into blocks (and moved between stage blocks) event by event. `apply` wrote
+    /// no index entry before this (see [`State::fresh`]). Many records are split between two
+    /// threads (when the commit is a rebuild's last, the log's reader has finished).
     fn derive_fresh(&self, state: &State<'_, Value>) -> Result<Derived<Value>> {
         let views: Vec<&CustomerView> = state
             .held()

@@ -1167,7 +1167,7 @@ mod tests {
     /// Sorted runs (a commit's halves, a projector's derived keys) merge into key order; a
     /// key written twice, in two runs or in one, is refused, naming the key.
     #[test]
-    fn runs_merge_in_key_order_and_a_key_in_two_runs_is_refused() {
+    fn runs_merge_in_key_order_and_a_key_written_twice_is_refused() {
         let entry = |key: &str| (key.as_bytes().to_vec(), Some(key.as_bytes().to_vec()));
         let runs =
             vec![vec![entry("a"), entry("d")], Vec::new(), vec![entry("b"), entry("c"), entry("e")], vec![entry("f")]];
