@@ -2,7 +2,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crm_domain::{apply_changes, Event, Owned, Rules};
 use crm_eventlog::RecordedEvent;
-use crm_projection_runtime::{bucket_key, bucket_of, printable_key, push_hex, Cached, Derived, Projector, State};
+use crm_projection_runtime::{
+    bucket_key, bucket_of, in_halves, printable_key, push_hex, Cached, Derived, Projector, State,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -769,30 +771,19 @@ impl Projector for CustomersProjector {
     /// rebuild, usually the last): each block's ids gathered, then put in order once, instead
     /// of inserted into blocks (and moved between stage blocks) event by event. `apply` wrote
     /// no index entry before this (see [`State::fresh`]). Many records are split between two
-    /// threads (when the commit is a rebuild's last, the log's reader has finished).
+    /// threads ([`in_halves`]).
     fn derive_fresh(&self, state: &State<'_, Value>) -> Result<Derived<Value>> {
-        let views: Vec<&CustomerView> = state
+        let mut views: Vec<&CustomerView> = state
             .held()
             .filter_map(|(_, value)| match value {
                 Value::Customer(view) => Some(&**view),
                 _ => None,
             })
             .collect();
-        let all = if views.len() < GATHER_APART_FROM {
-            Gathered::of(&views)
-        } else {
-            let parts = std::thread::scope(|scope| {
-                let threads: Vec<_> =
-                    views.chunks(views.len().div_ceil(2)).map(|part| scope.spawn(|| Gathered::of(part))).collect();
-                // Every thread is joined before a panic is reported.
-                threads.into_iter().map(|thread| thread.join()).collect::<Vec<_>>()
-            });
-            let mut all = Gathered::default();
-            for part in parts {
-                all.merge(part.map_err(|_| "a thread deriving the index panicked".to_owned())?);
-            }
-            all
-        };
+        let mut all = Gathered::default();
+        for part in in_halves(&mut views, |part| Gathered::of(part)) {
+            all.merge(part);
+        }
         let Gathered { postings, created, keys } = all;
         tracing::debug!(
             records = views.len(),
@@ -814,9 +805,6 @@ impl Projector for CustomersProjector {
         Ok(derived)
     }
 }
-
-/// Fewer records than this are gathered on the committing thread alone.
-const GATHER_APART_FROM: usize = 65_536;
 
 /// A map keyed by index keys (foldhash: several times faster than std's SipHash on them).
 type KeyMap<V> = HashMap<Vec<u8>, V, foldhash::fast::RandomState>;

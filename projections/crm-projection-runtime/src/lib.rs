@@ -40,8 +40,8 @@ mod stats;
 pub use builder::{resume_position, Failure};
 pub use error::{Error, Result};
 pub use projector::{
-    bucket_key, bucket_of, decode_value, encode_value, printable_key, push_hex, Cached, Derived, Fingerprint,
-    Projector, State, PREFETCH_ROUNDS,
+    bucket_key, bucket_of, decode_value, encode_value, in_halves, printable_key, push_hex, Cached, Derived,
+    Fingerprint, Projector, State, PREFETCH_ROUNDS,
 };
 pub use runner::{
     current_rules, spawn, spawn_with, Difference, ProjectionDb, ProjectionHandle, ProjectionStatus, Reader,

@@ -523,8 +523,11 @@ fn encode_derived<V: Serialize + Send>(mut derived: Derived<V>) -> Vec<Vec<Writt
     in_halves(&mut derived, encode_sorted)
 }
 
-/// `run` over all of `items`, or over each half on a thread of its own when there are many.
-fn in_halves<T: Send>(items: &mut [T], run: impl Fn(&mut [T]) -> Vec<Written> + Sync) -> Vec<Vec<Written>> {
+/// `run` over all of `items`, or, from [`PARALLEL_DRAIN_FROM`] items, over each half on a
+/// thread of its own (a panic on either is passed on once both have ended). For the work of
+/// a large commit: sorting and encoding its entries, or a projector's gathering of the keys
+/// it derives ([`Projector::derive_fresh`]), both at a time the log's reader is idle.
+pub fn in_halves<T: Send, R: Send>(items: &mut [T], run: impl Fn(&mut [T]) -> R + Sync) -> Vec<R> {
     if items.len() < PARALLEL_DRAIN_FROM {
         return vec![run(items)];
     }

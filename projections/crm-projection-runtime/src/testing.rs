@@ -53,10 +53,9 @@ pub struct Coverage {
 /// Measures [`Coverage`]: `events[..split]` are folded and written to a tree first (deriving
 /// what the projector derives, [`Projector::derive_fresh`]); the rest are then applied
 /// `chunk` events at a time by a build whose memory starts empty (reads go to the tree), as
-/// the runner does, and the tree must end as one fold of all the events: each chunk decoded as the runner decodes it
-/// (`builder::decode_for`), the keys
-/// `prefetch` lists read ahead, the chunk applied and committed. Run twice, with and without
-/// the read-ahead.
+/// the runner does: each chunk decoded as the runner decodes it (`builder::decode_for`), the
+/// keys `prefetch` lists read ahead, the chunk applied and committed. Run twice, with and
+/// without the read-ahead; each run must end as one fold of all the events.
 ///
 /// # Panics
 /// When an event fails to decode or apply, or sled fails: test input only.
