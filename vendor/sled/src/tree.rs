@@ -137,6 +137,187 @@ impl Tree {
         self.insert(key, value)
     }
 
+    /// Fills an empty tree from `entries`, whose keys must be strictly
+    /// ascending, by building its leaves and index nodes directly instead
+    /// of inserting key by key (patch 5, see `PATCHES.md`). Leaves get at
+    /// most `BULK_LEAF` entries and index nodes at most `BULK_FANOUT`
+    /// children, spread evenly, so none is due for a split or a merge.
+    ///
+    /// Nothing is visible until the last step, which swaps the tree's root
+    /// for the new one in one write to the log: a crash before it leaves the
+    /// tree empty (the pages written so far stay allocated, unreachable,
+    /// until the database is removed), a crash after it leaves all of it.
+    ///
+    /// Returns `Error::Unsupported`, having changed nothing, when the keys are
+    /// not strictly ascending or the tree is not in the shape of a new tree
+    /// (one empty leaf under its root: a tree emptied by removals keeps its
+    /// old leaves). The caller must not write to the tree meanwhile; a
+    /// concurrent change of its root is reported as `Unsupported` too.
+    pub fn bulk_load<K, V>(&self, entries: &[(K, V)]) -> Result<()>
+    where
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        const BULK_LEAF: usize = 12;
+        const BULK_FANOUT: usize = 128;
+        const REPIN_EVERY: usize = 1024;
+
+        fn unsupported(why: &str) -> Error {
+            Error::Unsupported(format!("bulk_load: {}", why))
+        }
+
+        fn common_prefix(lo: &[u8], hi: &[u8]) -> u8 {
+            let common = lo.iter().zip(hi.iter()).take_while(|(a, b)| a == b);
+            u8::try_from(common.take(usize::from(u8::max_value())).count())
+                .unwrap()
+        }
+
+        if entries.windows(2).any(|w| w[0].0.as_ref() >= w[1].0.as_ref()) {
+            return Err(unsupported("keys are not strictly ascending"));
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+
+        let old_root = self.root.load(Acquire);
+        let old_leaf = {
+            let guard = pin();
+            let _cc = self.context.pagecache.cc().read();
+            let root = self
+                .view_for_pid(old_root, &guard)?
+                .ok_or_else(|| unsupported("the tree has no root"))?;
+            let leaf = match root.data.index_ref() {
+                Some(index) if index.pointers.len() == 1 => index.pointers[0],
+                _ => return Err(unsupported("the tree is not a new tree")),
+            };
+            let leaf_view = self
+                .view_for_pid(leaf, &guard)?
+                .ok_or_else(|| unsupported("the tree has no leaf"))?;
+            match leaf_view.data.leaf_ref() {
+                Some(l) if l.keys.is_empty() => {}
+                _ => return Err(unsupported("the tree is not empty")),
+            }
+            let settled = |node: &Node| {
+                node.hi.is_empty()
+                    && node.next.is_none()
+                    && node.merging_child.is_none()
+                    && !node.merging
+            };
+            if !settled(&root) || !settled(&leaf_view) {
+                return Err(unsupported("the tree is not a new tree"));
+            }
+            leaf
+        };
+
+        // The nodes of one level, left to right: each one's low bound and page.
+        // Built right to left, so each node is written knowing its right
+        // sibling's page.
+        let mut level: Vec<(IVec, PageId)> = Vec::new();
+        let mut guard = pin();
+        let mut cc = self.context.pagecache.cc().read();
+        let leaves = (entries.len() + BULK_LEAF - 1) / BULK_LEAF;
+        let start = |i: usize| i * entries.len() / leaves;
+        let mut next = None;
+        for i in (0..leaves).rev() {
+            if level.len() % REPIN_EVERY == REPIN_EVERY - 1 {
+                drop(cc);
+                guard = pin();
+                cc = self.context.pagecache.cc().read();
+            }
+            let lo: IVec = if i == 0 {
+                IVec::default()
+            } else {
+                entries[start(i)].0.as_ref().into()
+            };
+            let hi: IVec = if i + 1 == leaves {
+                IVec::default()
+            } else {
+                entries[start(i + 1)].0.as_ref().into()
+            };
+            let prefix_len = common_prefix(&lo, &hi);
+            let items = &entries[start(i)..start(i + 1)];
+            let leaf = crate::node::Leaf {
+                keys: items
+                    .iter()
+                    .map(|(k, _)| IVec::from(&k.as_ref()[prefix_len as usize..]))
+                    .collect(),
+                values: items.iter().map(|(_, v)| IVec::from(v.as_ref())).collect(),
+            };
+            let node = Node {
+                prefix_len,
+                next,
+                lo: lo.clone(),
+                hi,
+                data: Data::Leaf(leaf),
+                ..Node::default()
+            };
+            let (pid, _) = self.context.pagecache.allocate(node, &guard)?;
+            next = NonZeroU64::new(pid);
+            level.push((lo, pid));
+        }
+        level.reverse();
+
+        while level.len() > BULK_FANOUT {
+            let nodes = (level.len() + BULK_FANOUT - 1) / BULK_FANOUT;
+            let start = |i: usize| i * level.len() / nodes;
+            let mut upper = Vec::with_capacity(nodes);
+            let mut next = None;
+            for i in (0..nodes).rev() {
+                let children = &level[start(i)..start(i + 1)];
+                let lo = children[0].0.clone();
+                let hi = if i + 1 == nodes {
+                    IVec::default()
+                } else {
+                    level[start(i + 1)].0.clone()
+                };
+                let prefix_len = common_prefix(&lo, &hi);
+                let index = crate::node::Index {
+                    keys: children
+                        .iter()
+                        .map(|(k, _)| IVec::from(&k[prefix_len as usize..]))
+                        .collect(),
+                    pointers: children.iter().map(|(_, pid)| *pid).collect(),
+                };
+                let node = Node {
+                    prefix_len,
+                    next,
+                    lo: lo.clone(),
+                    hi,
+                    data: Data::Index(index),
+                    ..Node::default()
+                };
+                let (pid, _) = self.context.pagecache.allocate(node, &guard)?;
+                next = NonZeroU64::new(pid);
+                upper.push((lo, pid));
+            }
+            upper.reverse();
+            level = upper;
+        }
+
+        let (keys, pointers) = level.into_iter().unzip();
+        let root = Node { data: Data::Index(crate::node::Index { keys, pointers }), ..Node::default() };
+        let (new_root, _) = self.context.pagecache.allocate(root, &guard)?;
+        let cas = self.context.pagecache.cas_root_in_meta(
+            &self.tree_id,
+            Some(old_root),
+            Some(new_root),
+            &guard,
+        )?;
+        if cas.is_err() {
+            return Err(unsupported("the tree changed while it was loaded"));
+        }
+        // As in `root_hoist`: the meta's root is ours, so this one follows.
+        while self.root.compare_and_swap(old_root, new_root, SeqCst) != old_root {}
+        // The new tree's root replaced the old one: its two pages are unreachable.
+        for pid in [old_root, old_leaf] {
+            if let Some(view) = self.context.pagecache.get(pid, &guard)? {
+                let _ = self.context.pagecache.free(pid, view.0, &guard)?;
+            }
+        }
+        drop(cc);
+        Ok(())
+    }
+
     /// Insert a key to a new value, returning the last value if it
     /// was set.
     ///

@@ -1,5 +1,6 @@
 //! Integration tests of the sled event log.
 
+mod bulk_load;
 mod by_type;
 mod concurrency;
 mod corruption;

@@ -1,0 +1,149 @@
+//! `sled::Tree::bulk_load` (vendor/sled/PATCHES.md, patch 5): a new tree filled from sorted
+//! entries by building its nodes directly reads, changes, and recovers after a reopen
+//! exactly like a tree that got the same entries one insert at a time, and a load that is not
+//! allowed changes nothing.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// Every way of reading `tree` agrees with `model`: a scan each way, a point read of every
+/// key and of a key just past it, and ranges between random keys.
+fn assert_matches(tree: &sled::Tree, model: &Model, rng: &mut StdRng) {
+    let forward: Vec<(Vec<u8>, Vec<u8>)> =
+        tree.iter().map(|kv| kv.unwrap()).map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+    let expected: Vec<(Vec<u8>, Vec<u8>)> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    assert_eq!(forward.len(), expected.len(), "entries scanned");
+    assert!(forward == expected, "a forward scan differs from the model");
+    let backward: Vec<Vec<u8>> = tree.iter().rev().map(|kv| kv.unwrap().0.to_vec()).collect();
+    assert!(backward.iter().eq(model.keys().rev()), "a backward scan differs from the model");
+    for (key, value) in model {
+        assert_eq!(tree.get(key).unwrap().as_deref(), Some(value.as_slice()), "get {key:?}");
+        let mut past = key.clone();
+        past.push(0);
+        assert_eq!(tree.get(&past).unwrap().map(|v| v.to_vec()), model.get(&past).cloned(), "get {past:?}");
+    }
+    let keys: Vec<&Vec<u8>> = model.keys().collect();
+    for _ in 0..50.min(keys.len()) {
+        let (a, b) = (keys[rng.gen_range(0..keys.len())], keys[rng.gen_range(0..keys.len())]);
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        let got: Vec<Vec<u8>> = tree.range(lo.as_slice()..hi.as_slice()).map(|kv| kv.unwrap().0.to_vec()).collect();
+        let want: Vec<Vec<u8>> =
+            model.range::<Vec<u8>, _>((Bound::Included(lo), Bound::Excluded(hi))).map(|(k, _)| k.clone()).collect();
+        assert_eq!(got, want, "range {lo:?}..{hi:?}");
+    }
+}
+
+/// Keys of the shapes a read model writes: short prefixes, long shared prefixes (longer than
+/// the 255 bytes a node's prefix can hold), and keys that extend one another.
+fn keys(n: usize, rng: &mut StdRng) -> Vec<Vec<u8>> {
+    let long = vec![b'x'; 300];
+    let mut keys: Vec<Vec<u8>> = (0..n)
+        .map(|i| match i % 4 {
+            0 => format!("c/{:016x}", rng.gen::<u64>()).into_bytes(),
+            1 => [b"i/name/".as_slice(), format!("{:04}", rng.gen_range(0..500)).as_bytes()].concat(),
+            2 => [long.as_slice(), format!("{:08}", rng.gen_range(0..1_000_000)).as_bytes()].concat(),
+            _ => (0..rng.gen_range(1..6)).map(|_| rng.gen_range(0..4u8)).collect(),
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+fn value(rng: &mut StdRng) -> Vec<u8> {
+    (0..rng.gen_range(0..64)).map(|_| rng.gen()).collect()
+}
+
+/// Loads `n` generated entries into a new tree, checks it, changes it at random, checks it,
+/// and checks it again after the database is closed and reopened.
+fn load_change_reopen(n: usize, changes: usize, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let mut model: Model = keys(n, &mut rng).into_iter().map(|k| (k, value(&mut rng))).collect();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let tree = db.open_tree("loaded").unwrap();
+        let entries: Vec<(&Vec<u8>, &Vec<u8>)> = model.iter().collect();
+        tree.bulk_load(&entries).unwrap();
+        assert_matches(&tree, &model, &mut rng);
+        let known: Vec<Vec<u8>> = model.keys().cloned().collect();
+        for _ in 0..changes {
+            let key = match rng.gen_range(0..3) {
+                0 if !known.is_empty() => known[rng.gen_range(0..known.len())].clone(),
+                1 if !known.is_empty() => [known[rng.gen_range(0..known.len())].as_slice(), &[rng.gen()]].concat(),
+                _ => keys(1, &mut rng).remove(0),
+            };
+            if rng.gen_bool(0.4) {
+                assert_eq!(tree.remove(&key).unwrap().map(|v| v.to_vec()), model.remove(&key), "remove {key:?}");
+            } else {
+                let v = value(&mut rng);
+                assert_eq!(tree.insert(&key, v.clone()).unwrap().map(|v| v.to_vec()), model.insert(key, v));
+            }
+        }
+        assert_matches(&tree, &model, &mut rng);
+        db.flush().unwrap();
+    }
+    let db = sled::open(dir.path()).unwrap();
+    assert_matches(&db.open_tree("loaded").unwrap(), &model, &mut rng);
+}
+
+#[test]
+fn a_bulk_loaded_tree_reads_changes_and_reopens_like_an_inserted_one() {
+    // 60,000 entries: 5,000 leaves under 40 index nodes under the root.
+    load_change_reopen(60_000, 30_000, 7);
+}
+
+#[test]
+fn a_bulk_load_not_allowed_changes_nothing() {
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let tree = db.open_tree("t").unwrap();
+    let unsorted = [(b"b".to_vec(), b"1".to_vec()), (b"a".to_vec(), b"2".to_vec())];
+    let repeated = [(b"a".to_vec(), b"1".to_vec()), (b"a".to_vec(), b"2".to_vec())];
+    for bad in [&unsorted, &repeated] {
+        let err = tree.bulk_load(bad).unwrap_err();
+        assert!(err.to_string().contains("not strictly ascending"), "{err}");
+        assert!(tree.is_empty());
+    }
+
+    tree.insert(b"kept", b"v".to_vec()).unwrap();
+    let err = tree.bulk_load(&[(b"z".to_vec(), b"1".to_vec())]).unwrap_err();
+    assert!(err.to_string().contains("not empty"), "{err}");
+    assert_eq!(tree.iter().count(), 1);
+    assert_eq!(tree.get(b"kept").unwrap().unwrap(), b"v".as_slice());
+
+    // Emptied by removals after its leaves split: sled merged them back into one empty leaf
+    // under the root, so it loads like a new tree.
+    for i in 0..1_000u32 {
+        tree.insert(i.to_be_bytes(), b"v".to_vec()).unwrap();
+    }
+    tree.clear().unwrap();
+    tree.bulk_load(&[(b"z".to_vec(), b"1".to_vec())]).unwrap();
+    assert_eq!(tree.iter().map(|kv| kv.unwrap().0.to_vec()).collect::<Vec<_>>(), vec![b"z".to_vec()]);
+
+    // A new tree that got one key and lost it is loadable; so is an empty load.
+    let other = db.open_tree("u").unwrap();
+    other.insert(b"gone", b"v".to_vec()).unwrap();
+    other.remove(b"gone").unwrap();
+    other.bulk_load::<&[u8], &[u8]>(&[]).unwrap();
+    other.bulk_load(&[(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"2".to_vec())]).unwrap();
+    assert_eq!(
+        other.iter().keys().map(|k| k.unwrap().to_vec()).collect::<Vec<_>>(),
+        vec![b"a".to_vec(), b"b".to_vec()]
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Sizes from nothing through one leaf and one index level to two (past 12 x 128 entries).
+    #[test]
+    fn bulk_loads_of_any_size_agree_with_the_model(n in 0usize..4_000, seed in any::<u64>()) {
+        load_change_reopen(n, 300, seed);
+    }
+}
