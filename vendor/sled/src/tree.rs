@@ -155,8 +155,8 @@ impl Tree {
     /// concurrent change of its root is reported as `Unsupported` too.
     pub fn bulk_load<K, V>(&self, entries: &[(K, V)]) -> Result<()>
     where
-        K: AsRef<[u8]>,
-        V: AsRef<[u8]>,
+        K: AsRef<[u8]> + Sync,
+        V: AsRef<[u8]> + Sync,
     {
         const BULK_LEAF: usize = 12;
         const BULK_FANOUT: usize = 128;
@@ -214,47 +214,67 @@ impl Tree {
         // sibling's page.
         let mut level: Vec<(IVec, PageId)> = Vec::new();
         let mut guard = pin();
-        let mut cc = self.context.pagecache.cc().read();
+        let mut cc = Some(self.context.pagecache.cc().read());
         let leaves = (entries.len() + BULK_LEAF - 1) / BULK_LEAF;
         let start = |i: usize| i * entries.len() / leaves;
-        let mut next = None;
-        for i in (0..leaves).rev() {
-            if level.len() % REPIN_EVERY == REPIN_EVERY - 1 {
-                drop(cc);
-                guard = pin();
-                cc = self.context.pagecache.cc().read();
+        // A second thread builds the leaves (copying every key and value) while
+        // this one writes them: each leaf's low bound and its node, but for
+        // its right sibling, which only this thread knows.
+        std::thread::scope(|scope| -> Result<()> {
+            let (sender, built) = std::sync::mpsc::sync_channel(256);
+            scope.spawn(move || {
+                for i in (0..leaves).rev() {
+                    let lo: IVec = if i == 0 {
+                        IVec::default()
+                    } else {
+                        entries[start(i)].0.as_ref().into()
+                    };
+                    let hi: IVec = if i + 1 == leaves {
+                        IVec::default()
+                    } else {
+                        entries[start(i + 1)].0.as_ref().into()
+                    };
+                    let prefix_len = common_prefix(&lo, &hi);
+                    let items = &entries[start(i)..start(i + 1)];
+                    let leaf = crate::node::Leaf {
+                        keys: items
+                            .iter()
+                            .map(|(k, _)| {
+                                IVec::from(&k.as_ref()[prefix_len as usize..])
+                            })
+                            .collect(),
+                        values: items
+                            .iter()
+                            .map(|(_, v)| IVec::from(v.as_ref()))
+                            .collect(),
+                    };
+                    let node = Node {
+                        prefix_len,
+                        lo: lo.clone(),
+                        hi,
+                        data: Data::Leaf(leaf),
+                        ..Node::default()
+                    };
+                    // A closed channel: the writer failed, and says why.
+                    if sender.send((lo, node)).is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut next = None;
+            for (lo, mut node) in built {
+                if level.len() % REPIN_EVERY == REPIN_EVERY - 1 {
+                    cc = None;
+                    guard = pin();
+                    cc = Some(self.context.pagecache.cc().read());
+                }
+                node.next = next;
+                let (pid, _) = self.context.pagecache.allocate(node, &guard)?;
+                next = NonZeroU64::new(pid);
+                level.push((lo, pid));
             }
-            let lo: IVec = if i == 0 {
-                IVec::default()
-            } else {
-                entries[start(i)].0.as_ref().into()
-            };
-            let hi: IVec = if i + 1 == leaves {
-                IVec::default()
-            } else {
-                entries[start(i + 1)].0.as_ref().into()
-            };
-            let prefix_len = common_prefix(&lo, &hi);
-            let items = &entries[start(i)..start(i + 1)];
-            let leaf = crate::node::Leaf {
-                keys: items
-                    .iter()
-                    .map(|(k, _)| IVec::from(&k.as_ref()[prefix_len as usize..]))
-                    .collect(),
-                values: items.iter().map(|(_, v)| IVec::from(v.as_ref())).collect(),
-            };
-            let node = Node {
-                prefix_len,
-                next,
-                lo: lo.clone(),
-                hi,
-                data: Data::Leaf(leaf),
-                ..Node::default()
-            };
-            let (pid, _) = self.context.pagecache.allocate(node, &guard)?;
-            next = NonZeroU64::new(pid);
-            level.push((lo, pid));
-        }
+            Ok(())
+        })?;
         level.reverse();
 
         while level.len() > BULK_FANOUT {
