@@ -137,6 +137,51 @@ impl Tree {
         self.insert(key, value)
     }
 
+    /// Whether [`Tree::bulk_load`] would take this tree: it holds no key and is
+    /// in the shape of a new tree (patch 5, see `PATCHES.md`).
+    pub fn bulk_loadable(&self) -> Result<bool> {
+        Ok(self.new_tree_pages()?.is_ok())
+    }
+
+    /// The root and leaf pages of a tree in the shape of a new one (its root an
+    /// index over one empty leaf, nothing split or merging), or why it is not.
+    fn new_tree_pages(&self) -> Result<std::result::Result<(PageId, PageId), &'static str>> {
+        let guard = pin();
+        let _cc = self.context.pagecache.cc().read();
+        let root_pid = self.root.load(Acquire);
+        if root_pid == u64::max_value() {
+            // Dropped, as `view_for_key` reports it.
+            return Err(Error::CollectionNotFound(self.tree_id.clone()));
+        }
+        let root = match self.view_for_pid(root_pid, &guard)? {
+            Some(root) => root,
+            None => return Ok(Err("the tree has no root")),
+        };
+        let leaf_pid = match root.data.index_ref() {
+            Some(index) if index.pointers.len() == 1 => index.pointers[0],
+            _ => return Ok(Err("the tree is not a new tree")),
+        };
+        let leaf = match self.view_for_pid(leaf_pid, &guard)? {
+            Some(leaf) => leaf,
+            None => return Ok(Err("the tree has no leaf")),
+        };
+        match leaf.data.leaf_ref() {
+            Some(l) if l.keys.is_empty() => {}
+            Some(_) => return Ok(Err("the tree is not empty")),
+            None => return Ok(Err("the tree is not a new tree")),
+        }
+        let settled = |node: &Node| {
+            node.hi.is_empty()
+                && node.next.is_none()
+                && node.merging_child.is_none()
+                && !node.merging
+        };
+        if !settled(&root) || !settled(&leaf) {
+            return Ok(Err("the tree is not a new tree"));
+        }
+        Ok(Ok((root_pid, leaf_pid)))
+    }
+
     /// Fills an empty tree from `entries`, whose keys must be strictly
     /// ascending, by building its leaves and index nodes directly instead
     /// of inserting key by key (patch 5, see `PATCHES.md`). Leaves get at
@@ -153,10 +198,13 @@ impl Tree {
     /// (one empty leaf under its root: a tree emptied by removals keeps its
     /// old leaves). The caller must not write to the tree meanwhile; a
     /// concurrent change of its root is reported as `Unsupported` too.
-    pub fn bulk_load<K, V>(&self, entries: &[(K, V)]) -> Result<()>
+    ///
+    /// The entries are taken, and each leaf's are dropped once copied into it,
+    /// so the caller's copy of them is freed as the tree's grows.
+    pub fn bulk_load<K, V>(&self, mut entries: Vec<(K, V)>) -> Result<()>
     where
-        K: AsRef<[u8]> + Sync,
-        V: AsRef<[u8]> + Sync,
+        K: AsRef<[u8]> + Send,
+        V: AsRef<[u8]> + Send,
     {
         const BULK_LEAF: usize = 12;
         const BULK_FANOUT: usize = 128;
@@ -179,162 +227,173 @@ impl Tree {
             return Ok(());
         }
 
-        let old_root = self.root.load(Acquire);
-        let old_leaf = {
-            let guard = pin();
-            let _cc = self.context.pagecache.cc().read();
-            let root = self
-                .view_for_pid(old_root, &guard)?
-                .ok_or_else(|| unsupported("the tree has no root"))?;
-            let leaf = match root.data.index_ref() {
-                Some(index) if index.pointers.len() == 1 => index.pointers[0],
-                _ => return Err(unsupported("the tree is not a new tree")),
-            };
-            let leaf_view = self
-                .view_for_pid(leaf, &guard)?
-                .ok_or_else(|| unsupported("the tree has no leaf"))?;
-            match leaf_view.data.leaf_ref() {
-                Some(l) if l.keys.is_empty() => {}
-                _ => return Err(unsupported("the tree is not empty")),
-            }
-            let settled = |node: &Node| {
-                node.hi.is_empty()
-                    && node.next.is_none()
-                    && node.merging_child.is_none()
-                    && !node.merging
-            };
-            if !settled(&root) || !settled(&leaf_view) {
-                return Err(unsupported("the tree is not a new tree"));
-            }
-            leaf
-        };
+        let (old_root, old_leaf) = self
+            .new_tree_pages()?
+            .map_err(|why| unsupported(why))?;
 
         // The nodes of one level, left to right: each one's low bound and page.
         // Built right to left, so each node is written knowing its right
         // sibling's page.
         let mut level: Vec<(IVec, PageId)> = Vec::new();
+        // Every page written, freed again if the load stops before the swap.
+        let mut written: Vec<PageId> = Vec::new();
         let mut guard = pin();
         let mut cc = Some(self.context.pagecache.cc().read());
         let leaves = (entries.len() + BULK_LEAF - 1) / BULK_LEAF;
-        let start = |i: usize| i * entries.len() / leaves;
-        // A second thread builds the leaves (copying every key and value) while
-        // this one writes them: each leaf's low bound and its node, but for
-        // its right sibling, which only this thread knows.
-        std::thread::scope(|scope| -> Result<()> {
-            let (sender, built) = std::sync::mpsc::sync_channel(256);
-            scope.spawn(move || {
-                for i in (0..leaves).rev() {
-                    let lo: IVec = if i == 0 {
+        let count = entries.len();
+        let start = move |i: usize| {
+            usize::try_from(i as u128 * count as u128 / leaves as u128).unwrap()
+        };
+        let loaded = (|| -> Result<PageId> {
+            // A second thread builds the leaves (copying every key and value)
+            // while this one writes them: each leaf's low bound and its node,
+            // but for its right sibling, which only this thread knows.
+            std::thread::scope(|scope| -> Result<()> {
+                let (sender, built) = std::sync::mpsc::sync_channel(256);
+                scope.spawn(move || {
+                    let mut hi = IVec::default();
+                    for i in (0..leaves).rev() {
+                        let items = entries.split_off(start(i));
+                        let lo: IVec = if i == 0 {
+                            IVec::default()
+                        } else {
+                            items[0].0.as_ref().into()
+                        };
+                        let prefix_len = common_prefix(&lo, &hi);
+                        let leaf = crate::node::Leaf {
+                            keys: items
+                                .iter()
+                                .map(|(k, _)| {
+                                    IVec::from(&k.as_ref()[prefix_len as usize..])
+                                })
+                                .collect(),
+                            values: items
+                                .iter()
+                                .map(|(_, v)| IVec::from(v.as_ref()))
+                                .collect(),
+                        };
+                        drop(items);
+                        let node = Node {
+                            prefix_len,
+                            lo: lo.clone(),
+                            hi: std::mem::replace(&mut hi, lo.clone()),
+                            data: Data::Leaf(leaf),
+                            ..Node::default()
+                        };
+                        // A closed channel: the writer failed, and says why.
+                        if sender.send((lo, node)).is_err() {
+                            break;
+                        }
+                    }
+                });
+                let mut next = None;
+                for (lo, mut node) in built {
+                    if level.len() % REPIN_EVERY == REPIN_EVERY - 1 {
+                        cc = None;
+                        guard = pin();
+                        cc = Some(self.context.pagecache.cc().read());
+                    }
+                    node.next = next;
+                    let (pid, _) =
+                        self.context.pagecache.allocate(node, &guard)?;
+                    written.push(pid);
+                    next = NonZeroU64::new(pid);
+                    level.push((lo, pid));
+                }
+                Ok(())
+            })?;
+            level.reverse();
+
+            while level.len() > BULK_FANOUT {
+                let nodes = (level.len() + BULK_FANOUT - 1) / BULK_FANOUT;
+                let start = |i: usize| i * level.len() / nodes;
+                let mut upper = Vec::with_capacity(nodes);
+                let mut next = None;
+                for i in (0..nodes).rev() {
+                    let children = &level[start(i)..start(i + 1)];
+                    let lo = children[0].0.clone();
+                    let hi = if i + 1 == nodes {
                         IVec::default()
                     } else {
-                        entries[start(i)].0.as_ref().into()
-                    };
-                    let hi: IVec = if i + 1 == leaves {
-                        IVec::default()
-                    } else {
-                        entries[start(i + 1)].0.as_ref().into()
+                        level[start(i + 1)].0.clone()
                     };
                     let prefix_len = common_prefix(&lo, &hi);
-                    let items = &entries[start(i)..start(i + 1)];
-                    let leaf = crate::node::Leaf {
-                        keys: items
+                    let index = crate::node::Index {
+                        keys: children
                             .iter()
-                            .map(|(k, _)| {
-                                IVec::from(&k.as_ref()[prefix_len as usize..])
-                            })
+                            .map(|(k, _)| IVec::from(&k[prefix_len as usize..]))
                             .collect(),
-                        values: items
-                            .iter()
-                            .map(|(_, v)| IVec::from(v.as_ref()))
-                            .collect(),
+                        pointers: children.iter().map(|(_, pid)| *pid).collect(),
                     };
                     let node = Node {
                         prefix_len,
+                        next,
                         lo: lo.clone(),
                         hi,
-                        data: Data::Leaf(leaf),
+                        data: Data::Index(index),
                         ..Node::default()
                     };
-                    // A closed channel: the writer failed, and says why.
-                    if sender.send((lo, node)).is_err() {
-                        break;
+                    let (pid, _) =
+                        self.context.pagecache.allocate(node, &guard)?;
+                    written.push(pid);
+                    next = NonZeroU64::new(pid);
+                    upper.push((lo, pid));
+                }
+                upper.reverse();
+                level = std::mem::take(&mut upper);
+            }
+
+            let (keys, pointers) = std::mem::take(&mut level).into_iter().unzip();
+            let root = Node {
+                data: Data::Index(crate::node::Index { keys, pointers }),
+                ..Node::default()
+            };
+            let (new_root, _) = self.context.pagecache.allocate(root, &guard)?;
+            written.push(new_root);
+            // Still the new tree checked before: a write since would be lost.
+            cc = None;
+            let unchanged =
+                self.new_tree_pages()?.ok() == Some((old_root, old_leaf));
+            cc = Some(self.context.pagecache.cc().read());
+            if !unchanged {
+                return Err(unsupported("the tree changed while it was loaded"));
+            }
+            let cas = self.context.pagecache.cas_root_in_meta(
+                &self.tree_id,
+                Some(old_root),
+                Some(new_root),
+                &guard,
+            )?;
+            if cas.is_err() {
+                return Err(unsupported("the tree changed while it was loaded"));
+            }
+            Ok(new_root)
+        })();
+        drop(cc);
+        let new_root = match loaded {
+            Ok(new_root) => new_root,
+            Err(e) => {
+                // Nothing refers to the pages written: give them back.
+                let guard = pin();
+                for pid in written {
+                    if let Ok(Some(view)) = self.context.pagecache.get(pid, &guard) {
+                        let _ = self.context.pagecache.free(pid, view.0, &guard);
                     }
                 }
-            });
-            let mut next = None;
-            for (lo, mut node) in built {
-                if level.len() % REPIN_EVERY == REPIN_EVERY - 1 {
-                    cc = None;
-                    guard = pin();
-                    cc = Some(self.context.pagecache.cc().read());
-                }
-                node.next = next;
-                let (pid, _) = self.context.pagecache.allocate(node, &guard)?;
-                next = NonZeroU64::new(pid);
-                level.push((lo, pid));
+                return Err(e);
             }
-            Ok(())
-        })?;
-        level.reverse();
-
-        while level.len() > BULK_FANOUT {
-            let nodes = (level.len() + BULK_FANOUT - 1) / BULK_FANOUT;
-            let start = |i: usize| i * level.len() / nodes;
-            let mut upper = Vec::with_capacity(nodes);
-            let mut next = None;
-            for i in (0..nodes).rev() {
-                let children = &level[start(i)..start(i + 1)];
-                let lo = children[0].0.clone();
-                let hi = if i + 1 == nodes {
-                    IVec::default()
-                } else {
-                    level[start(i + 1)].0.clone()
-                };
-                let prefix_len = common_prefix(&lo, &hi);
-                let index = crate::node::Index {
-                    keys: children
-                        .iter()
-                        .map(|(k, _)| IVec::from(&k[prefix_len as usize..]))
-                        .collect(),
-                    pointers: children.iter().map(|(_, pid)| *pid).collect(),
-                };
-                let node = Node {
-                    prefix_len,
-                    next,
-                    lo: lo.clone(),
-                    hi,
-                    data: Data::Index(index),
-                    ..Node::default()
-                };
-                let (pid, _) = self.context.pagecache.allocate(node, &guard)?;
-                next = NonZeroU64::new(pid);
-                upper.push((lo, pid));
-            }
-            upper.reverse();
-            level = upper;
-        }
-
-        let (keys, pointers) = level.into_iter().unzip();
-        let root = Node { data: Data::Index(crate::node::Index { keys, pointers }), ..Node::default() };
-        let (new_root, _) = self.context.pagecache.allocate(root, &guard)?;
-        let cas = self.context.pagecache.cas_root_in_meta(
-            &self.tree_id,
-            Some(old_root),
-            Some(new_root),
-            &guard,
-        )?;
-        if cas.is_err() {
-            return Err(unsupported("the tree changed while it was loaded"));
-        }
+        };
         // As in `root_hoist`: the meta's root is ours, so this one follows.
         while self.root.compare_and_swap(old_root, new_root, SeqCst) != old_root {}
-        // The new tree's root replaced the old one: its two pages are unreachable.
+        // The new tree's root replaced the old one: its two pages are
+        // unreachable. The load is done whatever happens here, so a page that
+        // cannot be freed stays allocated (space, not correctness).
+        let guard = pin();
         for pid in [old_root, old_leaf] {
-            if let Some(view) = self.context.pagecache.get(pid, &guard)? {
-                let _ = self.context.pagecache.free(pid, view.0, &guard)?;
+            if let Ok(Some(view)) = self.context.pagecache.get(pid, &guard) {
+                let _ = self.context.pagecache.free(pid, view.0, &guard);
             }
         }
-        drop(cc);
         Ok(())
     }
 

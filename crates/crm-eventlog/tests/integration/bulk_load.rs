@@ -36,7 +36,20 @@ fn assert_matches(tree: &sled::Tree, model: &Model, rng: &mut StdRng) {
         let want: Vec<Vec<u8>> =
             model.range::<Vec<u8>, _>((Bound::Included(lo), Bound::Excluded(hi))).map(|(k, _)| k.clone()).collect();
         assert_eq!(got, want, "range {lo:?}..{hi:?}");
+        let got: Vec<Vec<u8>> =
+            tree.range(lo.as_slice()..hi.as_slice()).rev().map(|kv| kv.unwrap().0.to_vec()).collect();
+        assert!(got.iter().eq(want.iter().rev()), "range {lo:?}..{hi:?} backwards");
+        let below = tree.get_lt(lo).unwrap().map(|(k, _)| k.to_vec());
+        assert_eq!(below.as_ref(), model.range::<Vec<u8>, _>(..lo).next_back().map(|(k, _)| k), "get_lt {lo:?}");
+        let above = tree.get_gt(lo).unwrap().map(|(k, _)| k.to_vec());
+        assert_eq!(
+            above.as_ref(),
+            model.range::<Vec<u8>, _>((Bound::Excluded(lo), Bound::Unbounded)).next().map(|(k, _)| k),
+            "get_gt {lo:?}"
+        );
     }
+    // Walks every level through the siblings' links and checks each node an index names is on it.
+    tree.verify_integrity().unwrap();
 }
 
 /// Keys of the shapes a read model writes: short prefixes, long shared prefixes (longer than
@@ -69,8 +82,10 @@ fn load_change_reopen(n: usize, changes: usize, seed: u64) {
     {
         let db = sled::open(dir.path()).unwrap();
         let tree = db.open_tree("loaded").unwrap();
+        assert!(tree.bulk_loadable().unwrap());
         let entries: Vec<(&Vec<u8>, &Vec<u8>)> = model.iter().collect();
-        tree.bulk_load(&entries).unwrap();
+        tree.bulk_load(entries).unwrap();
+        assert!(!tree.bulk_loadable().unwrap() || model.is_empty());
         assert_matches(&tree, &model, &mut rng);
         let known: Vec<Vec<u8>> = model.keys().cloned().collect();
         for _ in 0..changes {
@@ -95,8 +110,31 @@ fn load_change_reopen(n: usize, changes: usize, seed: u64) {
 
 #[test]
 fn a_bulk_loaded_tree_reads_changes_and_reopens_like_an_inserted_one() {
-    // 60,000 entries: 5,000 leaves under 40 index nodes under the root.
-    load_change_reopen(60_000, 30_000, 7);
+    // 200,000 entries: 16,667 leaves under 131 index nodes under 2 under the root.
+    load_change_reopen(200_000, 20_000, 7);
+}
+
+/// Removing most of a loaded tree merges its leaves and index nodes into their left
+/// siblings (through the links the load wrote); dropping it leaves a new tree of the name.
+#[test]
+fn a_bulk_loaded_tree_shrinks_by_merges_and_drops() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let tree = db.open_tree("loaded").unwrap();
+    let mut model: Model = keys(60_000, &mut rng).into_iter().map(|k| (k, value(&mut rng))).collect();
+    tree.bulk_load(model.iter().collect()).unwrap();
+    let mut doomed: Vec<Vec<u8>> = model.keys().cloned().collect();
+    doomed.retain(|_| rng.gen_bool(0.97));
+    for key in &doomed {
+        assert!(tree.remove(key).unwrap().is_some());
+        model.remove(key);
+    }
+    // Every leaf was passed on the way to its keys, so the small ones were merged.
+    assert_matches(&tree, &model, &mut rng);
+
+    assert!(db.drop_tree("loaded").unwrap());
+    let again = db.open_tree("loaded").unwrap();
+    assert!(again.is_empty() && again.bulk_loadable().unwrap());
 }
 
 #[test]
@@ -105,14 +143,15 @@ fn a_bulk_load_not_allowed_changes_nothing() {
     let tree = db.open_tree("t").unwrap();
     let unsorted = [(b"b".to_vec(), b"1".to_vec()), (b"a".to_vec(), b"2".to_vec())];
     let repeated = [(b"a".to_vec(), b"1".to_vec()), (b"a".to_vec(), b"2".to_vec())];
-    for bad in [&unsorted, &repeated] {
-        let err = tree.bulk_load(bad).unwrap_err();
+    for bad in [unsorted, repeated] {
+        let err = tree.bulk_load(bad.to_vec()).unwrap_err();
         assert!(err.to_string().contains("not strictly ascending"), "{err}");
         assert!(tree.is_empty());
     }
 
     tree.insert(b"kept", b"v".to_vec()).unwrap();
-    let err = tree.bulk_load(&[(b"z".to_vec(), b"1".to_vec())]).unwrap_err();
+    assert!(!tree.bulk_loadable().unwrap());
+    let err = tree.bulk_load(vec![(b"z".to_vec(), b"1".to_vec())]).unwrap_err();
     assert!(err.to_string().contains("not empty"), "{err}");
     assert_eq!(tree.iter().count(), 1);
     assert_eq!(tree.get(b"kept").unwrap().unwrap(), b"v".as_slice());
@@ -123,15 +162,28 @@ fn a_bulk_load_not_allowed_changes_nothing() {
         tree.insert(i.to_be_bytes(), b"v".to_vec()).unwrap();
     }
     tree.clear().unwrap();
-    tree.bulk_load(&[(b"z".to_vec(), b"1".to_vec())]).unwrap();
+    assert!(tree.bulk_loadable().unwrap());
+    tree.bulk_load(vec![(b"z".to_vec(), b"1".to_vec())]).unwrap();
     assert_eq!(tree.iter().map(|kv| kv.unwrap().0.to_vec()).collect::<Vec<_>>(), vec![b"z".to_vec()]);
+
+    // Emptied after its index grew a level: sled keeps the old nodes, so it is refused.
+    let grown = db.open_tree("grown").unwrap();
+    for i in 0..20_000u32 {
+        grown.insert(i.wrapping_mul(2_654_435_761).to_be_bytes(), b"v".to_vec()).unwrap();
+    }
+    grown.clear().unwrap();
+    assert!(grown.is_empty());
+    assert!(!grown.bulk_loadable().unwrap());
+    let err = grown.bulk_load(vec![(b"z".to_vec(), b"1".to_vec())]).unwrap_err();
+    assert!(err.to_string().contains("not a new tree"), "{err}");
+    assert!(grown.is_empty());
 
     // A new tree that got one key and lost it is loadable; so is an empty load.
     let other = db.open_tree("u").unwrap();
     other.insert(b"gone", b"v".to_vec()).unwrap();
     other.remove(b"gone").unwrap();
-    other.bulk_load::<&[u8], &[u8]>(&[]).unwrap();
-    other.bulk_load(&[(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"2".to_vec())]).unwrap();
+    other.bulk_load::<&[u8], &[u8]>(Vec::new()).unwrap();
+    other.bulk_load(vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"2".to_vec())]).unwrap();
     assert_eq!(
         other.iter().keys().map(|k| k.unwrap().to_vec()).collect::<Vec<_>>(),
         vec![b"a".to_vec(), b"b".to_vec()]
