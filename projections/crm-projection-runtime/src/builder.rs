@@ -576,10 +576,11 @@ impl<P: Projector> Builder<P> {
     /// instead of inserting them one by one: 4.6 M keys in 5 to 7 s where the inserts took 15
     /// to 20 s on two threads. The [`SPILL_KEY`] marker is loaded with them, so a crash
     /// before the checkpoint's batch is detected as for single inserts. `false`, with
-    /// nothing written and `entries` untouched, when the tree holds anything else or is not
-    /// in the shape sled loads ([`sled::Tree::bulk_loadable`]); once the
-    /// load starts it takes `entries` (freeing them as the tree grows), so a refusal then
-    /// (a bug: they are sorted and the tree was checked) fails the commit.
+    /// `entries` untouched, when the tree holds anything else or is not in the shape sled
+    /// loads ([`sled::Tree::bulk_loadable`]); a checkpoint written before the first event
+    /// is gone by then, and the commit's batch writes it again. Once the load starts it
+    /// takes `entries` (freeing them as the tree grows), so a refusal then (a bug: they are
+    /// sorted and the tree was checked) fails the commit.
     fn load_first(&self, entries: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<bool, String> {
         let storage = |e: sled::Error| e.to_string();
         let mut held = self.tree.iter().keys();

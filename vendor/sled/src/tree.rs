@@ -195,9 +195,11 @@ impl Tree {
     ///
     /// Returns `Error::Unsupported`, having changed nothing, when the keys are
     /// not strictly ascending or the tree is not in the shape of a new tree
-    /// (one empty leaf under its root: a tree emptied by removals keeps its
-    /// old leaves). The caller must not write to the tree meanwhile; a
-    /// concurrent change of its root is reported as `Unsupported` too.
+    /// (one empty leaf under its root, see [`Tree::bulk_loadable`]: a tree
+    /// emptied by removals may keep its old nodes), and `CollectionNotFound`
+    /// for a dropped tree. The caller must not write to the tree meanwhile: a
+    /// write seen by the check just before the swap fails the load (its pages
+    /// are freed again), one after that check is lost with the old leaf.
     ///
     /// The entries are taken, and each leaf's are dropped once copied into it,
     /// so the caller's copy of them is freed as the tree's grows.
