@@ -216,6 +216,12 @@ impl Tree {
             Error::Unsupported(format!("bulk_load: {}", why))
         }
 
+        /// Where part `i` of `count` items cut into `parts` even parts starts
+        /// (in 128 bits: `i * count` may not fit a 32-bit `usize`).
+        fn part_start(i: usize, count: usize, parts: usize) -> usize {
+            usize::try_from(i as u128 * count as u128 / parts as u128).unwrap()
+        }
+
         fn common_prefix(lo: &[u8], hi: &[u8]) -> u8 {
             let common = lo.iter().zip(hi.iter()).take_while(|(a, b)| a == b);
             u8::try_from(common.take(usize::from(u8::max_value())).count())
@@ -231,7 +237,7 @@ impl Tree {
 
         let (old_root, old_leaf) = self
             .new_tree_pages()?
-            .map_err(|why| unsupported(why))?;
+            .map_err(unsupported)?;
 
         // The nodes of one level, left to right: each one's low bound and page.
         // Built right to left, so each node is written knowing its right
@@ -243,9 +249,7 @@ impl Tree {
         let mut cc = Some(self.context.pagecache.cc().read());
         let leaves = (entries.len() + BULK_LEAF - 1) / BULK_LEAF;
         let count = entries.len();
-        let start = move |i: usize| {
-            usize::try_from(i as u128 * count as u128 / leaves as u128).unwrap()
-        };
+        let start = move |i: usize| part_start(i, count, leaves);
         let loaded = (|| -> Result<PageId> {
             // A second thread builds the leaves (copying every key and value)
             // while this one writes them: each leaf's low bound and its node,
@@ -308,7 +312,7 @@ impl Tree {
 
             while level.len() > BULK_FANOUT {
                 let nodes = (level.len() + BULK_FANOUT - 1) / BULK_FANOUT;
-                let start = |i: usize| i * level.len() / nodes;
+                let start = |i: usize| part_start(i, level.len(), nodes);
                 let mut upper = Vec::with_capacity(nodes);
                 let mut next = None;
                 for i in (0..nodes).rev() {
