@@ -772,7 +772,14 @@ pub fn spawn_with<P: Projector>(
         None => (1, true),
     };
     db.drop_other_trees(name, generation)?;
-    let tree = db.tree(name, generation)?;
+    let mut tree = db.tree(name, generation)?;
+    if tree.get(crate::projector::SPILL_KEY)?.is_some() {
+        // A chunked commit cut short (a crash): nothing in the tree can be used. A new tree,
+        // rather than one emptied key by key (whose nodes sled keeps), takes the first
+        // commit's bulk load.
+        tracing::warn!(projection = name, "interrupted chunked commit: building again from position 0");
+        tree = db.fresh_tree(name, &format!("{name}/{generation}"))?;
+    }
     if fresh {
         db.set_active_generation(name, generation)?;
     }
