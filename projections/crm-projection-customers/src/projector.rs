@@ -3,7 +3,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use crm_domain::{apply_changes, Event, Owned, Rules};
 use crm_eventlog::RecordedEvent;
 use crm_projection_runtime::{
-    bucket_key, bucket_of, in_halves, printable_key, push_hex, Cached, Derived, Projector, State,
+    bucket_key, bucket_of, in_halves, printable_key, push_hex, warm, Cached, Derived, Projector, State,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -713,6 +713,35 @@ impl Projector for CustomersProjector {
             None => return,
         };
         keys.push(customer_key(&customer));
+    }
+
+    /// The customer an event names, and an opportunity's bucket (whose customer, for a stage
+    /// move, only the bucket knows).
+    fn first_keys(&self, _: &RecordedEvent, event: Option<&Event>, keys: &mut Vec<Vec<u8>>) {
+        let (customer, opportunity) = match event {
+            Some(Event::OpportunityOpened(e)) => (Some(e.customer_id.0), Some(e.opportunity_id.0)),
+            Some(Event::OpportunityWon(e)) => (Some(e.customer_id.0), Some(e.opportunity_id.0)),
+            Some(Event::StageMoved(e)) => (None, Some(e.opportunity_id.0)),
+            Some(Event::OpportunityLost(e)) => (None, Some(e.opportunity_id.0)),
+            Some(Event::CustomerCreated(e)) => (Some(e.customer_id.0), None),
+            Some(Event::ContactAdded(e)) => (Some(e.customer_id.0), None),
+            Some(Event::ActivityLogged(e)) => (Some(e.customer_id.0), None),
+            Some(Event::CustomerDealWon(e)) => (Some(e.customer_id.0), None),
+            Some(event) => (edit_of(event).map(|(id, _)| id), None),
+            None => (None, None),
+        };
+        keys.extend(opportunity.as_ref().map(opportunity_key));
+        keys.extend(customer.as_ref().map(customer_key));
+    }
+
+    /// A record's fields that every event changes (its stamp, counters and stage).
+    fn warm_value(&self, value: &Value) {
+        if let Value::Customer(view) = value {
+            warm(&view.updated_at_micros);
+            warm(&view.updated_position);
+            warm(&view.stage);
+            warm(&view.activities);
+        }
     }
 
     fn apply(

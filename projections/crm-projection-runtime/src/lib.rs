@@ -33,12 +33,14 @@
 
 mod builder;
 mod error;
+mod hash_index;
 mod projector;
 mod runner;
 mod stats;
 
 pub use builder::{resume_position, Failure};
 pub use error::{Error, Result};
+pub use projector::warm;
 pub use projector::{
     bucket_key, bucket_of, decode_value, encode_value, in_halves, printable_key, push_hex, Cached, Derived,
     Fingerprint, Projector, State, PREFETCH_ROUNDS,

@@ -123,6 +123,46 @@ pub fn assert_live_reads_are_read_ahead<P: Projector>(projector: &P) {
     assert!(c.read_ahead <= 3 * c.needed, "the read-ahead reads keys the fold does not need: {c:?}");
 }
 
+/// The check a read model with [`Projector::first_keys`] runs: 3,000 generated commands
+/// folded by a fresh build (everything in memory, as the runner's fresh builds fold), where
+/// every key listed for an event holds a value once the event is applied (a key `apply`
+/// read or wrote, not a misspelt one), and at least `min_permille` of the decoded events
+/// list one.
+///
+/// # Panics
+/// When a listed key is not held, or too few events list one: that is the test.
+pub fn assert_first_keys_are_held<P: Projector>(projector: &P, min_permille: usize) {
+    let mut g =
+        crate::fixtures::Generator::new(crate::fixtures::GeneratorConfig { seed: 12, users: 20, ..Default::default() });
+    let commands: Vec<_> = (0..3000).map(|_| g.next_command()).collect();
+    let log = TempLog::new();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(append_all(&log.store, &commands));
+    let db = sled::Config::new().temporary(true).open().expect("temporary sled");
+    let tree = db.open_tree("fold").expect("tree");
+    let mut cache = Cache::<P::Value>::new(true);
+    let (mut decoded, mut listing, mut keys) = (0, 0, Vec::new());
+    for recorded in all_events(&log.store) {
+        let event = crate::builder::decode_for(projector, &recorded)
+            .unwrap_or_else(|e| panic!("undecodable event at {}: {e}", recorded.position));
+        projector.first_keys(&recorded, event.as_ref(), &mut keys);
+        let mut state = cache.state(&tree);
+        projector.apply(&mut state, &Rules::default(), &recorded, event.as_ref()).expect("applies");
+        decoded += usize::from(event.is_some());
+        listing += usize::from(!keys.is_empty());
+        for key in keys.drain(..) {
+            assert!(
+                state.get(&key).expect("in memory").is_some(),
+                "{} at {} lists {}, which holds nothing after it",
+                recorded.event_type,
+                recorded.position,
+                crate::printable_key(&key)
+            );
+        }
+    }
+    assert!(listing * 1000 >= decoded * min_permille, "{listing} of {decoded} decoded events list a first key");
+}
+
 /// Checks that every name in `event_types` is an event type of the domain (a misspelt name
 /// in a projector's [`Projector::decodes`] list would leave that type undecoded).
 ///
@@ -203,6 +243,13 @@ impl Projector for Counting {
         } else {
             0
         }
+    }
+
+    /// Two keys `apply` writes, and one it never does (a wrong hint costs a lookup, nothing else).
+    fn first_keys(&self, recorded: &RecordedEvent, _: Option<&Event>, keys: &mut Vec<Vec<u8>>) {
+        keys.push(b"total".to_vec());
+        keys.push(format!("type/{}", recorded.event_type).into_bytes());
+        keys.push(format!("never-read/{}", recorded.position).into_bytes());
     }
 
     /// The keys `apply` reads, and one it never does (a wrong hint costs a read, nothing else).
