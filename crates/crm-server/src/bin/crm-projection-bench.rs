@@ -63,8 +63,8 @@ enum Cmd {
     Rebuild {
         #[arg(long, env = "CRM_BENCH_DIR")]
         dir: PathBuf,
-        /// Only this projection (customers, funnel, audit, workload, reminders, health); all
-        /// when absent.
+        /// Only this read model (customers, funnel, audit, duplicates, workload, reminders,
+        /// health); all when absent.
         #[arg(long)]
         only: Option<String>,
         /// After the first build, also time a rebuild into a shadow tree and its swap (what
@@ -261,12 +261,22 @@ async fn generate(
     Ok(())
 }
 
+/// The read models `rebuild` builds, in its order.
+const READ_MODELS: [&str; 7] = ["customers", "funnel", "audit", "duplicates", "workload", "reminders", "health"];
+
 async fn rebuild(dir: &Path, only: Option<&str>, shadow: bool, caches: Caches) -> anyhow::Result<()> {
+    if let Some(only) = only {
+        anyhow::ensure!(
+            READ_MODELS.contains(&only),
+            "--only {only}: no such read model (one of {})",
+            READ_MODELS.join(", ")
+        );
+    }
     let (log_cache, projection_cache, build_cache) = caches.bytes();
     let store = open_store(dir, Some(log_cache))?;
     let head = store.committed_head();
     println!("log head {head}");
-    for name in ["customers", "funnel", "audit", "workload", "reminders", "health"] {
+    for name in READ_MODELS {
         if only.is_some_and(|o| o != name) {
             continue;
         }
@@ -282,6 +292,13 @@ async fn rebuild(dir: &Path, only: Option<&str>, shadow: bool, caches: Caches) -
             "workload" => spawn(&db, store.clone(), WorkloadProjector)?,
             "reminders" => spawn(&db, store.clone(), RemindersProjector)?,
             "health" => spawn(&db, store.clone(), HealthProjector)?,
+            "duplicates" => {
+                let duplicates = {
+                    let db = db.clone();
+                    tokio::task::spawn_blocking(move || DuplicatesProjector::open(&db)).await??
+                };
+                spawn(&db, store.clone(), duplicates)?
+            }
             _ => spawn(&db, store.clone(), AuditProjector)?,
         };
         handle.wait_for(head, Duration::from_secs(24 * 3600)).await?;
