@@ -102,6 +102,18 @@ pub fn prefetch_coverage<P: Projector>(
     Coverage { read_ahead, misses, needed }
 }
 
+/// The events of `commands` generated commands (`seed`, 20 users), appended to a temporary
+/// log.
+fn generated_events(seed: u64, commands: usize) -> Vec<RecordedEvent> {
+    let mut g =
+        crate::fixtures::Generator::new(crate::fixtures::GeneratorConfig { seed, users: 20, ..Default::default() });
+    let commands: Vec<_> = (0..commands).map(|_| g.next_command()).collect();
+    let log = TempLog::new();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(append_all(&log.store, &commands));
+    all_events(&log.store)
+}
+
 /// The check a read model with a [`Projector::prefetch`] runs: over 3,000 generated commands
 /// (half folded and stored first, the rest applied by a build whose memory starts empty, as
 /// after a restart), the fold still reads itself at most one key in 20 of those it reads
@@ -110,13 +122,7 @@ pub fn prefetch_coverage<P: Projector>(
 /// # Panics
 /// When it reads more: that is the test.
 pub fn assert_live_reads_are_read_ahead<P: Projector>(projector: &P) {
-    let mut g =
-        crate::fixtures::Generator::new(crate::fixtures::GeneratorConfig { seed: 11, users: 20, ..Default::default() });
-    let commands: Vec<_> = (0..3000).map(|_| g.next_command()).collect();
-    let log = TempLog::new();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    rt.block_on(append_all(&log.store, &commands));
-    let events = all_events(&log.store);
+    let events = generated_events(11, 3000);
     let c = prefetch_coverage(projector, &Rules::default(), &events, events.len() / 2, 512);
     assert!(c.needed > 0, "the fold reads nothing from the tree: {c:?}");
     assert!(c.misses * 20 <= c.needed, "the fold still reads keys one at a time: {c:?}");
@@ -132,17 +138,11 @@ pub fn assert_live_reads_are_read_ahead<P: Projector>(projector: &P) {
 /// # Panics
 /// When a listed key is not held, or too few events list one: that is the test.
 pub fn assert_first_keys_are_held<P: Projector>(projector: &P, min_permille: usize) {
-    let mut g =
-        crate::fixtures::Generator::new(crate::fixtures::GeneratorConfig { seed: 12, users: 20, ..Default::default() });
-    let commands: Vec<_> = (0..3000).map(|_| g.next_command()).collect();
-    let log = TempLog::new();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    rt.block_on(append_all(&log.store, &commands));
     let db = sled::Config::new().temporary(true).open().expect("temporary sled");
     let tree = db.open_tree("fold").expect("tree");
     let mut cache = Cache::<P::Value>::new(true);
     let (mut decoded, mut listing, mut keys) = (0, 0, Vec::new());
-    for recorded in all_events(&log.store) {
+    for recorded in generated_events(12, 3000) {
         let event = crate::builder::decode_for(projector, &recorded)
             .unwrap_or_else(|e| panic!("undecodable event at {}: {e}", recorded.position));
         projector.first_keys(&recorded, event.as_ref(), &mut keys);
