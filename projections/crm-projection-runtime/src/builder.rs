@@ -996,9 +996,9 @@ mod tests {
         }
     }
 
-    /// A step over many events reads the log ahead on two other threads, each every other chunk; a fresh build
-    /// loads its first large commit into the empty tree and writes the next on several
-    /// threads. The tree ends as one fold from scratch.
+    /// A step over many events reads the log ahead on two other threads, each every other
+    /// chunk; a fresh build loads its first large commit into the empty tree and writes the
+    /// next on several threads. The tree ends as one fold from scratch.
     #[tokio::test]
     async fn a_long_step_reads_ahead_loads_then_writes_in_parallel_and_equals_a_fold() {
         let log = TempLog::new();

@@ -97,45 +97,39 @@ impl HashIndex {
         (spread(hash) >> (64 - self.cells.len().trailing_zeros())) as usize
     }
 
-    /// The cell of the key whose hash is `hash` and for whose place `is_key` holds, or the
-    /// empty cell where it would go.
-    pub(crate) fn probe(&mut self, hash: u32, mut is_key: impl FnMut(u32) -> bool) -> Probe<'_> {
+    /// The cell of the key whose hash is `hash` and for whose place `is_key` holds, or else
+    /// the empty cell where it would go (`None` in a table with no cells).
+    fn locate(&self, hash: u32, mut is_key: impl FnMut(u32) -> bool) -> Result<usize, Option<usize>> {
         if self.cells.is_empty() {
-            return Probe::Vacant(Vacant { index: self, hash, cell: None });
+            return Err(None);
         }
         let mask = self.mask();
         let mut cell = self.home(hash);
         loop {
             let found = self.cells[cell];
             if found == 0 {
-                return Probe::Vacant(Vacant { index: self, hash, cell: Some(cell) });
+                return Err(Some(cell));
             }
             let (h, place) = unpack(found);
             if h == hash && is_key(place) {
-                return Probe::Occupied(Occupied { index: self, cell });
+                return Ok(cell);
             }
             cell = (cell + 1) & mask;
         }
     }
 
+    /// The key whose hash is `hash` and for whose place `is_key` holds, to read or remove, or
+    /// where to insert it.
+    pub(crate) fn probe(&mut self, hash: u32, is_key: impl FnMut(u32) -> bool) -> Probe<'_> {
+        match self.locate(hash, is_key) {
+            Ok(cell) => Probe::Occupied(Occupied { index: self, cell }),
+            Err(cell) => Probe::Vacant(Vacant { index: self, hash, cell }),
+        }
+    }
+
     /// The place of the key whose hash is `hash` and for whose place `is_key` holds.
-    pub(crate) fn find(&self, hash: u32, mut is_key: impl FnMut(u32) -> bool) -> Option<u32> {
-        if self.cells.is_empty() {
-            return None;
-        }
-        let mask = self.mask();
-        let mut cell = self.home(hash);
-        loop {
-            let found = self.cells[cell];
-            if found == 0 {
-                return None;
-            }
-            let (h, place) = unpack(found);
-            if h == hash && is_key(place) {
-                return Some(place);
-            }
-            cell = (cell + 1) & mask;
-        }
+    pub(crate) fn find(&self, hash: u32, is_key: impl FnMut(u32) -> bool) -> Option<u32> {
+        self.locate(hash, is_key).ok().map(|cell| unpack(self.cells[cell]).1)
     }
 
     /// Asks the CPU to load the cell where a probe for `hash` starts ([`crate::warm`]).

@@ -82,7 +82,7 @@ pub trait Projector: Send + Sync + 'static {
     /// customer an activity names, the bucket of a moved opportunity). A build that holds
     /// its whole state in memory (a fresh build) reads nothing ahead from the tree, and each
     /// of its lookups in a cache of millions of keys waits on memory two or three times: the
-    /// runner lists these keys on its reading thread and, a few events ahead of the fold,
+    /// runner lists these keys on its reading threads and, a few events ahead of the fold,
     /// asks the CPU to bring each one's place in the cache, its entry and
     /// ([`Projector::warm_value`]) its value into its caches. A hint, as `prefetch` is:
     /// listing a key `apply` does not read, or missing one, changes only the speed. None by
