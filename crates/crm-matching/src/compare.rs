@@ -77,6 +77,20 @@ pub enum Outcome {
     Neutral,
 }
 
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [Outcome::Agree, Outcome::Partial, Outcome::Disagree, Outcome::Neutral];
+
+    /// The outcome's name in lower case (as serialised): "agree", "partial", ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Agree => "agree",
+            Outcome::Partial => "partial",
+            Outcome::Disagree => "disagree",
+            Outcome::Neutral => "neutral",
+        }
+    }
+}
+
 /// One field's contribution to a score.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FieldScore {
@@ -125,6 +139,19 @@ pub enum Decision {
     Duplicate,
     Review,
     Distinct,
+}
+
+impl Decision {
+    pub const ALL: [Decision; 3] = [Decision::Duplicate, Decision::Review, Decision::Distinct];
+
+    /// The decision's name in lower case (as serialised): "duplicate", "review", "distinct".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Duplicate => "duplicate",
+            Decision::Review => "review",
+            Decision::Distinct => "distinct",
+        }
+    }
 }
 
 /// The result of comparing two records.
@@ -241,8 +268,9 @@ fn phones(a: &[PreparedPhone], b: &[PreparedPhone], landline: bool, t: &Threshol
     // A number that did not validate (a foreign number without its country code, a typo)
     // may be a shared line: it is compared with the landlines.
     let pick = |p: &&PreparedPhone| (p.class != PhoneClass::Mobile) == landline;
-    let xs: Vec<&PreparedPhone> = a.iter().filter(pick).collect();
-    let ys: Vec<&PreparedPhone> = b.iter().filter(pick).collect();
+    // Iterators, not collected: this runs twice for every candidate pair.
+    let xs = || a.iter().filter(pick);
+    let ys = || b.iter().filter(pick);
     // The same national number written with and without its country code ("0301234567"
     // and "+49 30 1234567"): one side did not validate, the last eight digits agree.
     let same_tail = landline
@@ -254,10 +282,10 @@ fn phones(a: &[PreparedPhone], b: &[PreparedPhone], landline: bool, t: &Threshol
                     && phone_tail(&x.key) == phone_tail(&y.key)
             })
         });
-    if xs.is_empty() || ys.is_empty() {
+    if xs().next().is_none() || ys().next().is_none() {
         return same_tail.then(|| Cmp::partial(0.9, 0.8, "same number, other prefix"));
     }
-    if xs.iter().any(|x| ys.iter().any(|y| x.key == y.key)) {
+    if xs().any(|x| ys().any(|y| x.key == y.key)) {
         return Some(Cmp::agree("same number"));
     }
     if same_tail {
@@ -266,7 +294,7 @@ fn phones(a: &[PreparedPhone], b: &[PreparedPhone], landline: bool, t: &Threshol
     if !landline {
         return Some(Cmp::disagree(0.0, "different numbers"));
     }
-    let same_area = xs.iter().any(|x| x.area_code.is_some() && ys.iter().any(|y| y.area_code == x.area_code));
+    let same_area = xs().any(|x| x.area_code.is_some() && ys().any(|y| y.area_code == x.area_code));
     Some(if same_area {
         Cmp::partial(0.5, 0.35, "same area code")
     } else if t.same_landline_area_code {
@@ -482,11 +510,11 @@ pub fn compare(a: &Prepared, b: &Prepared, config: &MatchConfig) -> MatchResult 
     push(
         Field::Industry,
         both(a.industry.as_deref(), b.industry.as_deref(), |x, y| {
-            let words = |s: &str| s.split(' ').map(str::to_owned).collect::<std::collections::BTreeSet<_>>();
-            let (wx, wy) = (words(x), words(y));
+            // Every word of `s` is a word of `t` (as sets: repeats do not count).
+            let within = |s: &str, t: &str| s.split(' ').all(|w| t.split(' ').any(|v| v == w));
             if x == y {
                 Cmp::agree("same")
-            } else if wx.is_subset(&wy) || wy.is_subset(&wx) {
+            } else if within(x, y) || within(y, x) {
                 Cmp::partial(0.7, 0.7, "one names the other")
             } else if t.same_industry {
                 Cmp::disagree(0.0, "different")

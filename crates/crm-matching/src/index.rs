@@ -126,6 +126,18 @@ impl Index {
     /// Adds a record, replacing (and returning) one with the same id.
     pub fn insert(&mut self, prepared: Prepared) -> Option<Prepared> {
         let old = self.remove(&prepared.id);
+        self.insert_absent(prepared);
+        old
+    }
+
+    /// [`Index::insert`], returning the record's slot (the record it replaced is dropped).
+    pub(crate) fn insert_slot(&mut self, prepared: Prepared) -> u32 {
+        self.remove(&prepared.id);
+        self.insert_absent(prepared)
+    }
+
+    /// Adds a record whose id the index does not hold; returns its slot.
+    fn insert_absent(&mut self, prepared: Prepared) -> u32 {
         let keys: Vec<(KeyKind, u64)> = blocking_keys(&prepared).iter().map(|k| (k.kind, k.hash())).collect();
         let slot = match self.free.pop() {
             Some(slot) => slot,
@@ -145,7 +157,7 @@ impl Index {
         }
         self.by_id.insert(prepared.id.clone(), slot);
         self.entries[slot as usize] = Some(Entry { prepared, keys });
-        old
+        slot
     }
 
     /// Removes a record by id.

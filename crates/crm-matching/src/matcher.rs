@@ -75,6 +75,18 @@ impl Matcher {
         self.index.insert(prepared);
     }
 
+    /// Adds or replaces a customer and returns the known customers that are duplicates of it
+    /// or worth a review, best first: [`Matcher::insert`] then [`Matcher::find`], with the
+    /// record prepared and its blocking keys derived once instead of twice (a read model
+    /// that indexes every created or edited customer spent a fifth of its fold doing both
+    /// again).
+    pub fn upsert(&mut self, record: &Record) -> Vec<Match> {
+        let slot = self.index.insert_slot(Prepared::new(record));
+        let record = self.index.prepared_at(slot);
+        let candidates = self.index.candidate_slots_of(slot, |other| other != slot);
+        self.matches(record, candidates.into_iter().map(|(other, _, _)| self.index.prepared_at(other)))
+    }
+
     /// Removes a customer (merged away, erased); returns whether it was known.
     pub fn remove(&mut self, id: &str) -> bool {
         self.index.remove(id).is_some()
@@ -86,12 +98,16 @@ impl Matcher {
     }
 
     pub fn find_prepared(&self, record: &Prepared) -> Vec<Match> {
-        let mut out: Vec<Match> = self
-            .index
-            .candidates(record)
-            .into_iter()
-            .map(|c| Match { id: c.prepared.id.clone(), result: compare(record, c.prepared, &self.config) })
-            .filter(|m| m.result.decision != Decision::Distinct)
+        self.matches(record, self.index.candidates(record).into_iter().map(|c| c.prepared))
+    }
+
+    /// The `candidates` that are duplicates of `record` or worth a review, best first.
+    fn matches<'a>(&self, record: &Prepared, candidates: impl Iterator<Item = &'a Prepared>) -> Vec<Match> {
+        let mut out: Vec<Match> = candidates
+            .filter_map(|c| {
+                let result = compare(record, c, &self.config);
+                (result.decision != Decision::Distinct).then(|| Match { id: c.id.clone(), result })
+            })
             .collect();
         out.sort_by(|a, b| b.result.weight.total_cmp(&a.result.weight).then_with(|| a.id.cmp(&b.id)));
         out

@@ -170,7 +170,7 @@ fn configure(matcher: &Mutex<Matcher>, rules: &Rules) {
 }
 
 fn decision_name(result: &MatchResult) -> String {
-    format!("{:?}", result.decision).to_lowercase()
+    result.decision.as_str().to_owned()
 }
 
 fn contributions(result: &MatchResult) -> Vec<Contribution> {
@@ -180,7 +180,7 @@ fn contributions(result: &MatchResult) -> Vec<Contribution> {
         .iter()
         .map(|f| Contribution {
             field: f.field.as_str().to_owned(),
-            outcome: format!("{:?}", f.outcome).to_lowercase(),
+            outcome: f.outcome.as_str().to_owned(),
             weight: f.weight,
             reason: f.reason.to_owned(),
         })
@@ -266,22 +266,25 @@ impl DuplicatesProjector {
     /// [`Self::matcher_for`] without configuring the Matcher: for the events `apply` skips,
     /// which still move the build's position.
     fn track(&self, state: &State<'_, Value>, position: u64) -> Arc<Mutex<Matcher>> {
-        let name = state.tree_name();
-        let mut builds = self.builds.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !builds.contains_key(&name) {
-            let mut generations: Vec<u64> = builds.keys().filter_map(|k| generation(k)).collect();
-            generations.sort_unstable();
-            if generation(&name).is_some() && generations.len() >= 2 {
-                let oldest = generations[0];
-                builds.retain(|k, _| generation(k) != Some(oldest));
+        // Every event comes here: the name is looked up without allocating it.
+        state.with_tree_name(|name| {
+            let mut builds = self.builds.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !builds.contains_key(name) {
+                let mut generations: Vec<u64> = builds.keys().filter_map(|k| generation(k)).collect();
+                generations.sort_unstable();
+                if generation(name).is_some() && generations.len() >= 2 {
+                    let oldest = generations[0];
+                    builds.retain(|k, _| generation(k) != Some(oldest));
+                }
+                builds.insert(name.to_owned(), Build::default());
             }
-        }
-        let build = builds.entry(name).or_default();
-        if position <= build.position {
-            *build = Build::default();
-        }
-        build.position = position;
-        Arc::clone(&build.matcher)
+            let build = builds.get_mut(name).expect("inserted above");
+            if position <= build.position {
+                *build = Build::default();
+            }
+            build.position = position;
+            Arc::clone(&build.matcher)
+        })
     }
 
     /// The duplicate guard's lookup: the live customers of the build writing `tree` (made
@@ -397,11 +400,7 @@ impl DuplicatesProjector {
         if !live {
             return Ok(());
         }
-        let found = {
-            let mut matcher = Self::lock(m);
-            matcher.insert(&record);
-            matcher.find(&record)
-        };
+        let found = Self::lock(m).upsert(&record);
         for m in found {
             let Ok(other) = Uuid::parse_str(&m.id) else { continue };
             if other == id {

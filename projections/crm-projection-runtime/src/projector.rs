@@ -775,7 +775,13 @@ impl<V: Serialize + DeserializeOwned + Clone> State<'_, V> {
     /// The name of the tree this build writes (`<projection>/<generation>` or
     /// `<projection>/verify`), for projectors that keep in-memory structures per build.
     pub fn tree_name(&self) -> String {
-        String::from_utf8_lossy(&self.tree.name()).into_owned()
+        self.with_tree_name(str::to_owned)
+    }
+
+    /// `f` of [`State::tree_name`], without allocating it: for a projector that looks its
+    /// build up by name at every event.
+    pub fn with_tree_name<R>(&self, f: impl FnOnce(&str) -> R) -> R {
+        f(&String::from_utf8_lossy(&self.tree.name()))
     }
 
     fn load(&mut self, key: &[u8]) -> std::result::Result<&mut Slot<V>, String> {

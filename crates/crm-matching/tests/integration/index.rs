@@ -1,6 +1,6 @@
 //! The candidate index: lookups, exact collisions, removal.
 
-use crm_matching::{BlockingConfig, Index, KeyKind, Matcher, Prepared, Record, RecordKind};
+use crm_matching::{BlockingConfig, Decision, Index, KeyKind, Matcher, Outcome, Prepared, Record, RecordKind};
 
 fn company(id: &str, name: &str, phone: &str) -> Record {
     Record { phones: vec![phone.into()], ..Record::company(id, name) }
@@ -88,4 +88,14 @@ fn duplicate_pairs_rescores_the_index_with_a_new_rule() {
     let pairs = matcher.duplicate_pairs();
     assert_eq!(pairs.len(), 1);
     assert_eq!(pairs[0].result.decision, crm_matching::Decision::Review);
+}
+
+#[test]
+fn decisions_and_outcomes_are_named_as_serialised() {
+    for d in Decision::ALL {
+        assert_eq!(serde_json::to_string(&d).unwrap(), format!("\"{}\"", d.as_str()));
+    }
+    for o in Outcome::ALL {
+        assert_eq!(serde_json::to_string(&o).unwrap(), format!("\"{}\"", o.as_str()));
+    }
 }

@@ -1,7 +1,8 @@
-//! Properties: symmetric scores, identical records score highest, and an index updated by
-//! inserts and removals answers like one built from scratch.
+//! Properties: symmetric scores, identical records score highest, an upsert answers like an
+//! insert then a find, and an index updated by inserts and removals answers like one built
+//! from scratch.
 
-use crm_matching::{compare, Index, MatchConfig, Prepared, Record, RecordKind};
+use crm_matching::{compare, Index, MatchConfig, Matcher, Prepared, Record, RecordKind};
 use proptest::prelude::*;
 
 fn opt(s: impl Strategy<Value = String>) -> impl Strategy<Value = Option<String>> {
@@ -82,6 +83,20 @@ proptest! {
         let other = compare(&pa, &pb, &config);
         prop_assert!(own.weight >= other.weight, "self {} < other {}: {}", own.weight, other.weight, other.explanation);
         prop_assert!(own.explanation.fields.iter().all(|f| f.weight >= 0.0), "{}", own.explanation);
+    }
+
+    #[test]
+    fn upsert_equals_insert_then_find(records in prop::collection::vec((0..6usize, record()), 1..30)) {
+        let (mut once, mut twice) = (Matcher::default(), Matcher::default());
+        for (id, r) in &records {
+            // Few ids, so many steps replace a record the matcher holds (an edit).
+            let r = Record { id: format!("r{id}"), ..r.clone() };
+            let upserted = once.upsert(&r);
+            twice.insert(&r);
+            let found = twice.find(&r);
+            prop_assert_eq!(&upserted, &found);
+        }
+        prop_assert_eq!(once.len(), twice.len());
     }
 
     #[test]
