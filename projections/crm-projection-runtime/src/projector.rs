@@ -772,14 +772,9 @@ fn list(dirty: &mut Option<&mut Vec<Vec<u8>>>, key: &[u8]) {
 }
 
 impl<V: Serialize + DeserializeOwned + Clone> State<'_, V> {
-    /// The name of the tree this build writes (`<projection>/<generation>` or
-    /// `<projection>/verify`), for projectors that keep in-memory structures per build.
-    pub fn tree_name(&self) -> String {
-        self.with_tree_name(str::to_owned)
-    }
-
-    /// `f` of [`State::tree_name`], without allocating it: for a projector that looks its
-    /// build up by name at every event.
+    /// `f` of the name of the tree this build writes (`<projection>/<generation>` or
+    /// `<projection>/verify`), for projectors that keep in-memory structures per build and
+    /// look theirs up at every event (so the name is lent, not allocated).
     pub fn with_tree_name<R>(&self, f: impl FnOnce(&str) -> R) -> R {
         f(&String::from_utf8_lossy(&self.tree.name()))
     }
